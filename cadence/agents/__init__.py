@@ -1,0 +1,33 @@
+"""Agents: learners that act, update from batches and save their state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cadence.agents.sac import SAC, SACConfig
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """How the CLI builds an agent: its class, its config dataclass, and how its env is made."""
+
+    name: str
+    agent_cls: type
+    config_cls: type
+
+    def env_kwargs(self, config: Any) -> dict[str, Any]:
+        """Keyword arguments for ``cadence.envs.make`` when training this agent."""
+        return {"decision_interval": getattr(config, "action_repeat", 1)}
+
+
+AGENTS: dict[str, AgentSpec] = {"sac": AgentSpec("sac", SAC, SACConfig)}
+
+
+def agent_spec(name: str) -> AgentSpec:
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; available: {', '.join(AGENTS)}")
+    return AGENTS[name]
+
+
+__all__ = ["AGENTS", "AgentSpec", "SAC", "SACConfig", "agent_spec"]

@@ -1,0 +1,236 @@
+"""Soft Actor-Critic: the shared off-policy learner (Haarnoja et al. 2018, automatic entropy tuning).
+
+SAC-J, SAC trained with action repeat J, is this agent with ``action_repeat = J``: the env repeats
+each action J times and SAC learns on the resulting decision-level transitions.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import nn
+
+from cadence.config import check, check_positive
+from cadence.nn import EnsembleMLP, mlp
+from cadence.replay import Batch
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Hyperparameters of SAC; defaults follow DESIGN.md section 3."""
+
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor and of each critic."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critics."""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha)."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    gamma: float = 0.99
+    """Discount per decision."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    init_alpha: float = 1.0
+    """Initial entropy temperature."""
+    autotune_alpha: bool = True
+    """Tune alpha towards the target entropy; if False alpha stays at init_alpha."""
+    target_entropy: float | None = None
+    """Target policy entropy; None means -act_dim."""
+    num_critics: int = 2
+    """Critics in the batched critic ensemble (the clipped double-Q minimum is taken over them)."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in decisions."""
+    learning_starts: int = 10_000
+    """Env steps of uniform random actions before learning starts."""
+    gradient_steps: int = 1
+    """Gradient steps per env decision."""
+    action_repeat: int = 1
+    """J of SAC-J: each action is repeated this many primitive steps."""
+
+    def __post_init__(self) -> None:
+        check(len(self.hidden_sizes) >= 1 and all(h > 0 for h in self.hidden_sizes),
+              "hidden_sizes", self.hidden_sizes, "a non-empty list of positive widths")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha", "batch_size", "buffer_size",
+                     "gradient_steps", "action_repeat"):
+            check_positive(self, name)
+        check(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "in [0, 1]")
+        check(0.0 < self.tau <= 1.0, "tau", self.tau, "in (0, 1]")
+        check(self.num_critics >= 2, "num_critics", self.num_critics, ">= 2")
+        check(self.learning_starts >= 0, "learning_starts", self.learning_starts, ">= 0")
+
+
+class SquashedGaussianActor(nn.Module):
+    """State -> tanh-squashed Gaussian over actions, rescaled to the action bounds."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], low: np.ndarray, high: np.ndarray):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, 2 * act_dim)
+        self.register_buffer("scale", torch.as_tensor((high - low) / 2.0, dtype=torch.float32))
+        self.register_buffer("bias", torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(action, log_prob)``; log_prob includes the tanh and scale Jacobians."""
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        std = log_std.exp()
+        u = mean if deterministic else mean + std * torch.randn_like(mean)
+        y = torch.tanh(u)
+        # log N(u; mean, std) - sum log(scale * (1 - tanh(u)^2)), the latter in a stable form
+        normal_logp = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+        log_det = (2.0 * (np.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1) + self.scale.log().sum()
+        return y * self.scale + self.bias, normal_logp - log_det
+
+
+class EnsembleCritic(nn.Module):
+    """``n`` Q-functions Q(s, a) as one batched module; returns ``[n, B]``."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], n: int):
+        super().__init__()
+        self.net = EnsembleMLP(n, obs_dim + act_dim, hidden, 1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+
+
+class SAC:
+    """Soft Actor-Critic with a batched critic ensemble and automatic entropy tuning.
+
+    Args:
+        observation_space: a flat ``Box``.
+        action_space: a flat ``Box`` (the env's per-decision action space).
+        config: hyperparameters.
+        device: torch device for networks.
+    """
+
+    algo = "sac"
+
+    def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, config: SACConfig = SACConfig(),
+                 device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.obs_dim = int(np.prod(observation_space.shape))
+        self.act_dim = int(np.prod(action_space.shape))
+        hidden = tuple(config.hidden_sizes)
+        self.actor = SquashedGaussianActor(self.obs_dim, self.act_dim, hidden, action_space.low, action_space.high).to(self.device)
+        self.critic = EnsembleCritic(self.obs_dim, self.act_dim, hidden, config.num_critics).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(float(np.log(config.init_alpha)), device=self.device, requires_grad=True)
+        self.target_entropy = float(-self.act_dim if config.target_entropy is None else config.target_entropy)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        self.updates = 0
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().detach()
+
+    # --- acting --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """One action for one observation (or a batch ``[B, obs_dim]``)."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        action, _ = self.actor(obs_t, deterministic=deterministic)
+        return action.cpu().numpy()
+
+    def act_sequence(self, obs: np.ndarray, length: int, deterministic: bool = True) -> np.ndarray:
+        """``[length, act_dim]`` actions decided from one state: SAC repeats its one action."""
+        return np.repeat(self.act(obs, deterministic)[None], length, axis=0)
+
+    # --- losses --------------------------------------------------------------------------------------
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Soft Bellman error summed over critics:
+
+        y = r + gamma (1 - terminated) (min_k Q'_k(s', a') - alpha log pi(a'|s')),  a' ~ pi(.|s')
+        L = 1/2 sum_k E[(Q_k(s, a) - y)^2]
+        """
+        with torch.no_grad():
+            next_action, next_logp = self.actor(batch["next_obs"])
+            next_q = self.critic_target(batch["next_obs"], next_action).min(dim=0).values
+            not_done = 1.0 - batch["terminated"].float()
+            target = batch["reward"] + self.config.gamma * not_done * (next_q - self.alpha * next_logp)
+        q = self.critic(batch["obs"], batch["action"])
+        loss = 0.5 * ((q - target) ** 2).mean(dim=1).sum()
+        return loss, {"critic_loss": loss.item(), "q_mean": q.mean().item()}
+
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """L = E_s[alpha log pi(a|s) - min_k Q_k(s, a)],  a ~ pi(.|s) reparameterised.
+
+        Returns the loss and log pi(a|s) (detached) for the temperature loss.
+        """
+        action, logp = self.actor(batch["obs"])
+        self.critic.requires_grad_(False)  # the actor loss must not leave gradients on the critics
+        q = self.critic(batch["obs"], action).min(dim=0).values
+        self.critic.requires_grad_(True)
+        return (self.alpha * logp - q).mean(), logp.detach()
+
+    def alpha_loss(self, logp: torch.Tensor) -> torch.Tensor:
+        """L = -E[log(alpha) (log pi(a|s) + target_entropy)]."""
+        return -(self.log_alpha * (logp + self.target_entropy)).mean()
+
+    # --- update --------------------------------------------------------------------------------------
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step on critics, actor and temperature, then a Polyak target update."""
+        critic_loss, metrics = self.critic_loss(batch)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        actor_loss, logp = self.actor_loss(batch)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+
+        if self.config.autotune_alpha:
+            alpha_loss = self.alpha_loss(logp)
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+            metrics["alpha_loss"] = alpha_loss.item()
+
+        with torch.no_grad():
+            target_params = list(self.critic_target.parameters())
+            torch._foreach_lerp_(target_params, list(self.critic.parameters()), self.config.tau)
+        self.updates += 1
+        metrics.update(actor_loss=actor_loss.item(), alpha=self.alpha.item(), entropy=-logp.mean().item())
+        return metrics
+
+    # --- persistence ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        if "critic" in state:  # deployment checkpoints carry the actor only
+            self.critic.load_state_dict(state["critic"])
+            self.critic_target.load_state_dict(state["critic_target"])
+            with torch.no_grad():
+                self.log_alpha.copy_(state["log_alpha"])
+            self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+            self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+            self.updates = int(state["updates"])
+
+    def deployment_state_dict(self) -> dict[str, Any]:
+        """What acting needs: the actor alone."""
+        return {"actor": self.actor.state_dict()}

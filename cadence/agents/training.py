@@ -1,0 +1,222 @@
+"""Training loops: plain functions that read top to bottom."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+import cadence
+from cadence.checkpoint import DEPLOY, load_checkpoint, save_checkpoint
+from cadence.config import check, check_positive
+from cadence.envs import env_rng_state, run_episodes, set_env_rng_state
+from cadence.logging import RunLogger
+from cadence.replay import ReplayBuffer
+from cadence.seeding import rng_state, set_rng_state
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The online training loop: budget, evaluation, logging and checkpoints."""
+
+    env: str = "Hopper-v5"
+    """Env id passed to cadence.envs.make."""
+    seed: int = 1
+    """Seed for networks, replay sampling and the env."""
+    total_steps: int = 1_000_000
+    """Budget in primitive env steps."""
+    eval_every: int = 10_000
+    """Evaluate the deterministic policy every this many env steps (0 disables)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    checkpoint_every: int = 50_000
+    """Write a checkpoint at the first episode end after every this many env steps."""
+    log_every: int = 1_000
+    """Log training losses every this many env steps."""
+    torch_threads: int = 2
+    """torch intra-op threads (0 keeps torch's default)."""
+    device: str = "cpu"
+    """Torch device for networks and replay."""
+    progress: bool = True
+    """Show a progress bar with steps/s and the last return."""
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "eval_episodes", "checkpoint_every", "log_every"):
+            check_positive(self, name)
+        check(self.eval_every >= 0, "eval_every", self.eval_every, ">= 0")
+        check(self.torch_threads >= 0, "torch_threads", self.torch_threads, ">= 0")
+        check(self.seed >= 0, "seed", self.seed, ">= 0")
+
+
+@dataclass
+class TrainState:
+    """Counters of a run; saved in every checkpoint."""
+
+    step: int = 0
+    """Primitive env steps taken."""
+    decisions: int = 0
+    episodes: int = 0
+    last_return: float = float("nan")
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    evals: list[tuple[int, float]] = field(default_factory=list)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+def evaluate(agent: Any, env: Any, episodes: int, seed: int) -> float:
+    """Mean return of the deterministic policy over ``episodes`` seeded episodes."""
+    returns, _ = run_episodes(env, lambda o: agent.act(o, deterministic=True), episodes, seed)
+    return float(returns.mean())
+
+
+def checkpoint_bundle(agent: Any, buffer: ReplayBuffer, env: Any, state: TrainState) -> dict[str, Any]:
+    return {
+        "algo": agent.algo,
+        "agent": agent.state_dict(),
+        "buffer": buffer.state_dict(),
+        "rng": rng_state(),
+        "env_rng": env_rng_state(env),
+        "train_state": dataclasses.asdict(state),
+        "cadence_version": cadence.__version__,
+    }
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[speed]:.0f} steps/s"), TextColumn("last return {task.fields[ret]:.1f}"),
+        TimeRemainingColumn(), disable=not enabled, transient=False,
+    )
+
+
+def train_online(
+    agent: Any,
+    env: Any,
+    eval_env: Any,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[TrainState], None]] = (),
+) -> TrainState:
+    """Off-policy online training: act, store, update, evaluate, checkpoint.
+
+    Checkpoints are taken at episode ends, so resuming needs no physics snapshot: the env's
+    generators are restored and the next episode starts exactly as it would have.
+
+    Args:
+        agent: has ``act``, ``update``, ``state_dict``, ``load_state_dict`` and ``config``
+            (with ``buffer_size``, ``batch_size``, ``learning_starts``, ``gradient_steps``).
+        env: training env from :func:`cadence.envs.make`.
+        eval_env: a separate env for evaluation.
+        config: loop settings.
+        run_dir: the run folder (TensorBoard events and ``checkpoints/``).
+        resume: continue from ``run_dir/checkpoints/last.pt``.
+        callbacks: called with the state after every decision (an exception stops training).
+
+    Returns:
+        The final :class:`TrainState`.
+    """
+    run_dir = Path(run_dir)
+    agent_cfg = agent.config
+    buffer = ReplayBuffer(agent_cfg.buffer_size, env.observation_space.shape, env.action_space.shape, config.device)
+    state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
+    if resume:
+        bundle = load_checkpoint(run_dir, required=("algo", "agent", "buffer", "rng", "env_rng", "train_state"))
+        if bundle["algo"] != agent.algo:
+            raise ValueError(f"checkpoint in {run_dir} is a {bundle['algo']!r} run, not {agent.algo!r}")
+        agent.load_state_dict(bundle["agent"])
+        buffer.load_state_dict(bundle["buffer"])
+        set_rng_state(bundle["rng"])
+        set_env_rng_state(env, bundle["env_rng"])
+        state = TrainState(**bundle["train_state"])
+        state.evals = [tuple(e) for e in state.evals]
+        obs, _ = env.reset()
+    else:
+        obs, _ = env.reset(seed=config.seed)
+        env.action_space.seed(config.seed)
+    logger = RunLogger(run_dir, purge_step=state.step if resume else None, write_layout=not resume)
+
+    episode_return, episode_start = 0.0, True
+    last_log, t_log = state.step, time.perf_counter()
+    metrics: dict[str, float] = {}
+    with _progress(config.progress) as progress:
+        task = progress.add_task(agent.algo.upper(), total=config.total_steps, completed=state.step,
+                                 speed=0.0, ret=state.last_return)
+        while state.step < config.total_steps:
+            # act: uniform random actions until learning starts
+            if state.step < agent_cfg.learning_starts:
+                action = env.action_space.sample()
+            else:
+                action = agent.act(obs)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            buffer.add(obs, action, reward, next_obs, terminated, truncated, episode_start=episode_start)
+            obs, episode_start = next_obs, False
+            episode_return += reward
+            state.step += info.get("primitive_steps", 1)
+            state.decisions += 1
+
+            # learn
+            if state.step >= agent_cfg.learning_starts:
+                for _ in range(agent_cfg.gradient_steps):
+                    metrics = agent.update(buffer.sample(agent_cfg.batch_size))
+                bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+                if bad:
+                    raise TrainingDiverged(
+                        f"{bad[0]} became {metrics[bad[0]]} at step {state.step}; the last good checkpoint "
+                        f"is kept in {run_dir / 'checkpoints'}"
+                    )
+
+            # log
+            if state.step - last_log >= config.log_every:
+                now = time.perf_counter()
+                speed = (state.step - last_log) / (now - t_log)
+                logger.scalars({**metrics, "steps_per_second": speed}, state.step, prefix="train/")
+                progress.update(task, completed=state.step, speed=speed, ret=state.last_return)
+                last_log, t_log = state.step, now
+
+            # evaluate
+            if config.eval_every and state.step >= state.next_eval:
+                state.next_eval += config.eval_every * math.ceil((state.step - state.next_eval + 1) / config.eval_every)
+                mean_return = evaluate(agent, eval_env, config.eval_episodes, seed=config.seed + 100_000)
+                state.evals.append((state.step, mean_return))
+                logger.scalars({"eval/return": mean_return}, state.step)
+
+            # episode end: log, checkpoint if one is due, reset. The checkpoint is written before
+            # the reset so that a resumed run draws the same next episode.
+            if terminated or truncated:
+                state.episodes += 1
+                state.last_return = float(episode_return)
+                logger.scalars({"episode_return": episode_return}, state.step, prefix="train/")
+                if state.step >= state.next_checkpoint:
+                    state.next_checkpoint = state.step + config.checkpoint_every
+                    save_checkpoint(run_dir, checkpoint_bundle(agent, buffer, env, state))
+                obs, _ = env.reset()
+                episode_return, episode_start = 0.0, True
+
+            for callback in callbacks:
+                callback(state)
+
+    if not state.evals or state.evals[-1][0] != state.step:
+        mean_return = evaluate(agent, eval_env, config.eval_episodes, seed=config.seed + 100_000)
+        state.evals.append((state.step, mean_return))
+        logger.scalars({"eval/return": mean_return}, state.step)
+    save_checkpoint(run_dir, checkpoint_bundle(agent, buffer, env, state))
+    save_checkpoint(run_dir, {"algo": agent.algo, "agent": agent.deployment_state_dict(),
+                              "cadence_version": cadence.__version__}, name=DEPLOY)
+    logger.close()
+    return state
+
+
+def set_torch_threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)

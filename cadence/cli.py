@@ -1,0 +1,160 @@
+"""The ``cadence`` command line.
+
+    cadence train sac --env Hopper-v5 --seed 1 --total-steps 300000 [--config F.toml] [--set key=value ...]
+    cadence train sac --resume RUN_DIR [--total-steps N]
+    cadence eval fas RUN_DIR [--episodes 10] [--asl 1,2,4,...]
+    cadence config sac
+    cadence dashboard [--logdir runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cadence.agents import AGENTS, agent_spec
+from cadence.agents.training import TrainConfig
+from cadence.checkpoint import CheckpointError
+from cadence.config import ConfigError, field_docs, to_dict
+from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, FASResult, env_family
+
+console = Console()
+
+
+def _parse_asl(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--asl must be a comma-separated list of integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cadence", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_train = sub.add_parser("train", help="train an agent; writes a run folder")
+    p_train.add_argument("algo", choices=sorted(AGENTS))
+    p_train.add_argument("--env", help="env id, e.g. Hopper-v5")
+    p_train.add_argument("--seed", type=int)
+    p_train.add_argument("--total-steps", type=int, help="budget in primitive env steps")
+    p_train.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections")
+    p_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override one config value, e.g. --set agent.batch_size=128 (repeatable)")
+    p_train.add_argument("--run-dir", type=Path, help="run folder (default runs/<algo>_<env>_s<seed>_<time>)")
+    p_train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    p_eval = sub.add_parser("eval", help="evaluate a trained run")
+    eval_sub = p_eval.add_subparsers(dest="what", required=True)
+    p_fas = eval_sub.add_parser("fas", help="Frequency-Averaged Score sweep over action-sequence lengths")
+    p_fas.add_argument("run_dir", type=Path)
+    p_fas.add_argument("--episodes", type=int, default=10, help="episodes per ASL")
+    p_fas.add_argument("--asl", type=_parse_asl, default=ASL_GRID, help="ASL grid, e.g. 1,2,4,8")
+    p_fas.add_argument("--seed", type=int, default=0, help="seed of the first evaluation episode")
+
+    p_cfg = sub.add_parser("config", help="print an agent's config with its defaults and documentation")
+    p_cfg.add_argument("algo", choices=sorted(AGENTS))
+
+    p_dash = sub.add_parser("dashboard", help="start TensorBoard on a runs folder")
+    p_dash.add_argument("--logdir", type=Path, default=Path("runs"))
+    p_dash.add_argument("--port", type=int, default=6006)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from cadence.runs import default_run_dir, read_run_config, resolve_config, train
+
+    if args.resume is not None:
+        algo, sections = read_run_config(args.resume)
+        if algo != args.algo:
+            raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
+        ignored = [flag for flag, value in (("--env", args.env), ("--seed", args.seed), ("--config", args.config))
+                   if value is not None] + (["--set"] if args.set else [])
+        if ignored:
+            raise ConfigError(f"--resume continues the run's own config; drop {', '.join(ignored)}")
+        if args.total_steps is not None:
+            sections["train"] = dataclasses.replace(sections["train"], total_steps=args.total_steps)
+        run_dir = args.resume
+    else:
+        base = {"train": {k: v for k, v in (("env", args.env), ("seed", args.seed),
+                                            ("total_steps", args.total_steps)) if v is not None}}
+        if args.no_progress:
+            base["train"]["progress"] = False
+        sections = resolve_config(args.algo, base, args.config, args.set)
+        t = sections["train"]
+        run_dir = args.run_dir or default_run_dir(args.algo, t.env, t.seed)
+    console.print(f"[bold]run folder[/bold] {run_dir}")
+    state = train(args.algo, sections, run_dir, resume=args.resume is not None)
+    console.print(f"done: {state.step} env steps, {state.episodes} episodes, "
+                  f"final eval return {state.evals[-1][1]:.1f}")
+    console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
+
+
+def fas_table(results: dict[str, FASResult], title: str = "Frequency-Averaged Score") -> Table:
+    """Mean return per ASL, one column per agent, with FAS in the last row."""
+    table = Table(title=title)
+    table.add_column("ASL", justify="right")
+    for label in results:
+        table.add_column(label, justify="right")
+    first = next(iter(results.values()))
+    for i, asl in enumerate(first.asl):
+        table.add_row(str(asl), *(f"{r.mean[i]:.1f} ± {r.std[i]:.1f}" for r in results.values()))
+    table.add_row("[bold]FAS", *(f"[bold]{r.fas:.3f}" for r in results.values()))
+    return table
+
+
+def cmd_eval_fas(args: argparse.Namespace) -> None:
+    from cadence.runs import evaluate_fas
+
+    with console.status("FAS sweep") as status:
+        result = evaluate_fas(args.run_dir, args.asl, args.episodes, args.seed,
+                              on_asl=lambda asl, r: status.update(f"FAS sweep: ASL {asl} mean return {r.mean():.1f}"))
+    console.print(fas_table({"agent": result}, title=f"FAS on {result.env_id}"))
+    published = PUBLISHED_SAC_J_FAS.get(env_family(result.env_id), {}).get(1)
+    if published is not None:
+        console.print(f"published SAC-1 FAS on the Gym v2 task: {published:.3f} (cadence uses Gymnasium v5)")
+    console.print(f"wrote {args.run_dir / 'fas.json'} and {args.run_dir / 'fas.png'}; eval/fas logged to TensorBoard")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    for section, cls in (("train", TrainConfig), ("agent", agent_spec(args.algo).config_cls)):
+        docs = field_docs(cls)
+        print(f"[{section}]")
+        values = to_dict(cls())
+        for f in dataclasses.fields(cls):
+            print(f"# {docs.get(f.name, '')}")
+            print(f"{f.name} = {values[f.name]!r}" if f.name in values else f"# {f.name} = (unset)")
+        print()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    console.print(f"TensorBoard on {args.logdir} at http://localhost:{args.port}")
+    subprocess.run([sys.executable, "-m", "tensorboard.main", "--logdir", str(args.logdir), "--port", str(args.port)],
+                   check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            cmd_train(args)
+        elif args.command == "eval":
+            cmd_eval_fas(args)
+        elif args.command == "config":
+            cmd_config(args)
+        elif args.command == "dashboard":
+            cmd_dashboard(args)
+    except (ConfigError, CheckpointError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Configs: frozen dataclasses, TOML files and ``--set key=value`` overrides.
+
+Every value is validated when its dataclass is built, so a bad config fails before any work starts.
+A run's config is a set of named sections (for training: ``train`` and ``agent``), each one dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """An unknown key, a value of the wrong type, or a value out of range."""
+
+
+def check(condition: bool, name: str, value: Any, expectation: str) -> None:
+    """Raise :class:`ConfigError` ``name=value: must be expectation`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(f"invalid config value {name}={value!r}: must be {expectation}")
+
+
+def check_positive(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    check(value > 0, name, value, "> 0")
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert a TOML/CLI value to the annotated type, or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"invalid config value {name}={value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"invalid config value {name}={value!r}: must be a list")
+        elem = typing.get_args(hint)[0]
+        return tuple(_coerce(v, elem, name) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"invalid config value {name}={value!r}: must be true or false")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"invalid config value {name}={value!r}: must be an integer")
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise ConfigError(f"invalid config value {name}={value!r}: must be an integer") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"invalid config value {name}={value!r}: must be an integer")
+        return int(as_float)
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"invalid config value {name}={value!r}: must be a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"invalid config value {name}={value!r}: must be a number") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"invalid config value {name}={value!r}: must be a string")
+        return value
+    return value
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a config dataclass (read from its source)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value).strip()  # type: ignore[union-attr]
+    return docs
+
+
+def build(cls: type, data: Mapping[str, Any], section: str = "") -> Any:
+    """Build config dataclass ``cls`` from a mapping, checking keys and types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    prefix = f"{section}." if section else ""
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key {prefix}{key!s}; valid keys: {', '.join(prefix + k for k in fields)}")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"agent.batch_size=128"`` -> ``("agent.batch_size", 128)``; values are read as TOML, else as strings."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def load_sections(
+    schema: Mapping[str, type],
+    base: Mapping[str, Mapping[str, Any]] | None = None,
+    toml_path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+) -> dict[str, Any]:
+    """Resolve a sectioned config: defaults <- ``base`` <- TOML file <- ``--set`` overrides.
+
+    An override key may name its section (``agent.batch_size``) or be bare (``batch_size``)
+    when exactly one section has that field.
+    """
+    data: dict[str, dict[str, Any]] = {name: dict((base or {}).get(name, {})) for name in schema}
+    if toml_path is not None:
+        path = Path(toml_path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        for name, values in loaded.items():
+            if name not in schema or not isinstance(values, dict):
+                raise ConfigError(f"unknown config section [{name}] in {path}; valid sections: {', '.join(schema)}")
+            data[name].update(values)
+    all_keys = [f"{s}.{f.name}" for s, cls in schema.items() for f in dataclasses.fields(cls)]
+    for text in overrides:
+        key, value = parse_override(text)
+        if "." in key:
+            section, name = key.split(".", 1)
+        else:
+            owners = [s for s, cls in schema.items() if key in {f.name for f in dataclasses.fields(cls)}]
+            if len(owners) != 1:
+                raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(all_keys)}")
+            section, name = owners[0], key
+        if f"{section}.{name}" not in all_keys:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(all_keys)}")
+        data[section][name] = value
+    return {name: build(cls, data[name], name) for name, cls in schema.items()}
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass as a TOML-friendly dict (tuples become lists, None fields are left out)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is None:
+            continue
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def to_toml(sections: Mapping[str, Any]) -> str:
+    """Serialise ``{section: dataclass}`` to TOML text."""
+    return tomli_w.dumps({name: to_dict(cfg) for name, cfg in sections.items()})
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    return tomllib.loads(Path(path).read_text())

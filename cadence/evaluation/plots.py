@@ -1,0 +1,58 @@
+"""Plots written next to results: return against ASL, learning curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cadence.evaluation.fas import FASResult  # noqa: E402
+from cadence.io import atomic_write  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def plot_fas(results: Mapping[str, FASResult], path: str | Path, title: str | None = None) -> Path:
+    """Mean return (+/- std over episodes) against ASL, one line per labelled result."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, res in results.items():
+        mean, std = res.mean, res.std
+        ax.plot(res.asl, mean, marker="o", ms=3, label=f"{label} (FAS {res.fas:.3f})")
+        ax.fill_between(res.asl, mean - std, mean + std, alpha=0.2)
+    env_id = next(iter(results.values())).env_id if results else ""
+    ax.set_xlabel("action-sequence length (ASL)")
+    ax.set_ylabel("return")
+    ax.set_title(title or f"{env_id}: return against decision interval")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], path: str | Path,
+                xlabel: str = "env steps", ylabel: str = "return", title: str = "",
+                hline: float | None = None) -> Path:
+    """Learning curves: for each label, one or more runs of (x, y) points; runs are drawn thin."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (label, runs) in enumerate(curves.items()):
+        color = f"C{i}"
+        for j, run in enumerate(runs):
+            xs, ys = np.asarray(run).T
+            ax.plot(xs, ys, color=color, alpha=0.8, lw=1.2, label=label if j == 0 else None)
+    if hline is not None:
+        ax.axhline(hline, color="k", ls="--", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)

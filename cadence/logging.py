@@ -1,0 +1,53 @@
+"""TensorBoard logging for runs: scalars, a custom-scalars layout and hparams."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch.utils.tensorboard import SummaryWriter
+
+#: Groups the tags of DESIGN.md section 2 in TensorBoard's Custom Scalars tab.
+CUSTOM_SCALARS_LAYOUT = {
+    "returns": {
+        "episode and evaluation return": ["Multiline", ["train/episode_return", "eval/return"]],
+        "frequency-averaged score": ["Multiline", ["eval/fas"]],
+    },
+    "learning": {
+        "losses": ["Multiline", ["train/critic_loss", "train/actor_loss", "train/alpha_loss"]],
+        "entropy and temperature": ["Multiline", ["train/entropy", "train/alpha"]],
+        "model": ["Multiline", ["model/.*"]],
+        "speed": ["Multiline", ["train/steps_per_second"]],
+    },
+}
+
+
+class RunLogger:
+    """A SummaryWriter bound to one run folder.
+
+    Args:
+        run_dir: the run folder; event files are written there.
+        purge_step: on resume, the step of the checkpoint: events logged after it by the
+            interrupted process are discarded so curves are not double-counted.
+    """
+
+    def __init__(self, run_dir: str | Path, purge_step: int | None = None, write_layout: bool = False):
+        self.run_dir = Path(run_dir)
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+        if write_layout:
+            self.writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
+
+    def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(f"{prefix}{key}", value, step)
+
+    def hparams(self, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """Record the run's flat config against its final metrics in the HParams tab."""
+        clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.items()}
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        self.writer.add_hparams(clean, finite, run_name=".")
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()

@@ -1,0 +1,62 @@
+"""Network building blocks shared by agents and world models."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """A plain MLP: Linear-activation blocks, then a linear output."""
+    layers: list[nn.Module] = []
+    last = in_dim
+    for h in hidden:
+        layers += [nn.Linear(last, h), activation()]
+        last = h
+    layers.append(nn.Linear(last, out_dim))
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """``n_members`` independent linear layers evaluated as one batched matmul.
+
+    Input ``[B, in]`` (shared by all members) or ``[n_members, B, in]``; output ``[n_members, B, out]``.
+    """
+
+    def __init__(self, n_members: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.n_members, self.in_dim, self.out_dim = n_members, in_dim, out_dim
+        self.weight = nn.Parameter(torch.empty(n_members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n_members, 1, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)  # same init as nn.Linear, per member
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return torch.matmul(x, self.weight) + self.bias
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"n_members={self.n_members}, in_dim={self.in_dim}, out_dim={self.out_dim}"
+
+
+class EnsembleMLP(nn.Module):
+    """An ensemble of MLPs with identical architecture, one batched module, no loop over members."""
+
+    def __init__(self, n_members: int, in_dim: int, hidden: Sequence[int], out_dim: int,
+                 activation: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        dims = [in_dim, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [EnsembleLinear(n_members, a, b), activation()]
+        layers.append(EnsembleLinear(n_members, dims[-1], out_dim))
+        self.net = nn.Sequential(*layers)
+        self.n_members = n_members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,163 @@
+"""ReplayBuffer: preallocated torch storage, written circularly (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from cadence.io import atomic_torch_save
+
+Batch = dict[str, torch.Tensor]
+
+
+def _as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+
+
+class ReplayBuffer:
+    """Circular transition storage on one device.
+
+    Fields: ``obs, action, reward, next_obs, terminated, truncated, task_id, episode_start``.
+
+    Args:
+        capacity: maximum number of transitions; the oldest are overwritten first.
+        obs_shape: shape of one observation.
+        act_shape: shape of one action.
+        device: where the storage lives and where samples are returned.
+    """
+
+    FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "task_id", "episode_start")
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: int | Sequence[int],
+        act_shape: int | Sequence[int],
+        device: str | torch.device = "cpu",
+    ):
+        if int(capacity) < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.obs_shape = _as_shape(obs_shape)
+        self.act_shape = _as_shape(act_shape)
+        self.device = torch.device(device)
+        c, dev = self.capacity, self.device
+        self.storage: dict[str, torch.Tensor] = {
+            "obs": torch.zeros((c, *self.obs_shape), dtype=torch.float32, device=dev),
+            "action": torch.zeros((c, *self.act_shape), dtype=torch.float32, device=dev),
+            "reward": torch.zeros(c, dtype=torch.float32, device=dev),
+            "next_obs": torch.zeros((c, *self.obs_shape), dtype=torch.float32, device=dev),
+            "terminated": torch.zeros(c, dtype=torch.bool, device=dev),
+            "truncated": torch.zeros(c, dtype=torch.bool, device=dev),
+            "task_id": torch.zeros(c, dtype=torch.int64, device=dev),
+            "episode_start": torch.zeros(c, dtype=torch.bool, device=dev),
+        }
+        self.pos = 0  # next write index
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(
+        self,
+        obs: Any,
+        action: Any,
+        reward: Any,
+        next_obs: Any,
+        terminated: Any,
+        truncated: Any = False,
+        task_id: Any = 0,
+        episode_start: Any = False,
+    ) -> None:
+        """Append one transition, or a batch whose leading dimension is the batch."""
+        values = dict(
+            obs=obs, action=action, reward=reward, next_obs=next_obs, terminated=terminated,
+            truncated=truncated, task_id=task_id, episode_start=episode_start,
+        )
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        n = 1 if obs_t.shape == self.obs_shape else obs_t.shape[0]
+        if obs_t.shape[obs_t.dim() - len(self.obs_shape):] != self.obs_shape:
+            raise ValueError(f"obs must have shape {self.obs_shape} or [n, *{self.obs_shape}], got {tuple(obs_t.shape)}")
+        idx = (self.pos + torch.arange(n)) % self.capacity
+        idx = idx.to(self.device)
+        for key, value in values.items():
+            store = self.storage[key]
+            t = torch.as_tensor(np.asarray(value), dtype=store.dtype).to(self.device)
+            store[idx] = t.reshape(n, *store.shape[1:]) if t.numel() > 1 or n == 1 else t.expand(n)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Batch:
+        """Draw ``n`` transitions uniformly with replacement."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty ReplayBuffer")
+        idx = torch.randint(0, self.size, (n,), device=self.device, generator=generator)
+        return {k: v[idx] for k, v in self.storage.items()}
+
+    def sample_sequences(self, n: int, length: int, generator: torch.Generator | None = None) -> Batch:
+        """Draw ``n`` windows of ``length`` consecutive transitions that never cross an episode end.
+
+        A window is cut where an episode ends (terminated or truncated), where a new episode
+        starts, or at the newest transition. Positions past the cut repeat the window's last
+        valid transition and have ``mask == 0``, so no data from another episode leaks in.
+
+        Returns:
+            Every field with shape ``[n, length, ...]``, plus ``mask`` of shape ``[n, length]``.
+        """
+        if length < 1:
+            raise ValueError(f"sequence length must be >= 1, got {length}")
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty ReplayBuffer")
+        start = torch.randint(0, self.size, (n,), device=self.device, generator=generator)
+        offsets = torch.arange(length, device=self.device)
+        raw = (start[:, None] + offsets) % self.capacity
+        # transitions from start up to the newest one, before wrapping into the oldest data
+        available = (self.pos - start - 1) % self.capacity + 1 if self.size == self.capacity else self.size - start
+        ended = self.storage["terminated"][raw] | self.storage["truncated"][raw]
+        breaks = torch.zeros_like(ended)
+        breaks[:, 1:] = ended[:, :-1] | self.storage["episode_start"][raw[:, 1:]]
+        breaks |= offsets[None, :] >= available[:, None]
+        mask = torch.cumsum(breaks.to(torch.int64), dim=1) == 0
+        valid = mask.sum(dim=1)
+        idx = (start[:, None] + torch.minimum(offsets[None, :], valid[:, None] - 1)) % self.capacity
+        batch = {k: v[idx] for k, v in self.storage.items()}
+        batch["mask"] = mask.to(torch.float32)
+        return batch
+
+    # --- persistence -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        filled = self.size if self.size < self.capacity else self.capacity
+        return {
+            "capacity": self.capacity,
+            "obs_shape": self.obs_shape,
+            "act_shape": self.act_shape,
+            "pos": self.pos,
+            "size": self.size,
+            "storage": {k: v[:filled].cpu().clone() for k, v in self.storage.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (state["capacity"], tuple(state["obs_shape"]), tuple(state["act_shape"])) != (
+            self.capacity, self.obs_shape, self.act_shape,
+        ):
+            raise ValueError(
+                f"buffer state has capacity/obs/act {state['capacity']}/{state['obs_shape']}/{state['act_shape']}, "
+                f"this buffer has {self.capacity}/{self.obs_shape}/{self.act_shape}"
+            )
+        for k, v in state["storage"].items():
+            self.storage[k][: len(v)] = v.to(self.device)
+        self.pos, self.size = int(state["pos"]), int(state["size"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the buffer atomically."""
+        atomic_torch_save(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "ReplayBuffer":
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        buf = cls(state["capacity"], state["obs_shape"], state["act_shape"], device=device)
+        buf.load_state_dict(state)
+        return buf

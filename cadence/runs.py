@@ -1,0 +1,135 @@
+"""Run folders: what every command writes, and how a run is started, resumed and evaluated.
+
+A run folder holds ``config.toml`` (the resolved config), TensorBoard event files,
+``checkpoints/`` (``last.pt`` to resume, ``agent.pt`` to deploy) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from cadence.agents import agent_spec
+from cadence.agents.training import TrainConfig, TrainState, train_online
+from cadence.checkpoint import DEPLOY, LAST, CheckpointError, checkpoint_path, load_checkpoint
+from cadence.config import ConfigError, load_sections, read_toml, to_dict, to_toml
+from cadence.envs import make
+from cadence.evaluation.fas import ASL_GRID, FASResult, fas_sweep
+from cadence.evaluation.plots import plot_fas
+from cadence.io import atomic_write_json, atomic_write_text
+from cadence.logging import RunLogger
+from cadence.seeding import seed_everything
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.json"
+
+
+def default_run_dir(algo: str, env_id: str, seed: int, root: str | Path = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{algo}_{env_id}_s{seed}_{stamp}"
+
+
+def resolve_config(algo: str, base: dict[str, dict[str, Any]] | None = None, config_file: str | Path | None = None,
+                   overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``{"train": TrainConfig, "agent": <Algo>Config}`` from defaults, a base dict, a TOML file and overrides."""
+    spec = agent_spec(algo)
+    return load_sections({"train": TrainConfig, "agent": spec.config_cls}, base, config_file, overrides)
+
+
+def read_run_config(run_dir: str | Path) -> tuple[str, dict[str, Any]]:
+    """The algo and config sections of an existing run folder."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a cadence run folder: {path} is missing")
+    raw = read_toml(path)
+    algo = raw.pop("algo", {}).get("name")
+    if algo is None:
+        raise CheckpointError(f"{path} does not name the run's algo ([algo] name = ...)")
+    return algo, resolve_config(algo, base=raw)
+
+
+def train(
+    algo: str,
+    sections: dict[str, Any],
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[TrainState], None]] = (),
+) -> TrainState:
+    """Create (or resume) a run folder and train ``algo`` in it."""
+    spec = agent_spec(algo)
+    train_cfg: TrainConfig = sections["train"]
+    agent_cfg = sections["agent"]
+    run_dir = Path(run_dir)
+    if resume:
+        load_checkpoint(run_dir)  # fail before anything is written if the checkpoint is missing or corrupt
+    elif checkpoint_path(run_dir, LAST).exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
+    if train_cfg.torch_threads > 0:
+        torch.set_num_threads(train_cfg.torch_threads)
+    seed_everything(train_cfg.seed)
+    env = make(train_cfg.env, **spec.env_kwargs(agent_cfg))
+    eval_env = make(train_cfg.env, **spec.env_kwargs(agent_cfg))
+    agent = spec.agent_cls(env.observation_space, env.action_space, agent_cfg, device=train_cfg.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, to_toml({"algo": _AlgoSection(algo), **sections}))
+    state = train_online(agent, env, eval_env, train_cfg, run_dir, resume=resume, callbacks=callbacks)
+    metrics = {"algo": algo, "env": train_cfg.env, "seed": train_cfg.seed, "steps": state.step,
+               "episodes": state.episodes, "final_eval_return": state.evals[-1][1], "evals": state.evals}
+    write_metrics(run_dir, metrics)
+    logger = RunLogger(run_dir, purge_step=None)
+    flat = {f"{name}.{k}": v for name, cfg in sections.items() for k, v in to_dict(cfg).items()}
+    logger.hparams({"algo": algo, **flat}, {"eval/return": state.evals[-1][1]})
+    logger.close()
+    return state
+
+
+@dataclasses.dataclass(frozen=True)
+class _AlgoSection:
+    name: str
+
+
+def write_metrics(run_dir: str | Path, update: dict[str, Any]) -> None:
+    """Merge ``update`` into the run's metrics.json (atomically)."""
+    import json
+
+    path = Path(run_dir) / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(update)
+    atomic_write_json(path, metrics)
+
+
+def load_agent(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Rebuild a run's agent from its config and its deployment (else last) checkpoint."""
+    algo, sections = read_run_config(run_dir)
+    spec = agent_spec(algo)
+    name = DEPLOY if checkpoint_path(run_dir, DEPLOY).is_file() else LAST
+    bundle = load_checkpoint(run_dir, name, required=("algo", "agent"))
+    if bundle["algo"] != algo:
+        raise CheckpointError(f"checkpoint in {run_dir} holds a {bundle['algo']!r} agent but config.toml says {algo!r}")
+    env = make(sections["train"].env, **spec.env_kwargs(sections["agent"]))
+    agent = spec.agent_cls(env.observation_space, env.action_space, sections["agent"])
+    agent.load_state_dict(bundle["agent"])
+    return agent, sections
+
+
+def evaluate_fas(run_dir: str | Path, asl_grid: Sequence[int] = ASL_GRID, episodes: int = 10, seed: int = 0,
+                 on_asl: Callable[[int, Any], None] | None = None) -> FASResult:
+    """FAS sweep of a trained run; writes fas.json and fas.png and logs eval/fas."""
+    run_dir = Path(run_dir)
+    agent, sections = load_agent(run_dir)
+    if not hasattr(agent, "act_sequence"):
+        raise ValueError(f"agent {agent.algo!r} cannot decide action sequences, so FAS does not apply")
+    env_id = sections["train"].env
+    result = fas_sweep(env_id, agent.act_sequence, asl_grid, episodes, seed, on_asl=on_asl)
+    atomic_write_json(run_dir / "fas.json", result.to_dict())
+    plot_fas({agent.algo.upper(): result}, run_dir / "fas.png")
+    write_metrics(run_dir, {"fas": result.fas})
+    logger = RunLogger(run_dir, purge_step=None)
+    logger.scalars({"eval/fas": result.fas}, step=sections["train"].total_steps)
+    logger.close()
+    return result
