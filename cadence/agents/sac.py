@@ -226,9 +226,11 @@ class SAC:
             self.critic_target.load_state_dict(state["critic_target"])
             with torch.no_grad():
                 self.log_alpha.copy_(state["log_alpha"])
-            self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-            self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+            # deep copies: Optimizer.load_state_dict keeps references to same-device tensors, so
+            # two agents loaded from one in-memory state would share Adam moments
+            self.actor_optimizer.load_state_dict(copy.deepcopy(state["actor_optimizer"]))
+            self.critic_optimizer.load_state_dict(copy.deepcopy(state["critic_optimizer"]))
+            self.alpha_optimizer.load_state_dict(copy.deepcopy(state["alpha_optimizer"]))
             self.updates = int(state["updates"])
 
     def deployment_state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,106 @@
+"""cadence SAC against stable-baselines3 SAC: env + gradient steps per second, same run, same machine.
+
+Both use Hopper-v5, hidden [256, 256], batch 256, lr 3e-4, gamma 0.99, tau 0.005, automatic alpha,
+one gradient step per env step and the same torch thread count. Each is timed over ``--steps`` steps
+after ``--warmup`` random steps (the warm-up, which has no gradient steps, is not timed).
+
+    python benchmarks/sac_throughput.py [--steps 3000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def time_cadence(env_id: str, warmup: int, steps: int, seed: int) -> float:
+    from cadence.agents import SAC, SACConfig
+    from cadence.envs import make
+    from cadence.replay import ReplayBuffer
+
+    torch.manual_seed(seed)
+    env = make(env_id, seed=seed)
+    agent = SAC(env.observation_space, env.action_space, SACConfig(learning_starts=warmup))
+    buffer = ReplayBuffer(warmup + steps, env.observation_space.shape, env.action_space.shape)
+    obs, _ = env.reset(seed=seed)
+    t0 = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        action = env.action_space.sample() if i < warmup else agent.act(obs)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs, action, reward, next_obs, terminated, truncated)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+        if i >= warmup:
+            agent.update(buffer.sample(256))
+    return steps / (time.perf_counter() - t0)
+
+
+def time_sb3(env_id: str, warmup: int, steps: int, seed: int) -> float:
+    import gymnasium as gym
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Timer(BaseCallback):
+        t0: float | None = None
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps == warmup + 1:
+                self.t0 = time.perf_counter()
+            return True
+
+    model = SB3SAC("MlpPolicy", gym.make(env_id), learning_rate=3e-4, buffer_size=warmup + steps,
+                   learning_starts=warmup, batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1,
+                   ent_coef="auto", policy_kwargs={"net_arch": [256, 256]}, seed=seed, device="cpu", verbose=0)
+    timer = Timer()
+    model.learn(total_timesteps=warmup + steps + 1, callback=timer)
+    return steps / (time.perf_counter() - timer.t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    cadence_sps, sb3_sps = [], []
+    for r in range(args.repeats):  # interleaved so drift in machine load hits both
+        cadence_sps.append(time_cadence(args.env, args.warmup, args.steps, seed=r))
+        sb3_sps.append(time_sb3(args.env, args.warmup, args.steps, seed=r))
+        print(f"repeat {r}: cadence {cadence_sps[-1]:.1f} steps/s, SB3 {sb3_sps[-1]:.1f} steps/s")
+    c, s = float(np.median(cadence_sps)), float(np.median(sb3_sps))
+    result = {
+        "env": args.env, "timed_steps": args.steps, "torch_threads": args.threads, "repeats": args.repeats,
+        "cadence_steps_per_s": c, "sb3_steps_per_s": s, "ratio_cadence_over_sb3": c / s,
+        "cadence_runs": cadence_sps, "sb3_runs": sb3_sps, "target_ratio": 1.5,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+    }
+    print(f"cadence {c:.1f} steps/s, SB3 {s:.1f} steps/s, ratio {c / s:.2f}x (target 1.5x)")
+
+    from cadence.evaluation.plots import save_figure
+    from cadence.io import atomic_write_json
+    import matplotlib.pyplot as plt
+
+    atomic_write_json(RESULTS / "sac_throughput.json", result)
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    ax.bar(["cadence SAC", "SB3 SAC"], [c, s], color=["C0", "C1"])
+    ax.set_ylabel("env + gradient steps / s")
+    ax.set_title(f"{args.env}, {args.threads} torch threads: {c / s:.2f}x")
+    save_figure(fig, RESULTS / "sac_throughput.png")
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory():
+        main()

@@ -1,0 +1,55 @@
+import pytest
+
+from cadence.agents import SACConfig
+from cadence.agents.training import TrainConfig
+from cadence.config import ConfigError, load_sections, read_toml, to_toml
+
+SCHEMA = {"train": TrainConfig, "agent": SACConfig}
+
+
+def test_defaults_and_overrides():
+    cfg = load_sections(SCHEMA, overrides=["agent.batch_size=64", "eval_every=500", "hidden_sizes=[32, 32]"])
+    assert cfg["agent"].batch_size == 64 and cfg["train"].eval_every == 500
+    assert cfg["agent"].hidden_sizes == (32, 32)
+    assert cfg["agent"].gamma == 0.99
+
+
+def test_unknown_key_names_it_and_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key 'agent.batchsize'.*agent.batch_size"):
+        load_sections(SCHEMA, overrides=["agent.batchsize=3"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'lr'"):
+        load_sections(SCHEMA, overrides=["lr=3"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("agent.batch_size=abc", "must be an integer"),
+    ("agent.batch_size=2.5", "must be an integer"),
+    ("agent.gamma=1.5", "gamma=1.5: must be in"),
+    ("agent.tau=0", "tau=0.0"),
+    ("train.total_steps=-1", "total_steps=-1: must be > 0"),
+    ("agent.autotune_alpha=maybe", "true or false"),
+    ("agent.action_repeat=0", "action_repeat=0"),
+])
+def test_bad_values_fail_before_work(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sections(SCHEMA, overrides=[override])
+
+
+def test_toml_file_and_round_trip(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nenv = "Walker2d-v5"\n[agent]\nhidden_sizes = [64, 64]\nlearning_starts = 5\n')
+    cfg = load_sections(SCHEMA, toml_path=path, overrides=["agent.learning_starts=7"])
+    assert cfg["train"].env == "Walker2d-v5" and cfg["agent"].learning_starts == 7
+    out = tmp_path / "resolved.toml"
+    out.write_text(to_toml(cfg))
+    again = load_sections(SCHEMA, base=read_toml(out))
+    assert again == cfg
+
+
+def test_bad_toml_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_sections(SCHEMA, toml_path=tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[critic]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown config section \[critic\]"):
+        load_sections(SCHEMA, toml_path=bad)

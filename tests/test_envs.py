@@ -1,0 +1,105 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from cadence.envs import GYMNASIUM_IDS, make, run_episodes
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_env_checker_passes(sequence):
+    env = make("Hopper-v5", decision_interval=3, sequence=sequence)
+    check_env(env, skip_render_check=True)
+
+
+def test_all_registered_envs_make():
+    for env_id in GYMNASIUM_IDS:
+        env = make(env_id, decision_interval=2)
+        obs, _ = env.reset(seed=0)
+        assert env.observation_space.contains(obs.astype(env.observation_space.dtype))
+        env.close()
+
+
+def test_repeat_mode_sums_rewards_and_matches_primitive_stepping():
+    J = 4
+    env = make("Hopper-v5", decision_interval=J)
+    plain = gym.make("Hopper-v5")
+    obs, _ = env.reset(seed=3)
+    plain_obs, _ = plain.reset(seed=3)
+    np.testing.assert_array_equal(obs, plain_obs)
+    action = np.array([0.3, -0.2, 0.1], dtype=np.float32)
+    next_obs, reward, terminated, truncated, info = env.step(action)
+    expected_rewards = []
+    for _ in range(J):
+        plain_obs, r, *_ = plain.step(action)
+        expected_rewards.append(r)
+    prim = info["primitive"]
+    assert reward == pytest.approx(sum(expected_rewards))
+    np.testing.assert_allclose(prim["reward"], expected_rewards)
+    np.testing.assert_array_equal(next_obs, plain_obs)
+    assert prim["obs"].shape == (J, 11) and prim["action"].shape == (J, 3)
+    np.testing.assert_array_equal(prim["obs"][0], obs)
+    np.testing.assert_array_equal(prim["obs"][1:], prim["next_obs"][:-1])  # transitions chain
+    np.testing.assert_array_equal(prim["next_obs"][-1], next_obs)
+    np.testing.assert_array_equal(prim["action"], np.tile(action, (J, 1)))
+    assert info["primitive_steps"] == J
+
+
+def test_sequence_mode_runs_actions_open_loop():
+    J = 3
+    env = make("Reacher-v5", decision_interval=J, sequence=True)
+    assert env.action_space.shape == (J * 2,)
+    env.reset(seed=0)
+    actions = np.array([[0.1, 0.2], [-0.3, 0.4], [0.5, -0.6]], dtype=np.float32)
+    _, reward, _, _, info = env.step(actions.reshape(-1))
+    np.testing.assert_array_equal(info["primitive"]["action"], actions)
+    assert reward == pytest.approx(info["primitive"]["reward"].sum())
+
+
+def test_termination_mid_sequence_ends_the_decision():
+    J = 200
+    env = make("InvertedPendulum-v5", decision_interval=J, sequence=True)
+    env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(np.full(J, 3.0, dtype=np.float32))
+    k = info["primitive_steps"]
+    assert terminated and not truncated
+    assert 1 <= k < J
+    assert info["primitive"]["terminated"].tolist() == [False] * (k - 1) + [True]
+    assert reward == pytest.approx(info["primitive"]["reward"].sum()) and reward == pytest.approx(k - 1)  # v5: no reward on the terminal step
+
+
+def test_unknown_env_lists_close_matches():
+    with pytest.raises(ValueError, match="Hopper-v5"):
+        make("Hoper-v5")
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_bad_decision_interval(bad):
+    with pytest.raises(ValueError, match="decision_interval"):
+        make("Hopper-v5", decision_interval=bad)
+
+
+def test_wrong_action_lengths():
+    env = make("Hopper-v5", decision_interval=2, sequence=True)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="2 x 3 = 6"):
+        env.step(np.zeros(3, dtype=np.float32))
+    env = make("Hopper-v5", decision_interval=2)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        env.step(np.zeros(6, dtype=np.float32))
+
+
+def test_task_params_rejected_for_plain_env():
+    with pytest.raises(ValueError, match="no task parameters"):
+        make("Hopper-v5", task={"mass": 2.0})
+
+
+def test_run_episodes_is_seeded():
+    env = make("InvertedPendulum-v5", decision_interval=2)
+    policy = lambda obs: np.clip(obs[1:2] * 5.0, -3, 3).astype(np.float32)  # noqa: E731
+    r1, l1 = run_episodes(env, policy, 3, seed=7)
+    r2, l2 = run_episodes(env, policy, 3, seed=7)
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_array_equal(l1, l2)
+    assert (l1 >= 1).all()
