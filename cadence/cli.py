@@ -25,6 +25,7 @@ from cadence.config import ConfigError, field_docs, to_dict
 from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, FASResult, env_family
 
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _parse_asl(text: str) -> tuple[int, ...]:
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "dashboard":
             cmd_dashboard(args)
     except (ConfigError, CheckpointError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        err_console.print(f"[red]error:[/red] {e}")
         return 2
     return 0
 

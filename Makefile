@@ -1,0 +1,38 @@
+# cadence: make demo | make test | make bench | make dashboard
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench dashboard lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Train SAC on InvertedPendulum-v5, sweep FAS, print the table, write the plot and TensorBoard logs.
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+## The fast test suite (what CI runs).
+test: $(STAMP)
+	$(PY) -m pytest
+
+## Measured comparisons; results land in benchmarks/results/.
+bench: $(STAMP)
+	$(PY) benchmarks/sac_throughput.py
+	$(PY) benchmarks/sac_learning.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
+	$(PY) benchmarks/sac_learning.py --env Hopper-v5 --seeds 1 --steps 300000
+
+dashboard: $(STAMP)
+	$(VENV)/bin/cadence dashboard --logdir runs
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cadence tests scripts benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,138 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from cadence.cli import main
+from cadence.config import ConfigError
+from cadence.runs import read_run_config, resolve_config, train
+
+TINY = [
+    "agent.hidden_sizes=[32, 32]", "agent.batch_size=32", "agent.learning_starts=100", "agent.buffer_size=5000",
+    "train.eval_every=200", "train.eval_episodes=2", "train.checkpoint_every=100", "train.log_every=100",
+    "train.torch_threads=1", "train.progress=false",
+]
+
+
+def tiny(total_steps=600, seed=3, extra=()):
+    return resolve_config("sac", {"train": {"env": "InvertedPendulum-v5", "seed": seed, "total_steps": total_steps}},
+                          None, TINY + list(extra))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def actor_params(run_dir):
+    return load_checkpoint(run_dir)["agent"]["actor"]
+
+
+def test_run_folder_contents(tmp_path):
+    state = train("sac", tiny(300), tmp_path / "run")
+    run = tmp_path / "run"
+    assert (run / "config.toml").is_file() and (run / "metrics.json").is_file()
+    assert checkpoint_path(run).is_file() and checkpoint_path(run, "agent.pt").is_file()
+    assert list(run.glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == state.step == 300
+    algo, sections = read_run_config(run)
+    assert algo == "sac" and sections == tiny(300)
+    assert "buffer" not in load_checkpoint(run, "agent.pt") and "critic" not in load_checkpoint(run, "agent.pt")["agent"]
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = train("sac", tiny(400), tmp_path / "a")
+    b = train("sac", tiny(400), tmp_path / "b")
+    assert a.evals == b.evals and a.episodes == b.episodes
+    pa, pb = actor_params(tmp_path / "a"), actor_params(tmp_path / "b")
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    c = train("sac", tiny(400, seed=4), tmp_path / "c")
+    pc = actor_params(tmp_path / "c")
+    assert not all(torch.equal(pa[k], pc[k]) for k in pa)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    full = train("sac", tiny(600), tmp_path / "full")
+
+    def stop_at_450(state):
+        if state.step >= 450:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train("sac", tiny(600), tmp_path / "cut", callbacks=[stop_at_450])
+    saved_step = load_checkpoint(tmp_path / "cut")["train_state"]["step"]
+    assert 100 <= saved_step < 450  # a checkpoint from before the interruption
+    resumed = train("sac", tiny(600), tmp_path / "cut", resume=True)
+    assert resumed.step == full.step and resumed.episodes == full.episodes
+    assert resumed.evals == full.evals
+    pf, pr = actor_params(tmp_path / "full"), actor_params(tmp_path / "cut")
+    assert all(torch.equal(pf[k], pr[k]) for k in pf)
+    bf = load_checkpoint(tmp_path / "full")["buffer"]["storage"]
+    br = load_checkpoint(tmp_path / "cut")["buffer"]["storage"]
+    assert all(torch.equal(bf[k], br[k]) for k in bf)
+
+
+def test_resume_errors_overwrite_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train("sac", tiny(200), empty, resume=True)
+    assert list(empty.iterdir()) == []
+
+    run = tmp_path / "run"
+    train("sac", tiny(200), run)
+    checkpoint_path(run).write_bytes(b"not a checkpoint")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train("sac", tiny(400), run, resume=True)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train("sac", tiny(200), tmp_path / "run2") and train("sac", tiny(200), tmp_path / "run2")
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
+    from cadence.agents.sac import SAC
+    from cadence.agents.training import TrainingDiverged
+
+    real_update = SAC.update
+
+    def poisoned(self, batch):
+        metrics = real_update(self, batch)
+        if self.updates > 150:
+            metrics["critic_loss"] = float("nan")
+        return metrics
+
+    monkeypatch.setattr(SAC, "update", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"critic_loss became nan at step \d+"):
+        train("sac", tiny(600), tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run")["train_state"]["step"] > 0
+
+
+def test_cli_train_then_eval_fas(tmp_path, capsys):
+    run = tmp_path / "cli"
+    args = ["train", "sac", "--env", "InvertedPendulum-v5", "--seed", "1", "--total-steps", "300",
+            "--run-dir", str(run), "--no-progress"] + sum((["--set", s] for s in TINY), [])
+    assert main(args) == 0
+    assert main(["eval", "fas", str(run), "--asl", "1,2,4", "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "FAS" in out and "0.052" in out
+    fas = json.loads((run / "fas.json").read_text())
+    assert fas["asl"] == [1, 2, 4] and np.asarray(fas["returns"]).shape == (3, 2)
+    assert (run / "fas.png").stat().st_size > 0
+    assert json.loads((run / "metrics.json").read_text())["fas"] == pytest.approx(fas["fas"])
+    # resuming a finished run with a larger budget continues it
+    assert main(["train", "sac", "--resume", str(run), "--total-steps", "400", "--no-progress"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 400
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["train", "sac", "--env", "Hoper-v5", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "Hopper-v5" in capsys.readouterr().err
+    assert main(["train", "sac", "--set", "agent.nope=1", "--run-dir", str(tmp_path / "y")]) == 2
+    assert "valid keys" in capsys.readouterr().err
+    assert main(["eval", "fas", str(tmp_path)]) == 2
+    assert "not a cadence run folder" in capsys.readouterr().err
+    assert main(["eval", "fas", str(tmp_path), "--asl", "4,2"]) == 2
