@@ -42,7 +42,8 @@ def run_one(env_id: str, seed: int, steps: int, threads: int, runs: Path) -> lis
     if resume:
         _, sections = read_run_config(run_dir)
     else:
-        sections = resolve_config("sac", {"train": {"env": env_id, "seed": seed, "total_steps": steps}}, None, overrides)
+        base = {"train": {"env": env_id, "seed": seed, "total_steps": steps}}
+        sections = resolve_config("sac", base, None, overrides)
     state = train("sac", sections, run_dir, resume=resume)
     return [tuple(e) for e in state.evals]
 

@@ -89,9 +89,10 @@ def main() -> None:
     }
     print(f"cadence {c:.1f} steps/s, SB3 {s:.1f} steps/s, ratio {c / s:.2f}x (target 1.5x)")
 
+    import matplotlib.pyplot as plt
+
     from cadence.evaluation.plots import save_figure
     from cadence.io import atomic_write_json
-    import matplotlib.pyplot as plt
 
     atomic_write_json(RESULTS / "sac_throughput.json", result)
     fig, ax = plt.subplots(figsize=(4.5, 3.5))

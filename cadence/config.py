@@ -7,13 +7,14 @@ A run's config is a set of named sections (for training: ``train`` and ``agent``
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import tomli_w
+import tomllib
 
 
 class ConfigError(ValueError):
@@ -110,7 +111,8 @@ def build(cls: type, data: Mapping[str, Any], section: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(f"unknown config key {prefix}{key!s}; valid keys: {', '.join(prefix + k for k in fields)}")
+            valid = ", ".join(prefix + k for k in fields)
+            raise ConfigError(f"unknown config key {prefix}{key!s}; valid keys: {valid}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     return cls(**kwargs)
 

@@ -65,7 +65,8 @@ def test_termination_mid_sequence_ends_the_decision():
     assert terminated and not truncated
     assert 1 <= k < J
     assert info["primitive"]["terminated"].tolist() == [False] * (k - 1) + [True]
-    assert reward == pytest.approx(info["primitive"]["reward"].sum()) and reward == pytest.approx(k - 1)  # v5: no reward on the terminal step
+    assert reward == pytest.approx(info["primitive"]["reward"].sum())
+    assert reward == pytest.approx(k - 1)  # v5: no reward on the terminal step
 
 
 def test_unknown_env_lists_close_matches():
@@ -97,7 +98,7 @@ def test_task_params_rejected_for_plain_env():
 
 def test_run_episodes_is_seeded():
     env = make("InvertedPendulum-v5", decision_interval=2)
-    policy = lambda obs: np.clip(obs[1:2] * 5.0, -3, 3).astype(np.float32)  # noqa: E731
+    policy = lambda obs: np.clip(obs[1:2] * 5.0, -3, 3).astype(np.float32)
     r1, l1 = run_episodes(env, policy, 3, seed=7)
     r2, l2 = run_episodes(env, policy, 3, seed=7)
     np.testing.assert_array_equal(r1, r2)

@@ -39,7 +39,8 @@ def test_run_folder_contents(tmp_path):
     assert metrics["steps"] == state.step == 300
     algo, sections = read_run_config(run)
     assert algo == "sac" and sections == tiny(300)
-    assert "buffer" not in load_checkpoint(run, "agent.pt") and "critic" not in load_checkpoint(run, "agent.pt")["agent"]
+    deploy = load_checkpoint(run, "agent.pt")
+    assert "buffer" not in deploy and "critic" not in deploy["agent"]
 
 
 def test_same_seed_same_numbers(tmp_path):
@@ -48,7 +49,7 @@ def test_same_seed_same_numbers(tmp_path):
     assert a.evals == b.evals and a.episodes == b.episodes
     pa, pb = actor_params(tmp_path / "a"), actor_params(tmp_path / "b")
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
-    c = train("sac", tiny(400, seed=4), tmp_path / "c")
+    train("sac", tiny(400, seed=4), tmp_path / "c")
     pc = actor_params(tmp_path / "c")
     assert not all(torch.equal(pa[k], pc[k]) for k in pa)
 

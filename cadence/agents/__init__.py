@@ -30,4 +30,4 @@ def agent_spec(name: str) -> AgentSpec:
     return AGENTS[name]
 
 
-__all__ = ["AGENTS", "AgentSpec", "SAC", "SACConfig", "agent_spec"]
+__all__ = ["AGENTS", "SAC", "AgentSpec", "SACConfig", "agent_spec"]

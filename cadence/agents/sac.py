@@ -122,7 +122,9 @@ class SAC:
         self.obs_dim = int(np.prod(observation_space.shape))
         self.act_dim = int(np.prod(action_space.shape))
         hidden = tuple(config.hidden_sizes)
-        self.actor = SquashedGaussianActor(self.obs_dim, self.act_dim, hidden, action_space.low, action_space.high).to(self.device)
+        self.actor = SquashedGaussianActor(
+            self.obs_dim, self.act_dim, hidden, action_space.low, action_space.high
+        ).to(self.device)
         self.critic = EnsembleCritic(self.obs_dim, self.act_dim, hidden, config.num_critics).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(config.init_alpha)), device=self.device, requires_grad=True)

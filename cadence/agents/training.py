@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -190,6 +191,8 @@ def train_online(
                 mean_return = evaluate(agent, eval_env, config.eval_episodes, seed=config.seed + 100_000)
                 state.evals.append((state.step, mean_return))
                 logger.scalars({"eval/return": mean_return}, state.step)
+                if config.progress:  # a plain line too, so logs of non-interactive runs show progress
+                    progress.console.print(f"step {state.step:>9,}  eval return {mean_return:9.1f}")
 
             # episode end: log, checkpoint if one is due, reset. The checkpoint is written before
             # the reset so that a resumed run draws the same next episode.

@@ -5,8 +5,8 @@ from cadence.envs.episodes import run_episodes
 from cadence.envs.registry import GYMNASIUM_IDS, check_env_id, known_env_ids, make
 
 __all__ = [
-    "DecisionIntervalWrapper",
     "GYMNASIUM_IDS",
+    "DecisionIntervalWrapper",
     "check_decision_interval",
     "check_env_id",
     "known_env_ids",
@@ -14,6 +14,6 @@ __all__ = [
     "run_episodes",
 ]
 
-from cadence.envs.state import env_rng_state, set_env_rng_state  # noqa: E402
+from cadence.envs.state import env_rng_state, set_env_rng_state
 
 __all__ += ["env_rng_state", "set_env_rng_state"]

@@ -10,8 +10,8 @@ with ASL in {1, 2, 4, 6, ..., 30} and 10 episodes per ASL by default.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from cadence.evaluation.fas import FASResult  # noqa: E402
-from cadence.io import atomic_write  # noqa: E402
+from cadence.evaluation.fas import FASResult
+from cadence.io import atomic_write
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:

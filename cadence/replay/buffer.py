@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,9 @@ class ReplayBuffer:
         obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
         n = 1 if obs_t.shape == self.obs_shape else obs_t.shape[0]
         if obs_t.shape[obs_t.dim() - len(self.obs_shape):] != self.obs_shape:
-            raise ValueError(f"obs must have shape {self.obs_shape} or [n, *{self.obs_shape}], got {tuple(obs_t.shape)}")
+            raise ValueError(
+                f"obs must have shape {self.obs_shape} or [n, *{self.obs_shape}], got {tuple(obs_t.shape)}"
+            )
         idx = (self.pos + torch.arange(n)) % self.capacity
         idx = idx.to(self.device)
         for key, value in values.items():
@@ -129,7 +132,7 @@ class ReplayBuffer:
 
     # --- persistence -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        filled = self.size if self.size < self.capacity else self.capacity
+        filled = min(self.capacity, self.size)
         return {
             "capacity": self.capacity,
             "obs_shape": self.obs_shape,
@@ -156,7 +159,7 @@ class ReplayBuffer:
         atomic_torch_save(path, self.state_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "ReplayBuffer":
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> ReplayBuffer:
         state = torch.load(path, map_location="cpu", weights_only=False)
         buf = cls(state["capacity"], state["obs_shape"], state["act_shape"], device=device)
         buf.load_state_dict(state)
