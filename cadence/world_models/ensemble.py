@@ -1,0 +1,134 @@
+"""GaussianEnsemble: a probabilistic ensemble of dynamics models in one batched module.
+
+Each member predicts a diagonal Gaussian over (s' - s, r) from normalised (s, a). Members are
+evaluated together with ensemble-linear layers (no Python loop over members). The log-variance
+is soft-bounded between learned limits (Chua et al. 2018, PETS), and ``elites`` are the members
+with the lowest holdout error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cadence.config import check, check_positive
+from cadence.nn import EnsembleMLP
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Architecture and training settings of a GaussianEnsemble."""
+
+    n_members: int = 7
+    """Members trained together on the same batches (each with its own initialisation)."""
+    n_elites: int = 5
+    """Members with the lowest holdout error used for prediction."""
+    hidden_sizes: tuple[int, ...] = (200, 200, 200, 200)
+    """Hidden widths of every member."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 1e-5
+    """Adam weight decay."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    holdout_ratio: float = 0.1
+    """Share of the data kept out of training to pick elites and stop early."""
+    patience: int = 5
+    """Epochs without holdout improvement before training stops."""
+    max_epochs: int = 200
+    """Upper bound on epochs per fit."""
+    learn_reward: bool = True
+    """Also predict the reward."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_members", "n_elites", "lr", "batch_size", "patience", "max_epochs"):
+            check_positive(self, name)
+        check(self.n_elites <= self.n_members, "n_elites", self.n_elites, f"<= n_members ({self.n_members})")
+        check(0.0 < self.holdout_ratio < 1.0, "holdout_ratio", self.holdout_ratio, "in (0, 1)")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+
+
+class GaussianEnsemble(nn.Module):
+    """Predicts ``p(s' - s, r | s, a)`` with ``n_members`` Gaussian MLPs at once.
+
+    Args:
+        obs_dim: observation size.
+        act_dim: action size.
+        config: architecture settings.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, config: EnsembleConfig = EnsembleConfig()):
+        super().__init__()
+        self.config = config
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.out_dim = obs_dim + int(config.learn_reward)
+        self.net = EnsembleMLP(config.n_members, obs_dim + act_dim, config.hidden_sizes, 2 * self.out_dim, nn.SiLU)
+        self.max_logvar = nn.Parameter(torch.full((self.out_dim,), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((self.out_dim,), -10.0))
+        # input normalisation statistics, set from data by set_normalizer
+        self.register_buffer("in_mean", torch.zeros(obs_dim + act_dim))
+        self.register_buffer("in_std", torch.ones(obs_dim + act_dim))
+        self.register_buffer("elites", torch.arange(config.n_elites))
+
+    def set_normalizer(self, obs: torch.Tensor, act: torch.Tensor) -> None:
+        x = torch.cat([obs, act], dim=-1)
+        self.in_mean.copy_(x.mean(0))
+        self.in_std.copy_(x.std(0).clamp_min(1e-6))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of (s' - s[, r]) per member: each ``[n_members, B, out_dim]``.
+
+        ``obs`` and ``act`` are ``[B, ...]`` (shared by members) or ``[n_members, B, ...]``.
+        """
+        x = (torch.cat([obs, act], dim=-1) - self.in_mean) / self.in_std
+        mean, raw_logvar = self.net(x).chunk(2, dim=-1)
+        logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Gaussian NLL per member, summed over members, plus the log-variance bound penalty.
+
+        NLL = mean_b,d [ (mu - y)^2 exp(-logvar) + logvar ] / 2  (constants dropped)
+        ``batch`` tensors may carry a leading member axis (bootstrapped batches) or not.
+        """
+        target = self.targets(batch)
+        mean, logvar = self(batch["obs"], batch["action"])
+        nll = 0.5 * (((mean - target) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
+        bound = 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+        loss = nll.sum() + bound
+        mse = ((mean - target) ** 2).mean()
+        return loss, {"model/nll": nll.mean().item(), "model/mse": mse.item()}
+
+    def targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        delta = batch["next_obs"] - batch["obs"]
+        if self.config.learn_reward:
+            return torch.cat([delta, batch["reward"].unsqueeze(-1)], dim=-1)
+        return delta
+
+    @torch.no_grad()
+    def member_errors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean squared error of each member's mean on ``batch``: ``[n_members]``."""
+        mean, _ = self(batch["obs"], batch["action"])
+        return ((mean - self.targets(batch)) ** 2).mean(dim=(1, 2))
+
+    def predict(self, obs: torch.Tensor, act: torch.Tensor) -> torch.distributions.Normal:
+        """The per-member distribution over ``(s'[, r])`` (not deltas): batch shape ``[n_members, B, out_dim]``."""
+        mean, logvar = self(obs, act)
+        shift = obs if self.config.learn_reward is False else F.pad(obs, (0, 1))
+        return torch.distributions.Normal(mean + shift, torch.exp(0.5 * logvar))
+
+    def elite_mean(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean next state (and reward) averaged over the elites; differentiable. Shapes ``[B, obs_dim]``, ``[B]``."""
+        mean, _ = self(obs, act)
+        mean = mean[self.elites].mean(0)
+        next_obs = obs + mean[..., : self.obs_dim]
+        reward = mean[..., self.obs_dim] if self.config.learn_reward else None
+        return next_obs, reward
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim}

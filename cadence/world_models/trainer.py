@@ -1,0 +1,83 @@
+"""Fitting a GaussianEnsemble with a holdout split, early stopping and elite selection."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from cadence.replay import ReplayBuffer
+from cadence.world_models.ensemble import GaussianEnsemble
+
+Data = dict[str, torch.Tensor]
+
+
+def buffer_transitions(buffer: ReplayBuffer) -> Data:
+    """The filled part of a buffer as a dict of tensors (views, no copy)."""
+    n = len(buffer)
+    return {k: buffer.storage[k][:n] for k in ("obs", "action", "reward", "next_obs")}
+
+
+class EnsembleTrainer:
+    """Trains a GaussianEnsemble on transition data.
+
+    Each member sees the training split in its own random order. After every epoch the holdout
+    error is measured; training stops after ``patience`` epochs without a 1% improvement for
+    any member, the best weights are restored and the elites are the members with the lowest
+    holdout error.
+    """
+
+    def __init__(self, model: GaussianEnsemble, generator: torch.Generator | None = None):
+        self.model = model
+        self.config = model.config
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.generator = generator
+
+    def fit(self, data: Data, max_epochs: int | None = None) -> dict[str, Any]:
+        """Fit on ``data`` (keys obs, action, reward, next_obs); returns metrics of the fit."""
+        n = data["obs"].shape[0]
+        for key, value in data.items():
+            if not torch.isfinite(value).all():
+                raise ValueError(f"model training data contains NaN or inf in {key!r}")
+        n_hold = max(1, int(n * self.config.holdout_ratio))
+        if n - n_hold < 1:
+            raise ValueError(f"need at least 2 transitions to fit a model, got {n}")
+        perm = torch.randperm(n, generator=self.generator, device=data["obs"].device)
+        hold = {k: v[perm[:n_hold]] for k, v in data.items()}
+        train = {k: v[perm[n_hold:]] for k, v in data.items()}
+        self.model.set_normalizer(train["obs"], train["action"])
+
+        cfg, members = self.config, self.model.config.n_members
+        n_train = n - n_hold
+        best = self.model.member_errors(hold)
+        best_state = copy.deepcopy(self.model.state_dict())
+        stale, epochs, last_loss = 0, 0, float("nan")
+        for _ in range(max_epochs or cfg.max_epochs):
+            order = torch.stack([torch.randperm(n_train, generator=self.generator) for _ in range(members)])
+            for start in range(0, n_train, cfg.batch_size):
+                idx = order[:, start : start + cfg.batch_size]  # [members, B]: a different batch per member
+                loss, _ = self.model.loss({k: v[idx] for k, v in train.items()})
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                last_loss = loss.item()
+            epochs += 1
+            errors = self.model.member_errors(hold)
+            improved = (best - errors) / best.clamp_min(1e-12) > 0.01
+            if improved.any():
+                best = torch.where(improved, errors, best)
+                best_state = copy.deepcopy(self.model.state_dict())
+                stale = 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        self.model.load_state_dict(best_state)
+        errors = self.model.member_errors(hold)
+        self.model.elites.copy_(torch.argsort(errors)[: cfg.n_elites])
+        return {
+            "model/epochs": epochs,
+            "model/train_loss": last_loss,
+            "model/holdout_mse": errors[self.model.elites].mean().item(),
+        }

@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import torch
+
+from cadence.config import ConfigError
+from cadence.world_models import EnsembleConfig, EnsembleTrainer, GaussianEnsemble
+
+SMALL = EnsembleConfig(n_members=4, n_elites=2, hidden_sizes=(64, 64), batch_size=128, max_epochs=60, lr=3e-3)
+
+
+def linear_system(n, seed=0):
+    """s' = A s + B a, r = s . c: a tiny known linear system."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.tensor([[0.9, 0.1], [-0.2, 0.8]])
+    B = torch.tensor([[0.5], [1.0]])
+    obs = torch.randn(n, 2, generator=g)
+    act = torch.rand(n, 1, generator=g) * 2 - 1
+    return {"obs": obs, "action": act, "next_obs": obs @ A.T + act @ B.T, "reward": obs @ torch.tensor([1.0, -1.0])}
+
+
+def test_shapes_and_predict():
+    model = GaussianEnsemble(3, 2, SMALL)
+    obs, act = torch.randn(10, 3), torch.randn(10, 2)
+    mean, logvar = model(obs, act)
+    assert mean.shape == logvar.shape == (4, 10, 4)  # 3 state deltas + reward
+    assert (logvar <= model.max_logvar + 1e-6).all() and (logvar >= model.min_logvar - 1e-6).all()
+    dist = model.predict(obs, act)
+    assert dist.mean.shape == (4, 10, 4)
+    torch.testing.assert_close(dist.mean[..., :3], mean[..., :3] + obs)
+    next_obs, reward = model.elite_mean(obs, act)
+    assert next_obs.shape == (10, 3) and reward.shape == (10,)
+    # members see different inputs when given a member axis
+    per_member, _ = model(torch.randn(4, 10, 3), torch.randn(4, 10, 2))
+    assert per_member.shape == (4, 10, 4)
+
+
+def test_nll_matches_a_known_gaussian():
+    model = GaussianEnsemble(1, 1, EnsembleConfig(n_members=1, n_elites=1, hidden_sizes=(8,), learn_reward=False))
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.zero_()
+        model.net.net[-1].bias[0, 0, 1] = math.log(0.25)  # raw log-variance of the only output
+    batch = {"obs": torch.zeros(4, 1), "action": torch.zeros(4, 1), "next_obs": torch.tensor([[1.0], [-1.0], [0.5], [0.0]]),
+             "reward": torch.zeros(4)}
+    _, logvar = model(batch["obs"], batch["action"])
+    lv = logvar[0, 0, 0]
+    loss, _ = model.loss(batch)
+    y = batch["next_obs"].squeeze(-1)
+    expected_nll = 0.5 * ((y**2) * torch.exp(-lv) + lv).mean()
+    bound = 0.01 * (model.max_logvar.sum() - model.min_logvar.sum())
+    torch.testing.assert_close(loss, expected_nll + bound)
+    # the NLL equals -log N(y; 0, var) up to the dropped constant 0.5 log(2 pi)
+    ref = -torch.distributions.Normal(0.0, torch.exp(0.5 * lv)).log_prob(y).mean() - 0.5 * math.log(2 * math.pi)
+    torch.testing.assert_close(expected_nll, ref)
+
+
+def test_learns_a_linear_system_and_picks_elites():
+    torch.manual_seed(0)
+    data = linear_system(3000)
+    model = GaussianEnsemble(2, 1, SMALL)
+    metrics = EnsembleTrainer(model, torch.Generator().manual_seed(0)).fit(data)
+    test = linear_system(500, seed=1)
+    next_obs, reward = model.elite_mean(test["obs"], test["action"])
+    assert ((next_obs - test["next_obs"]) ** 2).mean() < 2e-3
+    assert ((reward - test["reward"]) ** 2).mean() < 5e-3
+    errors = model.member_errors(test)
+    assert set(model.elites.tolist()) <= set(torch.argsort(errors)[:3].tolist())  # elites are among the best
+    assert metrics["model/epochs"] >= 1 and metrics["model/holdout_mse"] < 5e-3
+
+
+def test_bad_input():
+    with pytest.raises(ConfigError, match="n_elites"):
+        EnsembleConfig(n_members=3, n_elites=5)
+    data = linear_system(100)
+    data["reward"][3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf in 'reward'"):
+        EnsembleTrainer(GaussianEnsemble(2, 1, SMALL)).fit(data)
