@@ -41,8 +41,8 @@ def test_nll_matches_a_known_gaussian():
         for p in model.net.parameters():
             p.zero_()
         model.net.net[-1].bias[0, 0, 1] = math.log(0.25)  # raw log-variance of the only output
-    batch = {"obs": torch.zeros(4, 1), "action": torch.zeros(4, 1), "next_obs": torch.tensor([[1.0], [-1.0], [0.5], [0.0]]),
-             "reward": torch.zeros(4)}
+    y = torch.tensor([[1.0], [-1.0], [0.5], [0.0]])
+    batch = {"obs": torch.zeros(4, 1), "action": torch.zeros(4, 1), "next_obs": y, "reward": torch.zeros(4)}
     _, logvar = model(batch["obs"], batch["action"])
     lv = logvar[0, 0, 0]
     loss, _ = model.loss(batch)
