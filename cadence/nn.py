@@ -36,6 +36,10 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.out_dim == 1:
+            # a batched matrix-vector product: CPU bmm with one output column is several times
+            # slower than this multiply-and-sum, forward and backward
+            return (x * self.weight.transpose(1, 2)).sum(-1, keepdim=True) + self.bias
         if x.dim() == 2:
             return torch.matmul(x, self.weight) + self.bias
         return torch.baddbmm(self.bias, x, self.weight)
@@ -60,3 +64,8 @@ class EnsembleMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam with the fused kernel: on CPU it steps about 3x faster than the per-parameter loop."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)

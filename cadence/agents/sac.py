@@ -17,7 +17,7 @@ from gymnasium import spaces
 from torch import nn
 
 from cadence.config import check, check_positive
-from cadence.nn import EnsembleMLP, mlp
+from cadence.nn import EnsembleMLP, adam, mlp
 from cadence.replay import Batch
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -129,9 +129,9 @@ class SAC:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(config.init_alpha)), device=self.device, requires_grad=True)
         self.target_entropy = float(-self.act_dim if config.target_entropy is None else config.target_entropy)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), config.actor_lr)
+        self.critic_optimizer = adam(self.critic.parameters(), config.critic_lr)
+        self.alpha_optimizer = adam([self.log_alpha], config.alpha_lr)
         self.updates = 0
 
     @property

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from cadence.nn import adam
 from cadence.replay import ReplayBuffer
 from cadence.world_models.ensemble import GaussianEnsemble
 
@@ -31,7 +32,7 @@ class EnsembleTrainer:
     def __init__(self, model: GaussianEnsemble, generator: torch.Generator | None = None):
         self.model = model
         self.config = model.config
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.optimizer = adam(model.parameters(), self.config.lr, self.config.weight_decay)
         self.generator = generator
 
     def fit(self, data: Data, max_epochs: int | None = None) -> dict[str, Any]:
