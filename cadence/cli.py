@@ -1,6 +1,7 @@
 """The ``cadence`` command line.
 
     cadence train sac --env Hopper-v5 --seed 1 --total-steps 300000 [--config F.toml] [--set key=value ...]
+    cadence train srl --env Hopper-v5 --sequence-length 8
     cadence train sac --resume RUN_DIR [--total-steps N]
     cadence eval fas RUN_DIR [--episodes 10] [--asl 1,2,4,...]
     cadence config sac
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--env", help="env id, e.g. Hopper-v5")
     p_train.add_argument("--seed", type=int)
     p_train.add_argument("--total-steps", type=int, help="budget in primitive env steps")
+    p_train.add_argument("--sequence-length", type=int, metavar="J", help="SRL-J: actions decided per state (srl only)")
     p_train.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections")
     p_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override one config value, e.g. --set agent.batch_size=128 (repeatable)")
@@ -89,6 +91,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                                             ("total_steps", args.total_steps)) if v is not None}}
         if args.no_progress:
             base["train"]["progress"] = False
+        if args.sequence_length is not None:
+            if args.algo != "srl":
+                raise ConfigError("--sequence-length is for srl; for SAC-J use --set agent.action_repeat=J")
+            base["agent"] = {"sequence_length": args.sequence_length}
         sections = resolve_config(args.algo, base, args.config, args.set)
         t = sections["train"]
         run_dir = args.run_dir or default_run_dir(args.algo, t.env, t.seed)

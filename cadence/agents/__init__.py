@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cadence.agents.sac import SAC, SACConfig
+from cadence.agents.srl import SRL, SequenceActor, SRLConfig
 
 
 @dataclass(frozen=True)
@@ -17,11 +18,19 @@ class AgentSpec:
     config_cls: type
 
     def env_kwargs(self, config: Any) -> dict[str, Any]:
-        """Keyword arguments for ``cadence.envs.make`` when training this agent."""
+        """Keyword arguments for ``cadence.envs.make`` when training this agent.
+
+        SAC-J repeats each action J times; SRL-J emits J actions that run open loop.
+        """
+        if hasattr(config, "sequence_length"):
+            return {"decision_interval": config.sequence_length, "sequence": True}
         return {"decision_interval": getattr(config, "action_repeat", 1)}
 
 
-AGENTS: dict[str, AgentSpec] = {"sac": AgentSpec("sac", SAC, SACConfig)}
+AGENTS: dict[str, AgentSpec] = {
+    "sac": AgentSpec("sac", SAC, SACConfig),
+    "srl": AgentSpec("srl", SRL, SRLConfig),
+}
 
 
 def agent_spec(name: str) -> AgentSpec:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -129,7 +130,10 @@ def train_online(
     """
     run_dir = Path(run_dir)
     agent_cfg = agent.config
-    buffer = ReplayBuffer(agent_cfg.buffer_size, env.observation_space.shape, env.action_space.shape, config.device)
+    # agents that learn from primitive transitions (SRL) store info["primitive"]; others store decisions
+    primitive = getattr(agent, "stores_primitive", False)
+    act_shape = env.primitive_action_space.shape if primitive else env.action_space.shape
+    buffer = ReplayBuffer(agent_cfg.buffer_size, env.observation_space.shape, act_shape, config.device)
     state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
     if resume:
         bundle = load_checkpoint(run_dir, required=("algo", "agent", "buffer", "rng", "env_rng", "train_state"))
@@ -160,15 +164,22 @@ def train_online(
             else:
                 action = agent.act(obs)
             next_obs, reward, terminated, truncated, info = env.step(action)
-            buffer.add(obs, action, reward, next_obs, terminated, truncated, episode_start=episode_start)
+            if primitive:
+                p = info["primitive"]
+                starts = np.zeros(len(p["reward"]), dtype=bool)
+                starts[0] = episode_start
+                buffer.add(p["obs"], p["action"], p["reward"], p["next_obs"], p["terminated"], p["truncated"],
+                           episode_start=starts)
+            else:
+                buffer.add(obs, action, reward, next_obs, terminated, truncated, episode_start=episode_start)
             obs, episode_start = next_obs, False
             episode_return += reward
-            state.step += info.get("primitive_steps", 1)
+            state.step += info["primitive_steps"]
             state.decisions += 1
 
-            # learn
+            # learn: gradient_steps per stored transition (per primitive step for primitive learners)
             if state.step >= agent_cfg.learning_starts:
-                for _ in range(agent_cfg.gradient_steps):
+                for _ in range(agent_cfg.gradient_steps * (info["primitive_steps"] if primitive else 1)):
                     metrics = agent.update(buffer.sample(agent_cfg.batch_size))
                 bad = [k for k, v in metrics.items() if not math.isfinite(v)]
                 if bad:
@@ -181,7 +192,9 @@ def train_online(
             if state.step - last_log >= config.log_every:
                 now = time.perf_counter()
                 speed = (state.step - last_log) / (now - t_log)
-                logger.scalars({**metrics, "steps_per_second": speed}, state.step, prefix="train/")
+                # bare names are training metrics; names with a group ("model/nll") keep it
+                logger.scalars({k if "/" in k else f"train/{k}": v for k, v in metrics.items()}, state.step)
+                logger.scalars({"train/steps_per_second": speed}, state.step)
                 progress.update(task, completed=state.step, speed=speed, ret=state.last_return)
                 last_log, t_log = state.step, now
 

@@ -1,0 +1,306 @@
+"""Sequence Reinforcement Learning (Patel & Siegelmann, ICLR 2025; DESIGN.md section 3).
+
+Three parts at two time scales:
+
+* a learned dynamics model (s, a) -> s' (a :class:`GaussianEnsemble`, trained online on primitive data);
+* a SAC critic Q(s, a), trained on real primitive transitions only;
+* a :class:`SequenceActor` that, from one state, emits J primitive actions (MLP encoder, then a GRU).
+
+Temporal recall: to train the actor, the model predicts the intermediate states
+s_hat_{t+1..t+J-1} and every action a_{t+i} is scored by Q(s_hat_{t+i}, a_{t+i}) with the SAC
+entropy term; gradients flow through the GRU. At deployment the actor runs alone, open loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import nn
+
+from cadence.agents.sac import LOG_STD_MAX, LOG_STD_MIN, EnsembleCritic
+from cadence.config import check, check_positive
+from cadence.nn import adam, mlp
+from cadence.replay import Batch
+from cadence.world_models import EnsembleConfig, GaussianEnsemble
+
+
+@dataclass(frozen=True)
+class SRLConfig:
+    """Hyperparameters of SRL; the SAC parts default to DESIGN.md's SAC settings."""
+
+    sequence_length: int = 8
+    """J: primitive actions decided per state during training (SRL-J)."""
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Hidden widths of each critic."""
+    encoder_sizes: tuple[int, ...] = (256,)
+    """Hidden widths of the actor's state encoder."""
+    gru_size: int = 128
+    """GRU hidden size of the sequence actor."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the sequence actor."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critics."""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha)."""
+    model_lr: float = 1e-3
+    """Adam learning rate of the dynamics model."""
+    batch_size: int = 256
+    """Primitive transitions per critic and model gradient step."""
+    actor_batch_size: int = 64
+    """States per actor step; each is unrolled J steps, so J x this many actions are scored."""
+    gamma: float = 0.99
+    """Discount per primitive step."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    init_alpha: float = 1.0
+    """Initial entropy temperature."""
+    target_entropy: float | None = None
+    """Target entropy per primitive action; None means -act_dim."""
+    num_critics: int = 2
+    """Critics in the batched ensemble."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in primitive transitions."""
+    learning_starts: int = 10_000
+    """Env steps of uniform random actions before learning starts."""
+    gradient_steps: int = 1
+    """Gradient steps per primitive env step."""
+    model_members: int = 3
+    """Members of the dynamics ensemble; recall uses their mean prediction."""
+    model_hidden_sizes: tuple[int, ...] = (200, 200)
+    """Hidden widths of each model member."""
+    backprop_through_model: bool = False
+    """Let actor gradients flow through the predicted states too (the paper's recall is through the GRU)."""
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.sequence_length, int) and self.sequence_length >= 1, "sequence_length",
+              self.sequence_length, "an integer >= 1")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "model_lr", "batch_size", "buffer_size", "gradient_steps",
+                     "gru_size", "init_alpha", "model_members", "actor_batch_size"):
+            check_positive(self, name)
+        check(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "in [0, 1]")
+        check(0.0 < self.tau <= 1.0, "tau", self.tau, "in (0, 1]")
+        check(self.num_critics >= 2, "num_critics", self.num_critics, ">= 2")
+        check(self.learning_starts >= 0, "learning_starts", self.learning_starts, ">= 0")
+
+
+class SequenceActor(nn.Module):
+    """State -> a sequence of tanh-Gaussian actions of any length.
+
+    An MLP encodes the state into the GRU's initial hidden state; each GRU step takes the previous
+    (squashed) action and emits the next action's mean and log-std, so the actor unrolls to any length.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, encoder_sizes: tuple[int, ...], gru_size: int,
+                 low: np.ndarray, high: np.ndarray):
+        super().__init__()
+        self.act_dim = act_dim
+        self.encoder = mlp(obs_dim, encoder_sizes, gru_size)
+        self.gru = nn.GRUCell(act_dim, gru_size)
+        self.head = nn.Linear(gru_size, 2 * act_dim)
+        self.register_buffer("scale", torch.as_tensor((high - low) / 2.0, dtype=torch.float32))
+        self.register_buffer("bias", torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor, length: int, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return actions ``[B, length, act_dim]`` and their log-probabilities ``[B, length]``."""
+        if length < 1:
+            raise ValueError(f"sequence length must be >= 1, got {length}")
+        h = torch.tanh(self.encoder(obs))
+        prev = obs.new_zeros(*obs.shape[:-1], self.act_dim)
+        actions, logps = [], []
+        for _ in range(length):
+            h = self.gru(prev, h)
+            mean, log_std = self.head(h).chunk(2, dim=-1)
+            log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+            std = log_std.exp()
+            u = mean if deterministic else mean + std * torch.randn_like(mean)
+            y = torch.tanh(u)
+            normal_logp = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            log_det = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1) + self.scale.log().sum()
+            actions.append(y * self.scale + self.bias)
+            logps.append(normal_logp - log_det)
+            prev = y
+        return torch.stack(actions, dim=-2), torch.stack(logps, dim=-1)
+
+
+class SRL:
+    """SRL-J: a sequence actor trained by temporal recall through a learned model.
+
+    Args:
+        observation_space: a flat ``Box``.
+        action_space: the training env's sequence action space ``Box(J * act_dim)``, as made by
+            ``make(env_id, decision_interval=J, sequence=True)``.
+        config: hyperparameters.
+        device: torch device.
+    """
+
+    algo = "srl"
+    stores_primitive = True
+
+    def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, config: SRLConfig = SRLConfig(),
+                 device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        J = config.sequence_length
+        self.obs_dim = int(np.prod(observation_space.shape))
+        flat = int(np.prod(action_space.shape))
+        if flat % J:
+            raise ValueError(f"SRL-{J} needs the sequence action space Box({J} * act_dim), got {action_space.shape}")
+        self.act_dim = flat // J
+        low, high = action_space.low[: self.act_dim], action_space.high[: self.act_dim]
+        self.actor = SequenceActor(self.obs_dim, self.act_dim, tuple(config.encoder_sizes), config.gru_size,
+                                   low, high).to(self.device)
+        self.critic = EnsembleCritic(self.obs_dim, self.act_dim, tuple(config.hidden_sizes),
+                                     config.num_critics).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        model_cfg = EnsembleConfig(n_members=config.model_members, n_elites=config.model_members,
+                                   hidden_sizes=tuple(config.model_hidden_sizes), lr=config.model_lr, learn_reward=True)
+        self.model = GaussianEnsemble(self.obs_dim, self.act_dim, model_cfg).to(self.device)
+        self.model_ready = False  # the model's input normaliser is set from the first batch
+        self.log_alpha = torch.tensor(float(np.log(config.init_alpha)), device=self.device, requires_grad=True)
+        self.target_entropy = float(-self.act_dim if config.target_entropy is None else config.target_entropy)
+        self.actor_optimizer = adam(self.actor.parameters(), config.actor_lr)
+        self.critic_optimizer = adam(self.critic.parameters(), config.critic_lr)
+        self.alpha_optimizer = adam([self.log_alpha], config.alpha_lr)
+        self.model_optimizer = adam(self.model.parameters(), config.model_lr, weight_decay=1e-5)
+        self.updates = 0
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().detach()
+
+    # --- acting (model-free) -------------------------------------------------------------------------
+    @torch.no_grad()
+    def act_sequence(self, obs: np.ndarray, length: int, deterministic: bool = True) -> np.ndarray:
+        """``[length, act_dim]`` actions from one state: the GRU unrolls ``length`` steps, no model needed."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        actions, _ = self.actor(obs_t, length, deterministic)
+        return actions.cpu().numpy()
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """The training env's action: J primitive actions, flattened."""
+        return self.act_sequence(obs, self.config.sequence_length, deterministic).reshape(-1)
+
+    # --- losses --------------------------------------------------------------------------------------
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """SAC's soft Bellman error on real primitive transitions; a' is the actor's first action at s'.
+
+        y = r + gamma (1 - terminated) (min_k Q'_k(s', a') - alpha log pi(a'|s'))
+        """
+        with torch.no_grad():
+            next_action, next_logp = self.actor(batch["next_obs"], 1)
+            next_q = self.critic_target(batch["next_obs"], next_action[:, 0]).min(dim=0).values
+            not_done = 1.0 - batch["terminated"].float()
+            target = batch["reward"] + self.config.gamma * not_done * (next_q - self.alpha * next_logp[:, 0])
+        q = self.critic(batch["obs"], batch["action"])
+        loss = 0.5 * ((q - target) ** 2).mean(dim=1).sum()
+        return loss, {"critic_loss": loss.item(), "q_mean": q.mean().item()}
+
+    def recall_states(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Temporal recall: s_hat_0 = s, s_hat_{i+1} = model(s_hat_i, a_i); returns ``[B, J, obs_dim]``."""
+        states = [obs]
+        with torch.set_grad_enabled(self.config.backprop_through_model and torch.is_grad_enabled()):
+            acts = actions if self.config.backprop_through_model else actions.detach()
+            for i in range(actions.shape[1] - 1):
+                next_obs, _ = self.model.elite_mean(states[-1], acts[:, i])
+                states.append(next_obs)
+        return torch.stack(states, dim=1)
+
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """L = E_s[ mean_i ( alpha log pi(a_i | s, a_<i) - min_k Q_k(s_hat_i, a_i) ) ] over i = 0..J-1.
+
+        Returns the loss and the detached log-probabilities ``[B, J]`` for the temperature loss.
+        """
+        obs = batch["obs"][: self.config.actor_batch_size]
+        actions, logp = self.actor(obs, self.config.sequence_length)
+        return self.recall_loss(obs, actions, logp), logp.detach()
+
+    def recall_loss(self, obs: torch.Tensor, actions: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+        """Score every action of the sequence at its recalled state: mean_i(alpha log pi_i - Q(s_hat_i, a_i))."""
+        states = self.recall_states(obs, actions)
+        self.critic.requires_grad_(False)  # no critic gradients from the actor loss
+        q = self.critic(states.reshape(-1, self.obs_dim), actions.reshape(-1, self.act_dim)).min(dim=0).values
+        self.critic.requires_grad_(True)
+        return (self.alpha * logp - q.reshape(logp.shape)).mean()
+
+    def alpha_loss(self, logp: torch.Tensor) -> torch.Tensor:
+        """L = -E[log(alpha) (log pi(a_i|...) + target_entropy)] over all positions."""
+        return -(self.log_alpha * (logp + self.target_entropy)).mean()
+
+    def model_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Gaussian NLL of the dynamics ensemble on real primitive transitions."""
+        if not self.model_ready:
+            self.model.set_normalizer(batch["obs"], batch["action"])
+            self.model_ready = True
+        return self.model.loss(batch)
+
+    # --- update --------------------------------------------------------------------------------------
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One step each on model, critics, sequence actor and temperature, then the target update."""
+        model_loss, metrics = self.model_loss(batch)
+        self.model_optimizer.zero_grad(set_to_none=True)
+        model_loss.backward()
+        self.model_optimizer.step()
+
+        critic_loss, critic_metrics = self.critic_loss(batch)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        actor_loss, logp = self.actor_loss(batch)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+
+        alpha_loss = self.alpha_loss(logp)
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
+
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.config.tau)
+        self.updates += 1
+        metrics.update(critic_metrics)
+        metrics.update(actor_loss=actor_loss.item(), alpha_loss=alpha_loss.item(), alpha=self.alpha.item(),
+                       entropy=-logp.mean().item())
+        return metrics
+
+    # --- persistence ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "model": self.model.state_dict(),
+            "model_ready": self.model_ready,
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "model_optimizer": self.model_optimizer.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        if "critic" not in state:  # a deployment checkpoint: the actor alone
+            return
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.model.load_state_dict(state["model"])
+        self.model_ready = bool(state["model_ready"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        for name in ("actor_optimizer", "critic_optimizer", "alpha_optimizer", "model_optimizer"):
+            getattr(self, name).load_state_dict(copy.deepcopy(state[name]))  # see SAC.load_state_dict
+        self.updates = int(state["updates"])
+
+    def deployment_state_dict(self) -> dict[str, Any]:
+        """What acting needs: the sequence actor alone (no model, no critic)."""
+        return {"actor": self.actor.state_dict()}
