@@ -84,7 +84,7 @@ def train(
     write_metrics(run_dir, metrics)
     logger = RunLogger(run_dir, purge_step=None)
     flat = {f"{name}.{k}": v for name, cfg in sections.items() for k, v in to_dict(cfg).items()}
-    logger.hparams({"algo": algo, **flat}, {"eval/return": state.evals[-1][1]})
+    logger.hparams({"algo": algo, **flat}, {"hparams/final_eval_return": state.evals[-1][1]})
     logger.close()
     return state
 

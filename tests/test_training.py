@@ -39,6 +39,12 @@ def test_run_folder_contents(tmp_path):
     assert metrics["steps"] == state.step == 300
     algo, sections = read_run_config(run)
     assert algo == "sac" and sections == tiny(300)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/return")] == [200, 300]  # evals only, nothing at step 0
+    assert "hparams/final_eval_return" in events.Tags()["scalars"]
     deploy = load_checkpoint(run, "agent.pt")
     assert "buffer" not in deploy and "critic" not in deploy["agent"]
 
