@@ -3,7 +3,7 @@
     cadence train sac --env Hopper-v5 --seed 1 --total-steps 300000 [--config F.toml] [--set key=value ...]
     cadence train srl --env Hopper-v5 --sequence-length 8
     cadence train sac --resume RUN_DIR [--total-steps N]
-    cadence eval fas RUN_DIR [--episodes 10] [--asl 1,2,4,...]
+    cadence eval fas RUN_DIR [--episodes 10] [--asl 1,2,4,...] [--planner]
     cadence config sac
     cadence dashboard [--logdir runs]
 """
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cadence.agents import AGENTS, agent_spec
+from cadence.agents.planning import CEMConfig
 from cadence.agents.training import TrainConfig
 from cadence.checkpoint import CheckpointError
 from cadence.config import ConfigError, field_docs, to_dict
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_fas.add_argument("--episodes", type=int, default=10, help="episodes per ASL")
     p_fas.add_argument("--asl", type=_parse_asl, default=ASL_GRID, help="ASL grid, e.g. 1,2,4,8")
     p_fas.add_argument("--seed", type=int, default=0, help="seed of the first evaluation episode")
+    p_fas.add_argument("--planner", action="store_true",
+                       help="plan with CEM-MPC through the run's learned model (srl runs) instead of its actor")
+    p_fas.add_argument("--horizon", type=int, default=CEMConfig.horizon, help="CEM planning horizon")
+    p_fas.add_argument("--samples", type=int, default=CEMConfig.samples, help="CEM candidates per iteration")
+    p_fas.add_argument("--iterations", type=int, default=CEMConfig.iterations, help="CEM iterations")
 
     p_cfg = sub.add_parser("config", help="print an agent's config with its defaults and documentation")
     p_cfg.add_argument("algo", choices=sorted(AGENTS))
@@ -121,14 +127,20 @@ def fas_table(results: dict[str, FASResult], title: str = "Frequency-Averaged Sc
 def cmd_eval_fas(args: argparse.Namespace) -> None:
     from cadence.runs import evaluate_fas
 
+    planner = None
+    if args.planner:
+        planner = CEMConfig(horizon=args.horizon, samples=args.samples, iterations=args.iterations,
+                            elites=max(1, min(CEMConfig.elites, args.samples // 10)))
     with console.status("FAS sweep") as status:
-        result = evaluate_fas(args.run_dir, args.asl, args.episodes, args.seed,
+        result = evaluate_fas(args.run_dir, args.asl, args.episodes, args.seed, planner=planner,
                               on_asl=lambda asl, r: status.update(f"FAS sweep: ASL {asl} mean return {r.mean():.1f}"))
-    console.print(fas_table({"agent": result}, title=f"FAS on {result.env_id}"))
+    console.print(fas_table({"MPC" if args.planner else "agent": result}, title=f"FAS on {result.env_id}"))
     published = PUBLISHED_SAC_J_FAS.get(env_family(result.env_id), {}).get(1)
     if published is not None:
         console.print(f"published SAC-1 FAS on the Gym v2 task: {published:.3f} (cadence uses Gymnasium v5)")
-    console.print(f"wrote {args.run_dir / 'fas.json'} and {args.run_dir / 'fas.png'}; eval/fas logged to TensorBoard")
+    suffix = "_mpc" if args.planner else ""
+    console.print(f"wrote {args.run_dir / f'fas{suffix}.json'} and {args.run_dir / f'fas{suffix}.png'}; "
+                  f"eval/fas{suffix} logged to TensorBoard")
 
 
 def cmd_config(args: argparse.Namespace) -> None:

@@ -15,10 +15,12 @@ from typing import Any
 import torch
 
 from cadence.agents import agent_spec
+from cadence.agents.planning import CEMConfig, CEMPlanner
 from cadence.agents.training import TrainConfig, TrainState, train_online
 from cadence.checkpoint import DEPLOY, LAST, CheckpointError, checkpoint_path, load_checkpoint
 from cadence.config import ConfigError, load_sections, read_toml, to_dict, to_toml
 from cadence.envs import make
+from cadence.envs.terminations import termination_fn
 from cadence.evaluation.fas import ASL_GRID, FASResult, fas_sweep
 from cadence.evaluation.plots import plot_fas
 from cadence.io import atomic_write_json, atomic_write_text
@@ -118,19 +120,42 @@ def load_agent(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     return agent, sections
 
 
-def evaluate_fas(run_dir: str | Path, asl_grid: Sequence[int] = ASL_GRID, episodes: int = 10, seed: int = 0,
-                 on_asl: Callable[[int, Any], None] | None = None) -> FASResult:
-    """FAS sweep of a trained run; writes fas.json and fas.png and logs eval/fas."""
-    run_dir = Path(run_dir)
-    agent, sections = load_agent(run_dir)
-    if not hasattr(agent, "act_sequence"):
-        raise ValueError(f"agent {agent.algo!r} cannot decide action sequences, so FAS does not apply")
+def load_planner(run_dir: str | Path, config: CEMConfig = CEMConfig()) -> CEMPlanner:
+    """CEM-MPC through the world model that a model-based run (SRL) learned: the online-planning baseline."""
+    algo, sections = read_run_config(run_dir)
+    spec = agent_spec(algo)
+    bundle = load_checkpoint(run_dir, LAST, required=("algo", "agent"))
+    if bundle["algo"] != algo or "model" not in bundle["agent"]:
+        raise CheckpointError(f"{run_dir} holds a {bundle['algo']!r} run without a learned model; "
+                              "MPC needs a model-based run such as srl")
     env_id = sections["train"].env
-    result = fas_sweep(env_id, agent.act_sequence, asl_grid, episodes, seed, on_asl=on_asl)
-    atomic_write_json(run_dir / "fas.json", result.to_dict())
-    plot_fas({agent.algo.upper(): result}, run_dir / "fas.png")
-    write_metrics(run_dir, {"fas": result.fas})
+    env = make(env_id, **spec.env_kwargs(sections["agent"]))
+    agent = spec.agent_cls(env.observation_space, env.action_space, sections["agent"])
+    agent.load_state_dict(bundle["agent"])
+    low, high = env.primitive_action_space.low, env.primitive_action_space.high
+    return CEMPlanner(agent.model.eval(), low, high, config, termination_fn=termination_fn(env_id),
+                      generator=torch.Generator().manual_seed(0))
+
+
+def evaluate_fas(run_dir: str | Path, asl_grid: Sequence[int] = ASL_GRID, episodes: int = 10, seed: int = 0,
+                 on_asl: Callable[[int, Any], None] | None = None, planner: CEMConfig | None = None) -> FASResult:
+    """FAS sweep of a trained run; writes fas.json and fas.png (fas_mpc.* with a planner) and logs eval/fas.
+
+    With ``planner`` set, the run's learned model is planned through by CEM-MPC instead of running its actor.
+    """
+    run_dir = Path(run_dir)
+    if planner is not None:
+        policy, label, suffix = load_planner(run_dir, planner), "MPC", "_mpc"
+        sections = read_run_config(run_dir)[1]
+    else:
+        policy, sections = load_agent(run_dir)
+        label, suffix = policy.algo.upper(), ""
+    env_id = sections["train"].env
+    result = fas_sweep(env_id, policy.act_sequence, asl_grid, episodes, seed, on_asl=on_asl)
+    atomic_write_json(run_dir / f"fas{suffix}.json", result.to_dict())
+    plot_fas({label: result}, run_dir / f"fas{suffix}.png")
+    write_metrics(run_dir, {f"fas{suffix}": result.fas})
     logger = RunLogger(run_dir, purge_step=None)
-    logger.scalars({"eval/fas": result.fas}, step=sections["train"].total_steps)
+    logger.scalars({f"eval/fas{suffix}": result.fas}, step=sections["train"].total_steps)
     logger.close()
     return result

@@ -143,3 +143,33 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["eval", "fas", str(tmp_path)]) == 2
     assert "not a cadence run folder" in capsys.readouterr().err
     assert main(["eval", "fas", str(tmp_path), "--asl", "4,2"]) == 2
+
+
+def test_srl_run_fas_and_planner(tmp_path):
+    run = tmp_path / "srl"
+    args = ["train", "srl", "--env", "InvertedPendulum-v5", "--sequence-length", "4", "--total-steps", "240",
+            "--run-dir", str(run), "--no-progress", "--set", "agent.gru_size=16",
+            "--set", "agent.model_hidden_sizes=[32]", "--set", "agent.actor_batch_size=16"]
+    args += sum((["--set", s] for s in TINY if "hidden" not in s), [])
+    assert main(args) == 0
+    bundle = load_checkpoint(run)
+    assert bundle["algo"] == "srl"
+    assert bundle["buffer"]["size"] == bundle["train_state"]["step"] >= 240  # one row per primitive step
+    assert set(load_checkpoint(run, "agent.pt")["agent"]) == {"actor"}
+    assert main(["eval", "fas", str(run), "--asl", "1,3,5", "--episodes", "2"]) == 0
+    assert np.asarray(json.loads((run / "fas.json").read_text())["returns"]).shape == (3, 2)
+    assert main(["eval", "fas", str(run), "--asl", "1,2", "--episodes", "1", "--planner", "--horizon", "4",
+                 "--samples", "20", "--iterations", "2"]) == 0
+    assert json.loads((run / "fas_mpc.json").read_text())["asl"] == [1, 2]
+
+
+def test_eval_rejects_mismatched_checkpoints(tmp_path, capsys):
+    run = tmp_path / "sac"
+    train("sac", tiny(150), run)
+    assert main(["eval", "fas", str(run), "--planner"]) == 2
+    assert "without a learned model" in capsys.readouterr().err
+    # a checkpoint of another agent type under this run's config
+    (run / "config.toml").write_text('[algo]\nname = "srl"\n[train]\nenv = "InvertedPendulum-v5"\n'
+                                     "[agent]\nsequence_length = 2\n")
+    assert main(["eval", "fas", str(run), "--asl", "1"]) == 2
+    assert "holds a 'sac' agent but config.toml says 'srl'" in capsys.readouterr().err

@@ -39,4 +39,4 @@ def agent_spec(name: str) -> AgentSpec:
     return AGENTS[name]
 
 
-__all__ = ["AGENTS", "SAC", "AgentSpec", "SACConfig", "agent_spec"]
+__all__ = ["AGENTS", "SAC", "SRL", "AgentSpec", "SACConfig", "SRLConfig", "SequenceActor", "agent_spec"]
