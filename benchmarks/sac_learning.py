@@ -12,40 +12,19 @@ Targets (issue 2): return >= 1000 on InvertedPendulum-v5 within 20k env steps (3
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, merge_result, train_or_resume
 
-from cadence.checkpoint import checkpoint_path
 from cadence.evaluation.plots import plot_curves
-from cadence.io import atomic_write_json
-from cadence.runs import METRICS_FILE, read_run_config, resolve_config, train
 
-RESULTS = Path(__file__).parent / "results"
 TARGETS = {"InvertedPendulum-v5": 1000.0, "Hopper-v5": 2500.0}
 #: Settings per env: InvertedPendulum learns in a few thousand steps, so warm-up is short there.
 ENV_OVERRIDES = {
     "InvertedPendulum-v5": ["agent.learning_starts=1000", "train.eval_every=1000", "train.eval_episodes=5"],
     "Hopper-v5": ["train.eval_every=10000", "train.eval_episodes=10"],
 }
-
-
-def run_one(env_id: str, seed: int, steps: int, threads: int, runs: Path) -> list[tuple[int, float]]:
-    run_dir = runs / f"sac_{env_id}_s{seed}"
-    if (run_dir / METRICS_FILE).is_file():  # finished earlier
-        metrics = json.loads((run_dir / METRICS_FILE).read_text())
-        if metrics.get("steps", 0) >= steps:
-            return [tuple(e) for e in metrics["evals"]]
-    overrides = ENV_OVERRIDES.get(env_id, []) + [f"train.torch_threads={threads}", "train.progress=false"]
-    resume = checkpoint_path(run_dir).is_file()
-    if resume:
-        _, sections = read_run_config(run_dir)
-    else:
-        base = {"train": {"env": env_id, "seed": seed, "total_steps": steps}}
-        sections = resolve_config("sac", base, None, overrides)
-    state = train("sac", sections, run_dir, resume=resume)
-    return [tuple(e) for e in state.evals]
 
 
 def main() -> None:
@@ -57,7 +36,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_sac_learning"))
     args = parser.parse_args()
 
-    curves = {seed: run_one(args.env, seed, args.steps, args.threads, args.runs) for seed in args.seeds}
+    overrides = ENV_OVERRIDES.get(args.env, [])
+    curves = {seed: train_or_resume("sac", args.env, seed, args.steps, overrides, args.runs / f"sac_{args.env}_s{seed}",
+                                    args.threads) for seed in args.seeds}
     target = TARGETS.get(args.env)
     summary = {
         "env": args.env, "steps": args.steps, "seeds": args.seeds, "target_return": target,
@@ -70,10 +51,7 @@ def main() -> None:
         "note": "Gymnasium v5 tasks; evaluation = mean return of the deterministic policy over the eval episodes",
     }
     summary["all_seeds_reach_target"] = all(v is not None for v in summary["first_step_reaching_target"].values())
-    path = RESULTS / "sac_learning.json"
-    merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged[args.env] = summary
-    atomic_write_json(path, merged)
+    merge_result("sac_learning", args.env, summary)
     plot_curves({f"seed {s}": [c] for s, c in curves.items()}, RESULTS / f"sac_learning_{args.env}.png",
                 title=f"cadence SAC on {args.env}", hline=target)
     finals = np.array(list(summary["best_eval_return"].values()))
