@@ -17,18 +17,18 @@ from gymnasium import spaces
 from torch import nn
 
 from cadence.config import check, check_positive
-from cadence.nn import EnsembleMLP, adam, mlp
+from cadence.nn import EnsembleMLP, adam, mlp, optimizer_step, soft_update
 from cadence.replay import Batch
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 @dataclass(frozen=True)
-class SACConfig:
-    """Hyperparameters of SAC; defaults follow DESIGN.md section 3."""
+class SoftActorCriticConfig:
+    """Settings shared by the soft actor-critic learners (SAC, SAC-J, SRL); defaults follow DESIGN.md."""
 
     hidden_sizes: tuple[int, ...] = (256, 256)
-    """Hidden layer widths of the actor and of each critic."""
+    """Hidden layer widths of each critic (and of SAC's actor)."""
     actor_lr: float = 3e-4
     """Adam learning rate of the actor."""
     critic_lr: float = 3e-4
@@ -38,36 +38,61 @@ class SACConfig:
     batch_size: int = 256
     """Transitions per gradient step."""
     gamma: float = 0.99
-    """Discount per decision."""
+    """Discount per stored transition (a decision for SAC-J, a primitive step for SRL)."""
     tau: float = 0.005
     """Polyak rate of the target critics."""
     init_alpha: float = 1.0
     """Initial entropy temperature."""
-    autotune_alpha: bool = True
-    """Tune alpha towards the target entropy; if False alpha stays at init_alpha."""
     target_entropy: float | None = None
-    """Target policy entropy; None means -act_dim."""
+    """Target entropy per primitive action; None means -act_dim."""
     num_critics: int = 2
     """Critics in the batched critic ensemble (the clipped double-Q minimum is taken over them)."""
     buffer_size: int = 1_000_000
-    """Replay capacity in decisions."""
+    """Replay capacity in stored transitions."""
     learning_starts: int = 10_000
     """Env steps of uniform random actions before learning starts."""
     gradient_steps: int = 1
-    """Gradient steps per env decision."""
-    action_repeat: int = 1
-    """J of SAC-J: each action is repeated this many primitive steps."""
+    """Gradient steps per stored transition."""
 
     def __post_init__(self) -> None:
         check(len(self.hidden_sizes) >= 1 and all(h > 0 for h in self.hidden_sizes),
               "hidden_sizes", self.hidden_sizes, "a non-empty list of positive widths")
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha", "batch_size", "buffer_size",
-                     "gradient_steps", "action_repeat"):
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha", "batch_size", "buffer_size", "gradient_steps"):
             check_positive(self, name)
         check(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "in [0, 1]")
         check(0.0 < self.tau <= 1.0, "tau", self.tau, "in (0, 1]")
         check(self.num_critics >= 2, "num_critics", self.num_critics, ">= 2")
         check(self.learning_starts >= 0, "learning_starts", self.learning_starts, ">= 0")
+
+
+@dataclass(frozen=True)
+class SACConfig(SoftActorCriticConfig):
+    """Hyperparameters of SAC and SAC-J."""
+
+    autotune_alpha: bool = True
+    """Tune alpha towards the target entropy; if False alpha stays at init_alpha."""
+    action_repeat: int = 1
+    """J of SAC-J: each action is repeated this many primitive steps."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "action_repeat")
+
+
+def squashed_gaussian(mean: torch.Tensor, log_std: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                      deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample a = tanh(u) * scale + bias, u ~ N(mean, exp(log_std)) (reparameterised).
+
+    Returns ``(action, log_prob, tanh(u))``; log_prob includes the tanh and scale Jacobians,
+    log N(u) - sum log(scale (1 - tanh(u)^2)), the latter in a numerically stable form.
+    """
+    log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+    std = log_std.exp()
+    u = mean if deterministic else mean + std * torch.randn_like(mean)
+    y = torch.tanh(u)
+    normal_logp = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+    log_det = (2.0 * (np.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1) + scale.log().sum()
+    return y * scale + bias, normal_logp - log_det, y
 
 
 class SquashedGaussianActor(nn.Module):
@@ -82,14 +107,8 @@ class SquashedGaussianActor(nn.Module):
     def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(action, log_prob)``; log_prob includes the tanh and scale Jacobians."""
         mean, log_std = self.net(obs).chunk(2, dim=-1)
-        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        std = log_std.exp()
-        u = mean if deterministic else mean + std * torch.randn_like(mean)
-        y = torch.tanh(u)
-        # log N(u; mean, std) - sum log(scale * (1 - tanh(u)^2)), the latter in a stable form
-        normal_logp = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
-        log_det = (2.0 * (np.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1) + self.scale.log().sum()
-        return y * self.scale + self.bias, normal_logp - log_det
+        action, logp, _ = squashed_gaussian(mean, log_std, self.scale, self.bias, deterministic)
+        return action, logp
 
 
 class EnsembleCritic(nn.Module):
@@ -185,25 +204,17 @@ class SAC:
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on critics, actor and temperature, then a Polyak target update."""
         critic_loss, metrics = self.critic_loss(batch)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
+        optimizer_step(self.critic_optimizer, critic_loss)
 
         actor_loss, logp = self.actor_loss(batch)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
+        optimizer_step(self.actor_optimizer, actor_loss)
 
         if self.config.autotune_alpha:
             alpha_loss = self.alpha_loss(logp)
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
+            optimizer_step(self.alpha_optimizer, alpha_loss)
             metrics["alpha_loss"] = alpha_loss.item()
 
-        with torch.no_grad():
-            target_params = list(self.critic_target.parameters())
-            torch._foreach_lerp_(target_params, list(self.critic.parameters()), self.config.tau)
+        soft_update(self.critic_target, self.critic, self.config.tau)
         self.updates += 1
         metrics.update(actor_loss=actor_loss.item(), alpha=self.alpha.item(), entropy=-logp.mean().item())
         return metrics

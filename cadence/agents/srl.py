@@ -14,63 +14,35 @@ entropy term; gradients flow through the GRU. At deployment the actor runs alone
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
-from cadence.agents.sac import LOG_STD_MAX, LOG_STD_MIN, EnsembleCritic
+from cadence.agents.sac import EnsembleCritic, SoftActorCriticConfig, squashed_gaussian
 from cadence.config import check, check_positive
-from cadence.nn import adam, mlp
+from cadence.nn import adam, mlp, optimizer_step, soft_update
 from cadence.replay import Batch
 from cadence.world_models import EnsembleConfig, GaussianEnsemble
 
 
 @dataclass(frozen=True)
-class SRLConfig:
-    """Hyperparameters of SRL; the SAC parts default to DESIGN.md's SAC settings."""
+class SRLConfig(SoftActorCriticConfig):
+    """Hyperparameters of SRL; the soft actor-critic parts are SAC's (DESIGN.md section 3)."""
 
     sequence_length: int = 8
     """J: primitive actions decided per state during training (SRL-J)."""
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    """Hidden widths of each critic."""
     encoder_sizes: tuple[int, ...] = (256,)
     """Hidden widths of the actor's state encoder."""
     gru_size: int = 128
     """GRU hidden size of the sequence actor."""
-    actor_lr: float = 3e-4
-    """Adam learning rate of the sequence actor."""
-    critic_lr: float = 3e-4
-    """Adam learning rate of the critics."""
-    alpha_lr: float = 3e-4
-    """Adam learning rate of log(alpha)."""
-    model_lr: float = 1e-3
-    """Adam learning rate of the dynamics model."""
-    batch_size: int = 256
-    """Primitive transitions per critic and model gradient step."""
     actor_batch_size: int = 64
     """States per actor step; each is unrolled J steps, so J x this many actions are scored."""
-    gamma: float = 0.99
-    """Discount per primitive step."""
-    tau: float = 0.005
-    """Polyak rate of the target critics."""
-    init_alpha: float = 1.0
-    """Initial entropy temperature."""
-    target_entropy: float | None = None
-    """Target entropy per primitive action; None means -act_dim."""
-    num_critics: int = 2
-    """Critics in the batched ensemble."""
-    buffer_size: int = 1_000_000
-    """Replay capacity in primitive transitions."""
-    learning_starts: int = 10_000
-    """Env steps of uniform random actions before learning starts."""
-    gradient_steps: int = 1
-    """Gradient steps per primitive env step."""
+    model_lr: float = 1e-3
+    """Adam learning rate of the dynamics model."""
     model_members: int = 3
     """Members of the dynamics ensemble; recall uses their mean prediction."""
     model_hidden_sizes: tuple[int, ...] = (200, 200)
@@ -79,15 +51,11 @@ class SRLConfig:
     """Let actor gradients flow through the predicted states too (the paper's recall is through the GRU)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(isinstance(self.sequence_length, int) and self.sequence_length >= 1, "sequence_length",
               self.sequence_length, "an integer >= 1")
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "model_lr", "batch_size", "buffer_size", "gradient_steps",
-                     "gru_size", "init_alpha", "model_members", "actor_batch_size"):
+        for name in ("model_lr", "gru_size", "model_members", "actor_batch_size"):
             check_positive(self, name)
-        check(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "in [0, 1]")
-        check(0.0 < self.tau <= 1.0, "tau", self.tau, "in (0, 1]")
-        check(self.num_critics >= 2, "num_critics", self.num_critics, ">= 2")
-        check(self.learning_starts >= 0, "learning_starts", self.learning_starts, ">= 0")
 
 
 class SequenceActor(nn.Module):
@@ -117,15 +85,9 @@ class SequenceActor(nn.Module):
         for _ in range(length):
             h = self.gru(prev, h)
             mean, log_std = self.head(h).chunk(2, dim=-1)
-            log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-            std = log_std.exp()
-            u = mean if deterministic else mean + std * torch.randn_like(mean)
-            y = torch.tanh(u)
-            normal_logp = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-            log_det = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1) + self.scale.log().sum()
-            actions.append(y * self.scale + self.bias)
-            logps.append(normal_logp - log_det)
-            prev = y
+            action, logp, prev = squashed_gaussian(mean, log_std, self.scale, self.bias, deterministic)
+            actions.append(action)
+            logps.append(logp)
         return torch.stack(actions, dim=-2), torch.stack(logps, dim=-1)
 
 
@@ -244,27 +206,18 @@ class SRL:
     def update(self, batch: Batch) -> dict[str, float]:
         """One step each on model, critics, sequence actor and temperature, then the target update."""
         model_loss, metrics = self.model_loss(batch)
-        self.model_optimizer.zero_grad(set_to_none=True)
-        model_loss.backward()
-        self.model_optimizer.step()
+        optimizer_step(self.model_optimizer, model_loss)
 
         critic_loss, critic_metrics = self.critic_loss(batch)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
+        optimizer_step(self.critic_optimizer, critic_loss)
 
         actor_loss, logp = self.actor_loss(batch)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
+        optimizer_step(self.actor_optimizer, actor_loss)
 
         alpha_loss = self.alpha_loss(logp)
-        self.alpha_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_optimizer.step()
+        optimizer_step(self.alpha_optimizer, alpha_loss)
 
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.config.tau)
+        soft_update(self.critic_target, self.critic, self.config.tau)
         self.updates += 1
         metrics.update(critic_metrics)
         metrics.update(actor_loss=actor_loss.item(), alpha_loss=alpha_loss.item(), alpha=self.alpha.item(),
