@@ -59,8 +59,8 @@ def main() -> None:
         "sequence_length": J, "updates": args.updates, "torch_threads": args.threads,
         "sac_updates_per_s": s, "srl_updates_per_s": q, "ratio_srl_over_sac": q / s,
         "sac_runs": sac_ups, "srl_runs": srl_ups,
-        "srl_settings": {"gru_size": srl.config.gru_size, "actor_batch_size": srl.config.actor_batch_size,
-                         "model_members": srl.config.model_members, "model_hidden_sizes": srl.config.model_hidden_sizes},
+        "srl_settings": {k: getattr(srl.config, k) for k in
+                         ("gru_size", "actor_batch_size", "model_members", "model_hidden_sizes")},
         "machine": f"{platform.machine()}, torch {torch.__version__}",
     }
     merge_result("srl_throughput", f"J={J}", result)
