@@ -173,3 +173,12 @@ def test_eval_rejects_mismatched_checkpoints(tmp_path, capsys):
                                      "[agent]\nsequence_length = 2\n")
     assert main(["eval", "fas", str(run), "--asl", "1"]) == 2
     assert "holds a 'sac' agent but config.toml says 'srl'" in capsys.readouterr().err
+
+
+def test_sac_j_stores_decisions_and_counts_primitive_steps(tmp_path):
+    state = train("sac", tiny(300, extra=["agent.action_repeat=4"]), tmp_path / "sacj")
+    bundle = load_checkpoint(tmp_path / "sacj")
+    assert state.step >= 300 and state.decisions < state.step  # each decision is up to 4 primitive steps
+    assert bundle["buffer"]["size"] == state.decisions  # SAC-J learns from decision-level transitions
+    rewards = bundle["buffer"]["storage"]["reward"]
+    assert rewards.max() > 1.0  # a repeated action's reward sums its primitive rewards (1 per alive step)
