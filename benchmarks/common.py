@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ def train_or_resume(algo: str, env_id: str, seed: int, steps: int, overrides: li
         metrics = json.loads(metrics_path.read_text())
         if metrics.get("steps", 0) >= steps:
             return [tuple(e) for e in metrics["evals"]]
-    if checkpoint_path(run_dir).is_file():
+    if checkpoint_path(run_dir).is_file():  # interrupted, or finished with a smaller budget: continue it
         _, sections = read_run_config(run_dir)
+        sections["train"] = dataclasses.replace(sections["train"], total_steps=steps)
         state = train(algo, sections, run_dir, resume=True)
     else:
         base = {"train": {"env": env_id, "seed": seed, "total_steps": steps}}

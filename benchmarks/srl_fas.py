@@ -6,7 +6,7 @@ MPC plans by CEM through the SRL run's learned model. Every method then gets a F
 full-frequency return, means) and ``srl_fas_<env>.png`` (return against ASL, one line per method).
 Runs are resumable cadence run folders under ``--runs``.
 
-    python benchmarks/srl_fas.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 10000
+    python benchmarks/srl_fas.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
     python benchmarks/srl_fas.py --env Reacher-v5 --seeds 1 2 3 --steps 30000
     python benchmarks/srl_fas.py --env Hopper-v5 --seeds 1 --steps 100000
 """
@@ -37,8 +37,8 @@ ENV_OVERRIDES = {
 def fas_of(run_dir: Path, episodes: int, planner: CEMConfig | None = None) -> FASResult:
     """The run's FAS result, read back if this sweep was done before."""
     path = run_dir / ("fas_mpc.json" if planner else "fas.json")
-    if path.is_file():
-        data = json.loads(path.read_text())
+    if path.is_file() and path.stat().st_mtime >= (run_dir / "metrics.json").stat().st_mtime - 60:
+        data = json.loads(path.read_text())  # a sweep of this very training (not of a shorter earlier budget)
         if len(data["returns"][0]) == episodes:
             return FASResult(data["env_id"], data["asl"], data["returns"], data["fas"], data["r_max"], data["shift"])
     return evaluate_fas(run_dir, ASL_GRID, episodes, seed=0, planner=planner)
