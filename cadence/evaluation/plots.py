@@ -23,12 +23,15 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
 
 
 def plot_fas(results: Mapping[str, FASResult], path: str | Path, title: str | None = None) -> Path:
-    """Mean return (+/- std over episodes) against ASL, one line per labelled result."""
+    """Mean return (+/- std over episodes, clipped to the observed range) against ASL, one line per result."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, res in results.items():
-        mean, std = res.mean, res.std
+        mean, std, returns = res.mean, res.std, np.asarray(res.returns)
         ax.plot(res.asl, mean, marker="o", ms=3, label=f"{label} (FAS {res.fas:.3f})")
-        ax.fill_between(res.asl, mean - std, mean + std, alpha=0.2)
+        # +/- std, kept within the returns actually observed (a return cannot exceed its episode's best)
+        low = np.maximum(mean - std, returns.min(axis=1))
+        high = np.minimum(mean + std, returns.max(axis=1))
+        ax.fill_between(res.asl, low, high, alpha=0.2)
     env_id = next(iter(results.values())).env_id if results else ""
     ax.set_xlabel("action-sequence length (ASL)")
     ax.set_ylabel("return")
