@@ -1,0 +1,174 @@
+"""Offline data sets in D4RL's HDF5 layout: validated reading, atomic writing, conversion to a ReplayBuffer.
+
+Layout (D4RL): ``observations [N, obs_dim]``, ``actions [N, act_dim]``, ``rewards [N]``, ``terminals [N]``,
+``timeouts [N]``, optionally ``next_observations [N, obs_dim]``, plus cadence's optional ``task_ids [N]``.
+Provenance (policy, seed, steps, mean return, cadence version) is stored as HDF5 attributes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from cadence.io import atomic_write
+from cadence.replay.buffer import ReplayBuffer
+
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
+
+
+class DatasetError(ValueError):
+    """A data set that is missing, unreadable or malformed; the message names the file, the key and the problem."""
+
+    def __init__(self, path: str | os.PathLike, key: str | None, problem: str):
+        self.path, self.key, self.problem = str(path), key, problem
+        where = f"{path}" + (f", key {key!r}" if key else "")
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass
+class OfflineDataset:
+    """Transitions of one or more tasks, as NumPy arrays in D4RL's layout."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
+    next_observations: np.ndarray | None = None
+    task_ids: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+    # --- validation -----------------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {k: getattr(self, k) for k in REQUIRED_KEYS}
+        for k in ("next_observations", "task_ids"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        return out
+
+    def validate(self, obs_shape: tuple[int, ...] | None = None, act_shape: tuple[int, ...] | None = None) -> None:
+        """Raise :class:`DatasetError` on unequal lengths, wrong dtypes or ranks, non-finite values or spaces
+        that do not match ``obs_shape``/``act_shape``."""
+        arrays = self.arrays()
+        n = len(arrays["rewards"])
+        for key, value in arrays.items():
+            if len(value) != n:
+                raise DatasetError(self.source, key, f"has {len(value)} rows but rewards has {n}")
+            if key in FLOAT_KEYS and not np.issubdtype(value.dtype, np.floating):
+                raise DatasetError(self.source, key, f"must be floating point, got dtype {value.dtype}")
+            is_flag = value.dtype == np.bool_ or np.issubdtype(value.dtype, np.integer)
+            if key in ("terminals", "timeouts") and not is_flag:
+                raise DatasetError(self.source, key, f"must be bool (or 0/1 integers), got dtype {value.dtype}")
+            if key in FLOAT_KEYS and not np.isfinite(value).all():
+                bad = int(np.argwhere(~np.isfinite(value.reshape(n, -1)))[0, 0])
+                raise DatasetError(self.source, key, f"contains NaN or inf (first at row {bad})")
+        if arrays["rewards"].ndim != 1:
+            raise DatasetError(self.source, "rewards", f"must be 1-D, got shape {arrays['rewards'].shape}")
+        if self.next_observations is not None and self.next_observations.shape != self.observations.shape:
+            raise DatasetError(self.source, "next_observations", f"shape {self.next_observations.shape} "
+                               f"differs from observations {self.observations.shape}")
+        if obs_shape is not None and self.observations.shape[1:] != tuple(obs_shape):
+            raise DatasetError(self.source, "observations", f"observation shape {self.observations.shape[1:]} "
+                               f"does not match the env's {tuple(obs_shape)}")
+        if act_shape is not None and self.actions.shape[1:] != tuple(act_shape):
+            raise DatasetError(self.source, "actions",
+                               f"action shape {self.actions.shape[1:]} does not match the env's {tuple(act_shape)}")
+
+    # --- derived views -------------------------------------------------------------------------------
+    def next_obs(self) -> np.ndarray:
+        """``next_observations`` if stored, else the following row's observation (D4RL's convention).
+
+        At episode ends without a stored next observation the row's own observation is used; those
+        rows are terminal or timeouts, and a timeout row's bootstrap target is then approximate.
+        """
+        if self.next_observations is not None:
+            return self.next_observations
+        nxt = np.empty_like(self.observations)
+        nxt[:-1] = self.observations[1:]
+        nxt[-1] = self.observations[-1]
+        ends = np.asarray(self.terminals, bool) | np.asarray(self.timeouts, bool)
+        nxt[ends] = self.observations[ends]
+        return nxt
+
+    def episode_starts(self) -> np.ndarray:
+        ends = np.asarray(self.terminals, bool) | np.asarray(self.timeouts, bool)
+        starts = np.zeros(len(self), dtype=bool)
+        starts[0] = True
+        starts[1:] = ends[:-1]
+        return starts
+
+    def episode_returns(self) -> np.ndarray:
+        """Undiscounted return of every complete episode."""
+        ends = np.flatnonzero(np.asarray(self.terminals, bool) | np.asarray(self.timeouts, bool))
+        sums = np.add.reduceat(self.rewards, np.r_[0, ends[:-1] + 1]) if len(ends) else np.array([])
+        return sums[: len(ends)]
+
+    def task(self, task_id: int) -> OfflineDataset:
+        """The rows of one task (for data-set sequences in continual offline RL)."""
+        if self.task_ids is None:
+            raise DatasetError(self.source, "task_ids", "this data set has no task ids")
+        rows = self.task_ids == task_id
+        if not rows.any():
+            raise DatasetError(self.source, "task_ids", f"no rows of task {task_id}; tasks: {np.unique(self.task_ids)}")
+        return OfflineDataset(**{k: v[rows] for k, v in self.arrays().items()}, metadata=dict(self.metadata),
+                              source=f"{self.source}[task {task_id}]")
+
+    def to_buffer(self, capacity: int | None = None, device: str = "cpu") -> ReplayBuffer:
+        """A ReplayBuffer holding every transition (capacity defaults to the data set's size)."""
+        buf = ReplayBuffer(capacity or len(self), self.observations.shape[1:], self.actions.shape[1:], device)
+        task = self.task_ids if self.task_ids is not None else 0
+        buf.add(self.observations, self.actions, self.rewards, self.next_obs(), np.asarray(self.terminals, bool),
+                np.asarray(self.timeouts, bool), task_id=task, episode_start=self.episode_starts())
+        return buf
+
+    # --- files ---------------------------------------------------------------------------------------
+    def save_hdf5(self, path: str | os.PathLike) -> Path:
+        """Write atomically in D4RL's layout, with ``metadata`` as file attributes."""
+
+        def write(f) -> None:
+            with h5py.File(f, "w") as h5:
+                for key, value in self.arrays().items():
+                    h5.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+                for key, value in self.metadata.items():
+                    h5.attrs[key] = value
+
+        return atomic_write(path, write)
+
+    @classmethod
+    def load_hdf5(cls, path: str | os.PathLike, obs_shape: tuple[int, ...] | None = None,
+                  act_shape: tuple[int, ...] | None = None) -> OfflineDataset:
+        """Read and validate a D4RL-format file; raises :class:`DatasetError` naming the file, key and problem."""
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError(path, None, "file not found")
+        try:
+            with h5py.File(path, "r") as h5:
+                missing = [k for k in REQUIRED_KEYS if k not in h5]
+                if missing:
+                    raise DatasetError(path, missing[0], f"required key missing (file has: {', '.join(sorted(h5))})")
+                arrays = {}
+                for key in (*REQUIRED_KEYS, "next_observations", "task_ids"):
+                    if key in h5:
+                        try:
+                            arrays[key] = h5[key][()]
+                        except OSError as e:
+                            raise DatasetError(path, key, f"cannot be read, the file may be truncated ({e})") from None
+                metadata = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
+        except OSError as e:
+            raise DatasetError(path, None, f"not a readable HDF5 file, it may be truncated or corrupt ({e})") from None
+        dataset = cls(**arrays, metadata=metadata, source=str(path))
+        dataset.validate(obs_shape, act_shape)
+        return dataset
