@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import cadence
@@ -232,7 +231,3 @@ def train_online(
     logger.close()
     return state
 
-
-def set_torch_threads(n: int) -> None:
-    if n > 0:
-        torch.set_num_threads(n)

@@ -9,7 +9,6 @@ with the lowest holdout error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +118,7 @@ class GaussianEnsemble(nn.Module):
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> torch.distributions.Normal:
         """The per-member distribution over ``(s'[, r])`` (not deltas): batch shape ``[n_members, B, out_dim]``."""
         mean, logvar = self(obs, act)
-        shift = obs if self.config.learn_reward is False else F.pad(obs, (0, 1))
+        shift = F.pad(obs, (0, 1)) if self.config.learn_reward else obs  # rewards are not deltas
         return torch.distributions.Normal(mean + shift, torch.exp(0.5 * logvar))
 
     def elite_mean(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -130,5 +129,3 @@ class GaussianEnsemble(nn.Module):
         reward = mean[..., self.obs_dim] if self.config.learn_reward else None
         return next_obs, reward
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim}
