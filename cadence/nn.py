@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -82,3 +83,20 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: target <- (1 - tau) target + tau source, in one fused call."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def gather_state(owner: object, names: tuple[str, ...]) -> dict:
+    """``{name: owner.name.state_dict()}`` for modules and optimisers."""
+    return {name: getattr(owner, name).state_dict() for name in names}
+
+
+def restore_state(owner: object, state: dict, names: tuple[str, ...]) -> None:
+    """Load ``state[name]`` into ``owner.name`` for each name.
+
+    Optimiser states are deep-copied: ``Optimizer.load_state_dict`` keeps references to same-device
+    tensors, so two learners loaded from one in-memory state would otherwise share Adam moments.
+    """
+    for name in names:
+        target = getattr(owner, name)
+        value = state[name]
+        target.load_state_dict(copy.deepcopy(value) if isinstance(target, torch.optim.Optimizer) else value)

@@ -17,7 +17,7 @@ from gymnasium import spaces
 from torch import nn
 
 from cadence.config import check, check_positive
-from cadence.nn import EnsembleMLP, adam, mlp, optimizer_step, soft_update
+from cadence.nn import EnsembleMLP, adam, gather_state, mlp, optimizer_step, restore_state, soft_update
 from cadence.replay import Batch
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -220,31 +220,20 @@ class SAC:
         return metrics
 
     # --- persistence ---------------------------------------------------------------------------------
+    #: modules and optimisers saved in full checkpoints; deployment keeps the actor alone
+    PARTS = ("actor", "critic", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer")
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "updates": self.updates,
-        }
+        return {**gather_state(self, self.PARTS), "log_alpha": self.log_alpha.detach().clone(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor.load_state_dict(state["actor"])
-        if "critic" in state:  # deployment checkpoints carry the actor only
-            self.critic.load_state_dict(state["critic"])
-            self.critic_target.load_state_dict(state["critic_target"])
-            with torch.no_grad():
-                self.log_alpha.copy_(state["log_alpha"])
-            # deep copies: Optimizer.load_state_dict keeps references to same-device tensors, so
-            # two agents loaded from one in-memory state would share Adam moments
-            self.actor_optimizer.load_state_dict(copy.deepcopy(state["actor_optimizer"]))
-            self.critic_optimizer.load_state_dict(copy.deepcopy(state["critic_optimizer"]))
-            self.alpha_optimizer.load_state_dict(copy.deepcopy(state["alpha_optimizer"]))
-            self.updates = int(state["updates"])
+        if "critic" not in state:  # a deployment checkpoint: the actor alone
+            restore_state(self, state, ("actor",))
+            return
+        restore_state(self, state, self.PARTS)
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.updates = int(state["updates"])
 
     def deployment_state_dict(self) -> dict[str, Any]:
         """What acting needs: the actor alone."""

@@ -24,7 +24,7 @@ from torch import nn
 
 from cadence.agents.sac import EnsembleCritic, SoftActorCriticConfig, squashed_gaussian
 from cadence.config import check, check_positive
-from cadence.nn import adam, mlp, optimizer_step, soft_update
+from cadence.nn import adam, gather_state, mlp, optimizer_step, restore_state, soft_update
 from cadence.replay import Batch
 from cadence.world_models import EnsembleConfig, GaussianEnsemble
 
@@ -225,33 +225,22 @@ class SRL:
         return metrics
 
     # --- persistence ---------------------------------------------------------------------------------
+    #: modules and optimisers saved in full checkpoints; deployment keeps the actor alone
+    PARTS = ("actor", "critic", "critic_target", "model", "actor_optimizer", "critic_optimizer", "alpha_optimizer",
+             "model_optimizer")
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "model": self.model.state_dict(),
-            "model_ready": self.model_ready,
-            "log_alpha": self.log_alpha.detach().clone(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "model_optimizer": self.model_optimizer.state_dict(),
-            "updates": self.updates,
-        }
+        return {**gather_state(self, self.PARTS), "log_alpha": self.log_alpha.detach().clone(),
+                "model_ready": self.model_ready, "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor.load_state_dict(state["actor"])
         if "critic" not in state:  # a deployment checkpoint: the actor alone
+            restore_state(self, state, ("actor",))
             return
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.model.load_state_dict(state["model"])
-        self.model_ready = bool(state["model_ready"])
+        restore_state(self, state, self.PARTS)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        for name in ("actor_optimizer", "critic_optimizer", "alpha_optimizer", "model_optimizer"):
-            getattr(self, name).load_state_dict(copy.deepcopy(state[name]))  # see SAC.load_state_dict
+        self.model_ready = bool(state["model_ready"])
         self.updates = int(state["updates"])
 
     def deployment_state_dict(self) -> dict[str, Any]:
