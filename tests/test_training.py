@@ -22,7 +22,7 @@ def tiny(total_steps=600, seed=3, extra=()):
 
 
 class Interrupt(Exception):
-    pass
+    """Stands in for a process killed mid-run."""
 
 
 def actor_params(run_dir):
