@@ -122,7 +122,44 @@ class EnsembleCritic(nn.Module):
         return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
 
-class SAC:
+class SoftActorCriticAgent:
+    """What every soft actor-critic learner shares: the temperature and checkpoint persistence.
+
+    Subclasses set ``PARTS`` (modules and optimisers saved in full checkpoints) and own
+    ``actor``, ``log_alpha`` and ``updates``; deployment checkpoints keep the actor alone.
+    """
+
+    PARTS: tuple[str, ...] = ()
+    log_alpha: torch.Tensor
+    target_entropy: float
+    updates: int
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().detach()
+
+    def alpha_loss(self, logp: torch.Tensor) -> torch.Tensor:
+        """L = -E[log(alpha) (log pi(a|s) + target_entropy)] over every sampled action."""
+        return -(self.log_alpha * (logp + self.target_entropy)).mean()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**gather_state(self, self.PARTS), "log_alpha": self.log_alpha.detach().clone(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "critic" not in state:  # a deployment checkpoint: the actor alone
+            restore_state(self, state, ("actor",))
+            return
+        restore_state(self, state, self.PARTS)
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.updates = int(state["updates"])
+
+    def deployment_state_dict(self) -> dict[str, Any]:
+        """What acting needs: the actor alone."""
+        return {"actor": self.actor.state_dict()}
+
+
+class SAC(SoftActorCriticAgent):
     """Soft Actor-Critic with a batched critic ensemble and automatic entropy tuning.
 
     Args:
@@ -152,10 +189,6 @@ class SAC:
         self.critic_optimizer = adam(self.critic.parameters(), config.critic_lr)
         self.alpha_optimizer = adam([self.log_alpha], config.alpha_lr)
         self.updates = 0
-
-    @property
-    def alpha(self) -> torch.Tensor:
-        return self.log_alpha.exp().detach()
 
     # --- acting --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -196,10 +229,6 @@ class SAC:
         self.critic.requires_grad_(True)
         return (self.alpha * logp - q).mean(), logp.detach()
 
-    def alpha_loss(self, logp: torch.Tensor) -> torch.Tensor:
-        """L = -E[log(alpha) (log pi(a|s) + target_entropy)]."""
-        return -(self.log_alpha * (logp + self.target_entropy)).mean()
-
     # --- update --------------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on critics, actor and temperature, then a Polyak target update."""
@@ -219,22 +248,5 @@ class SAC:
         metrics.update(actor_loss=actor_loss.item(), alpha=self.alpha.item(), entropy=-logp.mean().item())
         return metrics
 
-    # --- persistence ---------------------------------------------------------------------------------
-    #: modules and optimisers saved in full checkpoints; deployment keeps the actor alone
+    #: modules and optimisers saved in full checkpoints
     PARTS = ("actor", "critic", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**gather_state(self, self.PARTS), "log_alpha": self.log_alpha.detach().clone(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "critic" not in state:  # a deployment checkpoint: the actor alone
-            restore_state(self, state, ("actor",))
-            return
-        restore_state(self, state, self.PARTS)
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
-        self.updates = int(state["updates"])
-
-    def deployment_state_dict(self) -> dict[str, Any]:
-        """What acting needs: the actor alone."""
-        return {"actor": self.actor.state_dict()}

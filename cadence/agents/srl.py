@@ -22,9 +22,9 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from cadence.agents.sac import EnsembleCritic, SoftActorCriticConfig, squashed_gaussian
+from cadence.agents.sac import EnsembleCritic, SoftActorCriticAgent, SoftActorCriticConfig, squashed_gaussian
 from cadence.config import check, check_positive
-from cadence.nn import adam, gather_state, mlp, optimizer_step, restore_state, soft_update
+from cadence.nn import adam, mlp, optimizer_step, soft_update
 from cadence.replay import Batch
 from cadence.world_models import EnsembleConfig, GaussianEnsemble
 
@@ -91,7 +91,7 @@ class SequenceActor(nn.Module):
         return torch.stack(actions, dim=-2), torch.stack(logps, dim=-1)
 
 
-class SRL:
+class SRL(SoftActorCriticAgent):
     """SRL-J: a sequence actor trained by temporal recall through a learned model.
 
     Args:
@@ -132,10 +132,6 @@ class SRL:
         self.alpha_optimizer = adam([self.log_alpha], config.alpha_lr)
         self.model_optimizer = adam(self.model.parameters(), config.model_lr, weight_decay=1e-5)
         self.updates = 0
-
-    @property
-    def alpha(self) -> torch.Tensor:
-        return self.log_alpha.exp().detach()
 
     # --- acting (model-free) -------------------------------------------------------------------------
     @torch.no_grad()
@@ -191,10 +187,6 @@ class SRL:
         self.critic.requires_grad_(True)
         return (self.alpha * logp - q.reshape(logp.shape)).mean()
 
-    def alpha_loss(self, logp: torch.Tensor) -> torch.Tensor:
-        """L = -E[log(alpha) (log pi(a_i|...) + target_entropy)] over all positions."""
-        return -(self.log_alpha * (logp + self.target_entropy)).mean()
-
     def model_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Gaussian NLL of the dynamics ensemble on real primitive transitions."""
         if not self.model_ready:
@@ -224,25 +216,13 @@ class SRL:
                        entropy=-logp.mean().item())
         return metrics
 
-    # --- persistence ---------------------------------------------------------------------------------
-    #: modules and optimisers saved in full checkpoints; deployment keeps the actor alone
+    #: modules and optimisers saved in full checkpoints (the model too; deployment keeps the actor alone)
     PARTS = ("actor", "critic", "critic_target", "model", "actor_optimizer", "critic_optimizer", "alpha_optimizer",
              "model_optimizer")
 
     def state_dict(self) -> dict[str, Any]:
-        return {**gather_state(self, self.PARTS), "log_alpha": self.log_alpha.detach().clone(),
-                "model_ready": self.model_ready, "updates": self.updates}
+        return {**super().state_dict(), "model_ready": self.model_ready}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "critic" not in state:  # a deployment checkpoint: the actor alone
-            restore_state(self, state, ("actor",))
-            return
-        restore_state(self, state, self.PARTS)
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
-        self.model_ready = bool(state["model_ready"])
-        self.updates = int(state["updates"])
-
-    def deployment_state_dict(self) -> dict[str, Any]:
-        """What acting needs: the sequence actor alone (no model, no critic)."""
-        return {"actor": self.actor.state_dict()}
+        super().load_state_dict(state)
+        self.model_ready = bool(state.get("model_ready", self.model_ready))
