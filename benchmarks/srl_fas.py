@@ -4,7 +4,8 @@ For each seed: train SRL-J, SAC-1 and SAC-J (action repeat J) for ``--steps`` pr
 MPC plans by CEM through the SRL run's learned model. Every method then gets a FAS sweep
 (open-loop ASL 1..30). Writes ``benchmarks/results/srl_fas.json`` (per env: per-seed FAS and
 full-frequency return, means) and ``srl_fas_<env>.png`` (return against ASL, one line per method).
-Runs are resumable cadence run folders under ``--runs``.
+Runs are resumable cadence run folders under ``--runs``. Seeds already in the results file for the same
+env and budget are kept, so seeds can be added one invocation at a time (``--seeds 2 3`` after ``--seeds 1``).
 
     python benchmarks/srl_fas.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
     python benchmarks/srl_fas.py --env Reacher-v5 --seeds 1 2 3 --steps 30000
@@ -44,6 +45,23 @@ def fas_of(run_dir: Path, episodes: int, planner: CEMConfig | None = None) -> FA
     return evaluate_fas(run_dir, ASL_GRID, episodes, seed=0, planner=planner)
 
 
+def stored_seeds(env_id: str, steps: int, methods: list[str]) -> dict[str, dict[int, tuple]]:
+    """Per method, ``{seed: (fas, per-ASL mean return, eval curve)}`` already recorded for this env and budget."""
+    path = RESULTS / "srl_fas.json"
+    entry = json.loads(path.read_text()).get(env_id) if path.is_file() else None
+    if not entry or entry.get("steps") != steps:
+        return {m: {} for m in methods}
+    out: dict[str, dict[int, tuple]] = {}
+    for m in methods:
+        stored = entry["methods"].get(m, {})
+        per_asl = stored.get("return_per_asl")
+        if per_asl is None and len(stored.get("fas", {})) == 1:  # older file: a single seed's mean is that seed's
+            per_asl = {s: stored["mean_return_per_asl"] for s in stored["fas"]}
+        out[m] = {int(s): (fas, per_asl[s], stored.get("eval_curves", {}).get(s, []))
+                  for s, fas in stored.get("fas", {}).items() if per_asl and s in per_asl}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--env", default="InvertedPendulum-v5")
@@ -70,6 +88,13 @@ def main() -> None:
                     elites=max(2, args.mpc_samples // 10))
     per_seed: dict[str, dict[int, FASResult]] = {m: {} for m in [*methods, "MPC"]}
     curves: dict[str, dict[int, list]] = {m: {} for m in methods}
+    asl = list(ASL_GRID)
+    for name, seeds in stored_seeds(args.env, args.steps, list(per_seed)).items():
+        for seed, (fas, per_asl, curve) in seeds.items():
+            if seed not in args.seeds:  # keep it; its per-ASL mean stands in for its episodes
+                per_seed[name][seed] = FASResult(args.env, asl, [[r] for r in per_asl], fas, 0.0, 0.0)
+                if name in curves:
+                    curves[name][seed] = [tuple(c) for c in curve]
     for seed in args.seeds:
         for name, (algo, overrides) in methods.items():
             run_dir = args.runs / f"{name}_{args.env}_s{seed}"
@@ -82,7 +107,7 @@ def main() -> None:
         print(f"{args.env} seed {seed} MPC: FAS {per_seed['MPC'][seed].fas:.3f}", flush=True)
 
     summary = {
-        "env": args.env, "steps": args.steps, "seeds": args.seeds, "sequence_length": J,
+        "env": args.env, "steps": args.steps, "seeds": sorted(per_seed["SAC-1"]), "sequence_length": J,
         "fas_episodes_per_asl": args.episodes, "mpc_episodes_per_asl": args.mpc_episodes,
         "mpc": {"horizon": mpc.horizon, "samples": mpc.samples, "elites": mpc.elites, "iterations": mpc.iterations},
         "published_sac_j_fas_gym_v2": PUBLISHED_SAC_J_FAS.get(env_family(args.env)),
@@ -95,19 +120,20 @@ def main() -> None:
             "fas": {str(s): r.fas for s, r in results.items()}, "fas_mean": float(np.mean(fas)),
             "fas_std": float(np.std(fas)), "asl1_return_mean": float(np.mean(full)),
             "mean_return_per_asl": np.mean([r.mean for r in results.values()], axis=0).tolist(),
+            "return_per_asl": {str(s): r.mean.tolist() for s, r in results.items()},
             "eval_curves": {str(s): c for s, c in curves.get(name, {}).items()},
         }
     merge_result("srl_fas", args.env, summary)
 
-    # one plot per env: mean over seeds of each method's return against ASL
+    # one plot per env: each method's return against ASL, mean and spread over seeds
     def seed_mean(results: dict[int, FASResult]) -> FASResult:
-        returns = np.concatenate([np.asarray(r.returns) for r in results.values()], axis=1).tolist()
+        returns = np.stack([r.mean for r in results.values()], axis=1).tolist()
         first = next(iter(results.values()))
         return FASResult(first.env_id, first.asl, returns, float(np.mean([r.fas for r in results.values()])),
                          first.r_max, first.shift)
 
     plot_fas({name: seed_mean(r) for name, r in per_seed.items()}, RESULTS / f"srl_fas_{args.env}.png",
-             title=f"{args.env}: return against ASL ({len(args.seeds)} seed(s), {args.steps} env steps)")
+             title=f"{args.env}: return against ASL ({len(summary['seeds'])} seed(s), {args.steps} env steps)")
     print(f"{'method':10s} {'FAS':>14s} {'ASL-1 return':>14s}")
     for name, m in summary["methods"].items():
         print(f"{name:10s} {m['fas_mean']:8.3f} ± {m['fas_std']:.3f} {m['asl1_return_mean']:14.1f}")
