@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from cadence.replay import DatasetError, OfflineDataset
+from cadence.replay import DatasetError, OfflineDataset, load_dataset
 
 
 def episodes(lengths=(3, 4), obs_dim=3, act_dim=2, seed=0):
@@ -98,3 +100,59 @@ def test_observation_size_must_match_env(tmp_path):
     assert err.value.key == "observations"
     with pytest.raises(DatasetError, match="file not found"):
         OfflineDataset.load_hdf5(tmp_path / "missing.hdf5")
+
+
+FIXTURES = Path(__file__).parent / "data"
+
+
+def test_minari_round_trip_is_identical(tmp_path):
+    arrays = episodes()
+    nxt = np.roll(arrays["observations"], -1, axis=0)
+    nxt[[2, 6]] = [[9, 9, 9], [8, 8, 8]]  # final observations, which D4RL's layout cannot infer
+    data = OfflineDataset(**arrays, next_observations=nxt, metadata={"policy": "sac", "seed": 3})
+    folder = data.save_minari("toy-random-v0", root=tmp_path)
+    assert folder == tmp_path.resolve() / "toy-random-v0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy-random-v0"]  # staging folder removed
+    back = OfflineDataset.load_minari(folder)
+    assert back.arrays().keys() == data.arrays().keys()
+    for k, v in data.arrays().items():
+        np.testing.assert_array_equal(back.arrays()[k], v)
+    assert back.metadata["policy"] == "sac" and back.metadata["seed"] == 3
+    with pytest.raises(FileExistsError, match="already exists"):
+        data.save_minari("toy-random-v0", root=tmp_path)
+    # Minari holds one observation sequence per episode: a contradicting next_observations is refused
+    bad = OfflineDataset(**arrays, next_observations=np.ones((7, 3), np.float32))
+    with pytest.raises(DatasetError, match="Minari stores one observation sequence"):
+        bad.save_minari("toy-bad-v0", root=tmp_path)
+
+
+def test_dataset_written_by_minari_data_collector_loads(monkeypatch):
+    # written once by tests/data/make_minari_fixture.py with Minari's own DataCollector (3 x 20 steps)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(FIXTURES / "minari"))
+    data = load_dataset("minari:pendulum-random-v0", obs_shape=(3,), act_shape=(1,))
+    assert len(data) == 60 and data.timeouts.sum() == 3 and not data.terminals.any()
+    assert data.episode_starts().nonzero()[0].tolist() == [0, 20, 40]
+    # Minari keeps the final observation, so next_observations continue each episode exactly
+    np.testing.assert_array_equal(data.next_observations[:19], data.observations[1:20])
+    np.testing.assert_allclose(np.linalg.norm(data.observations[:, :2], axis=1), 1.0, rtol=1e-5)  # (cos, sin)
+    assert data.metadata["policy"] == "uniform random"
+    with pytest.raises(DatasetError, match="observation shape \\(3,\\) does not match the env's \\(11,\\)"):
+        load_dataset("minari:pendulum-random-v0", obs_shape=(11,))
+
+
+def test_load_dataset_resolves_names_and_says_where_files_were_expected(tmp_path, monkeypatch):
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
+    monkeypatch.setenv("CADENCE_DATA_DIR", str(tmp_path / "cadence"))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    with pytest.raises(DatasetError, match="d4rl.*hopper-medium-v2.hdf5.*never downloads"):
+        load_dataset("d4rl:hopper-medium-v2")
+    with pytest.raises(DatasetError, match="cadence collect"):
+        load_dataset("hopper-medium")
+    with pytest.raises(DatasetError, match="no Minari dataset here"):
+        load_dataset("minari:nothing-v0")
+    (tmp_path / "d4rl").mkdir()
+    write_h5(tmp_path / "d4rl" / "hopper-medium-v2.hdf5", episodes())
+    assert len(load_dataset("d4rl:hopper-medium-v2")) == 7
+    OfflineDataset(**episodes()).save_hdf5(tmp_path / "cadence" / "hopper-medium-v5.hdf5")
+    assert len(load_dataset("hopper-medium")) == len(load_dataset("hopper-medium-v5")) == 7
+

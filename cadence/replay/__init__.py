@@ -4,6 +4,7 @@ from cadence.replay.buffer import Batch, ReplayBuffer
 
 __all__ = ["Batch", "ReplayBuffer"]
 
-from cadence.replay.datasets import DatasetError, OfflineDataset  # noqa: E402
+from cadence.replay.datasets import OfflineDataset, data_dir, load_dataset  # noqa: E402
+from cadence.replay.errors import DatasetError  # noqa: E402
 
-__all__ += ["DatasetError", "OfflineDataset"]
+__all__ += ["DatasetError", "OfflineDataset", "data_dir", "load_dataset"]

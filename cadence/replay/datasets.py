@@ -1,8 +1,12 @@
-"""Offline data sets in D4RL's HDF5 layout: validated reading, atomic writing, conversion to a ReplayBuffer.
+"""Offline data sets: D4RL-format HDF5 and Minari, validated reading, atomic writing, conversion to a ReplayBuffer.
 
 Layout (D4RL): ``observations [N, obs_dim]``, ``actions [N, act_dim]``, ``rewards [N]``, ``terminals [N]``,
 ``timeouts [N]``, optionally ``next_observations [N, obs_dim]``, plus cadence's optional ``task_ids [N]``.
 Provenance (policy, seed, steps, mean return, cadence version) is stored as HDF5 attributes.
+
+:func:`load_dataset` resolves names: a file or folder path, ``d4rl:hopper-medium-v2`` (D4RL's own files in
+``D4RL_DATASET_DIR`` or ``~/.d4rl/datasets``), ``minari:<dataset id>``, or a cadence-generated name such as
+``hopper-medium`` (in :func:`data_dir`).
 """
 
 from __future__ import annotations
@@ -17,18 +21,10 @@ import numpy as np
 
 from cadence.io import atomic_write
 from cadence.replay.buffer import ReplayBuffer
+from cadence.replay.errors import DatasetError
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
-
-
-class DatasetError(ValueError):
-    """A data set that is missing, unreadable or malformed; the message names the file, the key and the problem."""
-
-    def __init__(self, path: str | os.PathLike, key: str | None, problem: str):
-        self.path, self.key, self.problem = str(path), key, problem
-        where = f"{path}" + (f", key {key!r}" if key else "")
-        super().__init__(f"{where}: {problem}")
 
 
 @dataclass
@@ -147,6 +143,23 @@ class OfflineDataset:
 
         return atomic_write(path, write)
 
+    def save_minari(self, dataset_id: str, env_id: str | None = None, root: str | os.PathLike | None = None,
+                    overwrite: bool = False) -> Path:
+        """Write as a local Minari dataset (atomically); see :mod:`cadence.replay.minari_format`."""
+        from cadence.replay.minari_format import write_minari
+
+        return write_minari(self, dataset_id, env_id=env_id, root=root, overwrite=overwrite)
+
+    @classmethod
+    def load_minari(cls, dataset_id_or_path: str | os.PathLike, obs_shape: tuple[int, ...] | None = None,
+                    act_shape: tuple[int, ...] | None = None) -> OfflineDataset:
+        """Read and validate a local Minari dataset, by id (under ``MINARI_DATASETS_PATH``) or folder."""
+        from cadence.replay.minari_format import read_minari
+
+        dataset = cls(**read_minari(dataset_id_or_path))
+        dataset.validate(obs_shape, act_shape)
+        return dataset
+
     @classmethod
     def load_hdf5(cls, path: str | os.PathLike, obs_shape: tuple[int, ...] | None = None,
                   act_shape: tuple[int, ...] | None = None) -> OfflineDataset:
@@ -172,3 +185,43 @@ class OfflineDataset:
         dataset = cls(**arrays, metadata=metadata, source=str(path))
         dataset.validate(obs_shape, act_shape)
         return dataset
+
+
+def data_dir() -> Path:
+    """Where ``cadence collect`` writes data sets: ``CADENCE_DATA_DIR``, else ``~/.cadence/datasets``."""
+    return Path(os.environ.get("CADENCE_DATA_DIR", Path.home() / ".cadence" / "datasets"))
+
+
+def d4rl_dir() -> Path:
+    """D4RL's cache folder: ``D4RL_DATASET_DIR``, else ``~/.d4rl/datasets``."""
+    return Path(os.environ.get("D4RL_DATASET_DIR", Path.home() / ".d4rl" / "datasets"))
+
+
+def dataset_file(name: str) -> Path:
+    """The file of a cadence-generated data set: ``hopper-medium`` -> ``<data_dir>/hopper-medium-v5.hdf5``."""
+    stem = name if name.endswith("-v5") else f"{name}-v5"
+    return data_dir() / f"{stem}.hdf5"
+
+
+def load_dataset(name: str | os.PathLike, obs_shape: tuple[int, ...] | None = None,
+                 act_shape: tuple[int, ...] | None = None) -> OfflineDataset:
+    """Load a data set by path or name (see the module docstring), validated against the given shapes."""
+    text = str(name)
+    if text.startswith("d4rl:"):
+        path = d4rl_dir() / f"{text.removeprefix('d4rl:')}.hdf5"
+        if not path.is_file():
+            raise DatasetError(path, None, f"D4RL file for {text!r} not found; cadence reads D4RL's own files from "
+                               f"D4RL_DATASET_DIR or ~/.d4rl/datasets and never downloads them")
+        return OfflineDataset.load_hdf5(path, obs_shape, act_shape)
+    if text.startswith("minari:"):
+        return OfflineDataset.load_minari(text.removeprefix("minari:"), obs_shape, act_shape)
+    path = Path(text)
+    if path.is_dir():
+        return OfflineDataset.load_minari(path, obs_shape, act_shape)
+    if path.is_file():
+        return OfflineDataset.load_hdf5(path, obs_shape, act_shape)
+    file = dataset_file(text)
+    if file.is_file():
+        return OfflineDataset.load_hdf5(file, obs_shape, act_shape)
+    raise DatasetError(file, None, f"no data set named {text!r} (not a path, and not generated yet: create it with "
+                       f"`cadence collect --env <Env>-v5 --kind <kind>`, or use d4rl:NAME or minari:ID)")
