@@ -4,6 +4,7 @@
     cadence train srl --env Hopper-v5 --sequence-length 8
     cadence train sac --resume RUN_DIR [--total-steps N]
     cadence eval fas RUN_DIR [--episodes 10] [--asl 1,2,4,...] [--planner]
+    cadence collect --env Hopper-v5 --kind medium [--size N] [--policy-steps N] [--record-reference]
     cadence config sac
     cadence dashboard [--logdir runs]
 """
@@ -23,6 +24,8 @@ from cadence.agents import AGENTS, agent_spec
 from cadence.agents.planning import CEMConfig
 from cadence.agents.training import TrainConfig
 from cadence.checkpoint import CheckpointError
+from cadence.collection import KINDS as COLLECT_KINDS
+from cadence.collection import CollectConfig
 from cadence.config import ConfigError, field_docs, to_dict
 from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, FASResult, env_family
 
@@ -69,6 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_fas.add_argument("--samples", type=int, default=CEMConfig.samples, help="CEM candidates per iteration")
     p_fas.add_argument("--iterations", type=int, default=CEMConfig.iterations, help="CEM iterations")
 
+    p_col = sub.add_parser("collect", help="make a D4RL-style data set from cadence's own SAC policies")
+    p_col.add_argument("--env", default=CollectConfig.env)
+    p_col.add_argument("--kind", default=CollectConfig.kind, choices=COLLECT_KINDS)
+    p_col.add_argument("--size", type=int, default=CollectConfig.size, help="transitions to collect")
+    p_col.add_argument("--seed", type=int, default=CollectConfig.seed, help="seed of the collection episodes")
+    p_col.add_argument("--policy-seed", type=int, default=CollectConfig.policy_seed, help="seed of the SAC run")
+    p_col.add_argument("--policy-steps", type=int, default=CollectConfig.policy_steps,
+                       help="SAC training budget; its final policy is the expert")
+    p_col.add_argument("--eval-every", type=int, default=CollectConfig.eval_every,
+                       help="policy snapshot interval (the medium policy is one snapshot)")
+    p_col.add_argument("--medium-fraction", type=float, default=CollectConfig.medium_fraction)
+    p_col.add_argument("--reference-episodes", type=int, default=CollectConfig.reference_episodes,
+                       help="episodes that measure the random or expert reference return")
+    p_col.add_argument("--record-reference", action="store_true",
+                       help="write the measured random/expert return into the reference-score table")
+    p_col.add_argument("--out", default="", help="output folder (default $CADENCE_DATA_DIR or ~/.cadence/datasets)")
+    p_col.add_argument("--threads", type=int, default=CollectConfig.threads)
+    p_col.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override the SAC run's config, e.g. --set agent.learning_starts=1000")
+    p_col.add_argument("--no-progress", action="store_true")
+
     p_cfg = sub.add_parser("config", help="print an agent's config with its defaults and documentation")
     p_cfg.add_argument("algo", choices=sorted(AGENTS))
 
@@ -109,6 +133,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     console.print(f"done: {state.step} env steps, {state.episodes} episodes, "
                   f"final eval return {state.evals[-1][1]:.1f}")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
+
+
+def cmd_collect(args: argparse.Namespace) -> None:
+    from cadence.collection import collect
+    from cadence.replay import OfflineDataset
+
+    cfg = CollectConfig(env=args.env, kind=args.kind, size=args.size, seed=args.seed, policy_seed=args.policy_seed,
+                        policy_steps=args.policy_steps, eval_every=args.eval_every,
+                        medium_fraction=args.medium_fraction, reference_episodes=args.reference_episodes,
+                        record_reference=args.record_reference, out=args.out,
+                        threads=args.threads, progress=not args.no_progress)
+    path = collect(cfg, tuple(args.set))
+    meta = OfflineDataset.load_hdf5(path).metadata
+    console.print(f"[bold]{path}[/bold]: {meta.get('transitions')} transitions, {meta.get('episodes')} episodes, "
+                  f"mean return {meta.get('mean_return', float('nan')):.1f}")
+    console.print(f"policy: {meta.get('policy')}")
+    if "reference_return" in meta:
+        console.print(f"{cfg.kind} reference return {meta['reference_return']:.1f} over "
+                      f"{meta['reference_episodes']} episodes" + (" (recorded)" if cfg.record_reference else ""))
 
 
 def fas_table(results: dict[str, FASResult], title: str = "Frequency-Averaged Score") -> Table:
@@ -167,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_train(args)
         elif args.command == "eval":
             cmd_eval_fas(args)
+        elif args.command == "collect":
+            cmd_collect(args)
         elif args.command == "config":
             cmd_config(args)
         elif args.command == "dashboard":

@@ -82,13 +82,38 @@ def train(
     atomic_write_text(run_dir / CONFIG_FILE, to_toml({"algo": _AlgoSection(algo), **sections}))
     state = train_online(agent, env, eval_env, train_cfg, run_dir, resume=resume, callbacks=callbacks)
     metrics = {"algo": algo, "env": train_cfg.env, "seed": train_cfg.seed, "steps": state.step,
-               "episodes": state.episodes, "final_eval_return": state.evals[-1][1], "evals": state.evals}
+               "episodes": state.episodes, "final_eval_return": state.evals[-1][1], "evals": state.evals,
+               "stopped_early": state.step < train_cfg.total_steps}
     write_metrics(run_dir, metrics)
     logger = RunLogger(run_dir, purge_step=None)
     flat = {f"{name}.{k}": v for name, cfg in sections.items() for k, v in to_dict(cfg).items()}
     logger.hparams({"algo": algo, **flat}, {"hparams/final_eval_return": state.evals[-1][1]})
     logger.close()
     return state
+
+
+def train_or_resume(algo: str, sections: dict[str, Any], run_dir: str | Path) -> list[tuple[int, float]]:
+    """Train ``algo`` in ``run_dir`` to ``sections["train"].total_steps``, doing only what is left.
+
+    A finished run with at least that budget is returned as it is; an interrupted one, or one finished
+    with a smaller budget, resumes under its own config; otherwise a new run starts with ``sections``.
+    Returns the evaluation curve ``[(step, mean return), ...]``.
+    """
+    import json
+
+    run_dir, steps = Path(run_dir), sections["train"].total_steps
+    metrics_path = run_dir / METRICS_FILE
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("steps", 0) >= steps or metrics.get("stopped_early"):
+            return [tuple(e) for e in metrics["evals"]]
+    if checkpoint_path(run_dir).is_file():
+        _, own = read_run_config(run_dir)
+        own["train"] = dataclasses.replace(own["train"], total_steps=steps)
+        state = train(algo, own, run_dir, resume=True)
+    else:
+        state = train(algo, sections, run_dir)
+    return [tuple(e) for e in state.evals]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,11 +131,12 @@ def write_metrics(run_dir: str | Path, update: dict[str, Any]) -> None:
     atomic_write_json(path, metrics)
 
 
-def load_agent(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Rebuild a run's agent from its config and its deployment (else last) checkpoint."""
+def load_agent(run_dir: str | Path, checkpoint: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """Rebuild a run's agent from its config and a checkpoint: ``checkpoint`` if given (a file name in
+    ``checkpoints/``, e.g. a snapshot ``agent_20000.pt``), else the deployment one, else the last."""
     algo, sections = read_run_config(run_dir)
     spec = agent_spec(algo)
-    name = DEPLOY if checkpoint_path(run_dir, DEPLOY).is_file() else LAST
+    name = checkpoint or (DEPLOY if checkpoint_path(run_dir, DEPLOY).is_file() else LAST)
     bundle = load_checkpoint(run_dir, name, required=("algo", "agent"))
     if bundle["algo"] != algo:
         raise CheckpointError(f"checkpoint in {run_dir} holds a {bundle['algo']!r} agent but config.toml says {algo!r}")

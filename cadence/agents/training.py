@@ -46,6 +46,10 @@ class TrainConfig:
     """Torch device for networks and replay."""
     progress: bool = True
     """Show a progress bar with steps/s and the last return."""
+    snapshots: bool = False
+    """Also keep the deployable policy of every evaluation, as checkpoints/agent_<step>.pt (for data collection)."""
+    stop_return: float = math.inf
+    """Stop early once an evaluation's mean return reaches this (inf: never)."""
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "eval_episodes", "checkpoint_every", "log_every"):
@@ -77,6 +81,15 @@ def evaluate(agent: Any, env: Any, episodes: int, seed: int) -> float:
     """Mean return of the deterministic policy over ``episodes`` seeded episodes."""
     returns, _ = run_episodes(env, lambda o: agent.act(o, deterministic=True), episodes, seed)
     return float(returns.mean())
+
+
+def deployment_bundle(agent: Any) -> dict[str, Any]:
+    """What ``agent.pt`` holds: the acting part of the agent only."""
+    return {"algo": agent.algo, "agent": agent.deployment_state_dict(), "cadence_version": cadence.__version__}
+
+
+def snapshot_name(step: int) -> str:
+    return f"agent_{step}.pt"
 
 
 def checkpoint_bundle(agent: Any, buffer: ReplayBuffer, env: Any, state: TrainState) -> dict[str, Any]:
@@ -205,6 +218,10 @@ def train_online(
                 logger.scalars({"eval/return": mean_return}, state.step)
                 if config.progress:  # a plain line too, so logs of non-interactive runs show progress
                     progress.console.print(f"step {state.step:>9,}  eval return {mean_return:9.1f}")
+                if config.snapshots:
+                    save_checkpoint(run_dir, deployment_bundle(agent), name=snapshot_name(state.step))
+                if mean_return >= config.stop_return:
+                    break
 
             # episode end: log, checkpoint if one is due, reset. The checkpoint is written before
             # the reset so that a resumed run draws the same next episode.
@@ -226,8 +243,7 @@ def train_online(
         state.evals.append((state.step, mean_return))
         logger.scalars({"eval/return": mean_return}, state.step)
     save_checkpoint(run_dir, checkpoint_bundle(agent, buffer, env, state))
-    save_checkpoint(run_dir, {"algo": agent.algo, "agent": agent.deployment_state_dict(),
-                              "cadence_version": cadence.__version__}, name=DEPLOY)
+    save_checkpoint(run_dir, deployment_bundle(agent), name=DEPLOY)
     logger.close()
     return state
 

@@ -119,8 +119,12 @@ class OfflineDataset:
         rows = self.task_ids == task_id
         if not rows.any():
             raise DatasetError(self.source, "task_ids", f"no rows of task {task_id}; tasks: {np.unique(self.task_ids)}")
+        return self.select(rows, f"task {task_id}")
+
+    def select(self, rows: slice | np.ndarray, label: str = "rows") -> OfflineDataset:
+        """A new data set of the given rows (a slice, indices or a boolean mask), with the same metadata."""
         return OfflineDataset(**{k: v[rows] for k, v in self.arrays().items()}, metadata=dict(self.metadata),
-                              source=f"{self.source}[task {task_id}]")
+                              source=f"{self.source}[{label}]")
 
     def to_buffer(self, capacity: int | None = None, device: str = "cpu") -> ReplayBuffer:
         """A ReplayBuffer holding every transition (capacity defaults to the data set's size)."""
