@@ -89,17 +89,12 @@ def main() -> None:
     }
     print(f"cadence {c:.1f} steps/s, SB3 {s:.1f} steps/s, ratio {c / s:.2f}x (target 1.5x)")
 
-    import matplotlib.pyplot as plt
-
-    from cadence.evaluation.plots import save_figure
+    from cadence.evaluation.plots import plot_bars
     from cadence.io import atomic_write_json
 
     atomic_write_json(RESULTS / "sac_throughput.json", result)
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    ax.bar(["cadence SAC", "SB3 SAC"], [c, s], color=["C0", "C1"])
-    ax.set_ylabel("env + gradient steps / s")
-    ax.set_title(f"{args.env}, {args.threads} torch threads: {c / s:.2f}x")
-    save_figure(fig, RESULTS / "sac_throughput.png")
+    plot_bars({args.env: {"cadence SAC": c, "SB3 SAC": s}}, RESULTS / "sac_throughput.png",
+              "env + gradient steps / s", f"{args.threads} torch threads: {c / s:.2f}x")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from common import RESULTS, merge_result
 from gymnasium import spaces
 
 from cadence.agents import SAC, SRL, SACConfig, SRLConfig
-from cadence.evaluation.plots import save_figure
+from cadence.evaluation.plots import plot_bars
 from cadence.replay import ReplayBuffer
 
 
@@ -65,13 +65,8 @@ def main() -> None:
     }
     merge_result("srl_throughput", f"J={J}", result)
     print(f"SAC {s:.1f} updates/s, SRL-{J} {q:.1f} updates/s: SRL runs at {q / s:.2f}x SAC's update rate")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    ax.bar(["SAC", f"SRL-{J}"], [s, q], color=["C1", "C0"])
-    ax.set_ylabel("gradient updates / s")
-    ax.set_title(f"{args.threads} torch threads: SRL {q / s:.2f}x SAC")
-    save_figure(fig, RESULTS / "srl_throughput.png")
+    plot_bars({"updates": {"SAC": s, f"SRL-{J}": q}}, RESULTS / "srl_throughput.png", "gradient updates / s",
+              f"{args.threads} torch threads: SRL {q / s:.2f}x SAC")
 
 
 if __name__ == "__main__":

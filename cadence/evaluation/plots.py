@@ -59,3 +59,20 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], p
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
+
+
+def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, ylabel: str, title: str = "") -> Path:
+    """Grouped bars: one group per measurement, one bar per peer (e.g. cadence against SB3), labelled."""
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups), 3.6))
+    peers = list(dict.fromkeys(p for g in groups.values() for p in g))
+    width = 0.8 / len(peers)
+    for i, peer in enumerate(peers):
+        xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(len(groups))]
+        values = [g.get(peer, np.nan) for g in groups.values()]
+        bars = ax.bar(xs, values, width, label=peer, color=f"C{i}")
+        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    return save_figure(fig, path)

@@ -45,22 +45,34 @@ class ReplayBuffer:
         self.obs_shape = _as_shape(obs_shape)
         self.act_shape = _as_shape(act_shape)
         self.device = torch.device(device)
-        c, dev = self.capacity, self.device
-        self.storage: dict[str, torch.Tensor] = {
-            "obs": torch.zeros((c, *self.obs_shape), dtype=torch.float32, device=dev),
-            "action": torch.zeros((c, *self.act_shape), dtype=torch.float32, device=dev),
-            "reward": torch.zeros(c, dtype=torch.float32, device=dev),
-            "next_obs": torch.zeros((c, *self.obs_shape), dtype=torch.float32, device=dev),
-            "terminated": torch.zeros(c, dtype=torch.bool, device=dev),
-            "truncated": torch.zeros(c, dtype=torch.bool, device=dev),
-            "task_id": torch.zeros(c, dtype=torch.int64, device=dev),
-            "episode_start": torch.zeros(c, dtype=torch.bool, device=dev),
-        }
+        # One row block per transition: [obs | action | reward | next_obs | flags | task_id], 4-byte columns.
+        # Sampling gathers whole rows once (few cache misses per transition, one indexing op per batch);
+        # the fields are typed views into the block. Flags are bytes inside one float column, task_id the bits
+        # of another, so storage is payload + 8 bytes per transition.
+        obs_n, act_n = int(np.prod(self.obs_shape)), int(np.prod(self.act_shape))
+        self._widths = [obs_n, act_n, 1, obs_n, 1, 1]  # obs, action, reward, next_obs, flags, task_id
+        self.row_size = sum(self._widths)
+        self.block = torch.zeros((self.capacity, self.row_size), dtype=torch.float32, device=self.device)
+        self.storage: dict[str, torch.Tensor] = self._fields(self.block)
         self.pos = 0  # next write index
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
+
+    def _fields(self, block: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Typed views of every field into ``block`` of shape ``[..., row_size]`` (storage, or a sampled batch)."""
+        lead = block.shape[:-1]
+        obs, action, reward, next_obs, flags, task_id = block.split(self._widths, dim=-1)  # one op, six views
+        # the flag column's 4 bytes: terminated, truncated, episode_start, unused
+        terminated, truncated, episode_start, _ = flags.view(torch.uint8).view(torch.bool).unbind(-1)
+        if len(self.obs_shape) > 1:
+            obs, next_obs = obs.view(*lead, *self.obs_shape), next_obs.view(*lead, *self.obs_shape)
+        if len(self.act_shape) != 1:
+            action = action.view(*lead, *self.act_shape)
+        return {"obs": obs, "action": action, "reward": reward.squeeze(-1), "next_obs": next_obs,
+                "terminated": terminated, "truncated": truncated, "task_id": task_id.view(torch.int32).squeeze(-1),
+                "episode_start": episode_start}
 
     def add(
         self,
@@ -98,7 +110,7 @@ class ReplayBuffer:
         if self.size == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer")
         idx = torch.randint(0, self.size, (n,), device=self.device, generator=generator)
-        return {k: v[idx] for k, v in self.storage.items()}
+        return self._fields(self.block.index_select(0, idx))  # index_select: far faster than block[idx] on CPU
 
     def sample_sequences(self, n: int, length: int, generator: torch.Generator | None = None) -> Batch:
         """Draw ``n`` windows of ``length`` consecutive transitions that never cross an episode end.
@@ -119,14 +131,17 @@ class ReplayBuffer:
         raw = (start[:, None] + offsets) % self.capacity
         # transitions from start up to the newest one, before wrapping into the oldest data
         available = (self.pos - start - 1) % self.capacity + 1 if self.size == self.capacity else self.size - start
-        ended = self.storage["terminated"][raw] | self.storage["truncated"][raw]
+        # the flag bytes of every window position in one gather: terminated, truncated, episode_start
+        flag_column = self.block[:, sum(self._widths[:4])]
+        flags = flag_column.index_select(0, raw.reshape(-1)).view(torch.uint8).view(torch.bool).view(n, length, 4)
+        ended = flags[..., 0] | flags[..., 1]
         breaks = torch.zeros_like(ended)
-        breaks[:, 1:] = ended[:, :-1] | self.storage["episode_start"][raw[:, 1:]]
+        breaks[:, 1:] = ended[:, :-1] | flags[:, 1:, 2]
         breaks |= offsets[None, :] >= available[:, None]
         mask = torch.cumsum(breaks.to(torch.int64), dim=1) == 0
         valid = mask.sum(dim=1)
         idx = (start[:, None] + torch.minimum(offsets[None, :], valid[:, None] - 1)) % self.capacity
-        batch = {k: v[idx] for k, v in self.storage.items()}
+        batch = self._fields(self.block.index_select(0, idx.reshape(-1)).view(n, length, self.row_size))
         batch["mask"] = mask.to(torch.float32)
         return batch
 
