@@ -25,6 +25,7 @@ test: $(STAMP)
 ## Measured comparisons; results land in benchmarks/results/.
 bench: $(STAMP)
 	$(PY) benchmarks/sac_throughput.py
+	$(PY) benchmarks/replay.py
 	$(PY) benchmarks/sac_learning.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
 	$(PY) benchmarks/sac_learning.py --env Hopper-v5 --seeds 1 --steps 300000
 	$(PY) benchmarks/srl_fas.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
