@@ -1,0 +1,6 @@
+"""Batched rollouts: many worlds stepped at once, each with its own decision interval and task (DESIGN.md 2)."""
+
+from cadence.envs.batched.backends import BACKENDS
+from cadence.envs.batched.env import BatchedEnv
+
+__all__ = ["BACKENDS", "BatchedEnv"]

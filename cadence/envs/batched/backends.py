@@ -1,0 +1,145 @@
+"""Physics backends of BatchedEnv: each resets and steps any subset of its worlds by one primitive step."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+
+from cadence.envs.batched.physics import STATE_SPEC, get_state, read_data, step_data
+from cadence.envs.rewards import PhysicsStep, task_physics
+
+
+class Backend(ABC):
+    """``n`` worlds of one env; ``reset``/``step`` take the indices of the worlds they act on."""
+
+    name: str
+
+    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None):
+        self.env_id, self.n = env_id, n_worlds
+        self.env = gym.make(env_id, disable_env_checker=True, **(env_kwargs or {})).unwrapped
+        self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
+
+    @abstractmethod
+    def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
+        """Reset worlds ``idx`` with Gymnasium's reset and ``seeds``; returns their observations ``[m, obs_dim]``."""
+
+    @abstractmethod
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One primitive step of worlds ``idx``: ``(obs [m, obs_dim], reward [m], terminated [m])``, float64."""
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class GymnasiumBackend(Backend):
+    """One Gymnasium env per world, stepped in turn (what SyncVectorEnv does); works for every env."""
+
+    name = "gymnasium"
+
+    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None):
+        super().__init__(env_id, n_worlds, env_kwargs)
+        make = lambda: gym.make(env_id, disable_env_checker=True, max_episode_steps=None, **(env_kwargs or {}))
+        self.vector = gym.vector.SyncVectorEnv([make for _ in range(n_worlds)])  # time limits are BatchedEnv's
+
+    def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
+        obs = [self.vector.envs[i].reset(seed=int(s))[0] for i, s in zip(idx, seeds, strict=True)]
+        return torch.as_tensor(np.stack(obs), dtype=torch.float64)
+
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = [self.vector.envs[i].step(a)[:3] for i, a in zip(idx, actions, strict=True)]
+        obs, reward, terminated = zip(*out, strict=True)
+        return (torch.as_tensor(np.stack(obs), dtype=torch.float64), torch.as_tensor(reward, dtype=torch.float64),
+                torch.as_tensor(terminated, dtype=torch.bool))
+
+    def close(self) -> None:
+        self.vector.close()
+        super().close()
+
+
+class RolloutBackend(Backend):
+    """Native multi-threaded stepping with ``mujoco.rollout``; observations and rewards by torch functions.
+
+    The full physics state (including the solver's warm start) is carried between steps, so worlds follow
+    Gymnasium's trajectories exactly. Resets use Gymnasium's own reset, so the same seed gives the same
+    initial state. Tasks that read ``MjData`` after a step (Reacher, InvertedDoublePendulum, Ant) run their
+    last substep with ``mj_step`` in Python, because those values come from MuJoCo's internal evaluations.
+    """
+
+    name = "rollout"
+
+    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None, threads: int | None = None,
+                 models: Sequence[mujoco.MjModel] | None = None):
+        super().__init__(env_id, n_worlds, env_kwargs)
+        from mujoco import rollout
+
+        self.physics = task_physics(env_id, self.env)
+        base = self.env.model
+        if models is not None and len(models) != n_worlds:
+            raise ValueError(f"got {len(models)} models for {n_worlds} worlds")
+        self.models = list(models) if models is not None else [base] * n_worlds
+        self.threads = threads or min(os.cpu_count() or 1, 8)
+        self.datas = [mujoco.MjData(base) for _ in range(self.threads)]
+        self.runner = rollout.Rollout(nthread=self.threads)
+        self.dt = self.physics.frame_skip * base.opt.timestep
+        self.state = np.zeros((n_worlds, mujoco.mj_stateSize(base, STATE_SPEC)))
+        self.reads = np.zeros((n_worlds, len(read_data(self.physics, base, self.datas[0], after_step=False))))
+        self._qpos = slice(1, 1 + base.nq)  # FULLPHYSICS layout: time, qpos, qvel, ...
+        self._qvel = slice(1 + base.nq, 1 + base.nq + base.nv)
+
+    def _physics_step(self, idx: np.ndarray, before: np.ndarray, reads_before: np.ndarray,
+                      action: np.ndarray) -> PhysicsStep:
+        t = lambda x: torch.as_tensor(x, dtype=torch.float64)
+        return PhysicsStep(qpos_before=t(before[:, self._qpos]), qpos=t(self.state[idx, self._qpos]),
+                           qvel=t(self.state[idx, self._qvel]), action=t(action), reads=t(self.reads[idx]),
+                           reads_before=t(reads_before), dt=self.dt)
+
+    def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
+        for i, seed in zip(idx, seeds, strict=True):
+            self.env.reset(seed=int(seed))
+            self.state[i] = get_state(self.env.model, self.env.data)
+            self.reads[i] = read_data(self.physics, self.env.model, self.env.data, after_step=False)
+        nu = self.action_space.shape[0]
+        return self.physics.observe(self._physics_step(idx, self.state[idx], self.reads[idx], np.zeros((len(idx), nu))))
+
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        before, reads_before = self.state[idx], self.reads[idx]
+        fs = self.physics.frame_skip
+        in_python = 1 if self.physics.reads else 0  # substeps whose MjData the task reads
+        states = before
+        if fs > in_python:
+            control = np.repeat(np.asarray(actions, np.float64)[:, None, :], fs - in_python, axis=1)
+            states = self.runner.rollout([self.models[i] for i in idx], self.datas, before, control,
+                                         nstep=fs - in_python)[0][:, -1]
+        self.state[idx] = states
+        if in_python:
+            data = self.datas[0]
+            for j, i in enumerate(idx):
+                self.state[i], self.reads[i] = step_data(self.physics, self.models[i], data, states[j], actions[j], 1)
+        step = self._physics_step(idx, before, reads_before, actions)
+        return self.physics.observe(step), self.physics.reward(step), self.physics.terminated(step)
+
+    def close(self) -> None:
+        self.runner.__exit__(None, None, None) if hasattr(self.runner, "__exit__") else None
+        super().close()
+
+
+def warp_backend(env_id: str, n_worlds: int, **kwargs) -> Backend:
+    """MuJoCo Warp on CUDA (extra ``gpu``). Checked here so the error says what is missing."""
+    try:
+        import mujoco_warp  # noqa: F401
+        import warp  # noqa: F401
+    except ImportError:
+        raise ImportError("the warp backend needs MuJoCo Warp: pip install 'cadence-rl[gpu]' "
+                          "(mujoco-warp at the version matching mujoco); CPU backends: rollout, gymnasium") from None
+    if not torch.cuda.is_available():
+        raise RuntimeError("the warp backend needs a CUDA GPU and none is visible; use backend='rollout' on the CPU")
+    raise NotImplementedError("the warp backend is not implemented yet: it has not been run on a CUDA machine")
+
+
+BACKENDS = ("rollout", "gymnasium", "warp")

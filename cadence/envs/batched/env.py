@@ -1,0 +1,141 @@
+"""BatchedEnv: many worlds of one env stepped together, each with its own decision interval (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+
+from cadence.envs.batched.backends import BACKENDS, Backend, GymnasiumBackend, RolloutBackend, warp_backend
+from cadence.envs.registry import check_env_id
+from cadence.envs.rewards import supported_envs
+
+
+class BatchedEnv:
+    """``n_worlds`` copies of ``env_id`` stepped as one batch of torch tensors.
+
+    Every world decides every ``decision_interval[i]`` primitive steps, as
+    :class:`cadence.envs.control.DecisionIntervalWrapper` does for one env: in repeat mode ``step`` takes
+    ``[n, act_dim]`` and repeats each action; with ``sequence=True`` it takes ``[n, J_max, act_dim]`` and
+    world ``i`` runs its first ``J_i`` actions open loop. Rewards are summed over the primitive steps; a
+    termination or the time limit inside a decision ends that world's episode there.
+
+    With ``autoreset`` (the default), a world whose episode ended is reset at once and ``info["final_obs"]``
+    holds its last observation. Episode ``k`` of world ``i`` is reset with seed ``seeds[i] + k * n_worlds``.
+
+    Args:
+        env_id: a Gymnasium MuJoCo v5 id.
+        n_worlds: number of worlds.
+        backend: ``rollout`` (mujoco.rollout, CPU threads), ``gymnasium`` (one env per world), ``warp`` (CUDA).
+        device: where returned tensors live.
+        decision_interval: one J for all worlds, or one per world.
+        sequence: open-loop action sequences instead of repeated actions.
+        threads: physics threads of the rollout backend (default: the CPU count, at most 8).
+        models: one MjModel per world (rollout backend), e.g. body variants; the same size signature is needed.
+    """
+
+    def __init__(self, env_id: str, n_worlds: int, backend: str = "rollout", device: str | torch.device = "cpu",
+                 decision_interval: int | Sequence[int] = 1, sequence: bool = False, autoreset: bool = True,
+                 threads: int | None = None, models: Sequence[mujoco.MjModel] | None = None,
+                 env_kwargs: dict | None = None):
+        check_env_id(env_id)
+        if n_worlds < 1:
+            raise ValueError(f"n_worlds must be >= 1, got {n_worlds}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend != "gymnasium" and env_id not in supported_envs():
+            raise ValueError(f"backend {backend!r} cannot run {env_id}: it has no torch reward functions. Backends "
+                             f"that support it: gymnasium. rollout and warp support {', '.join(supported_envs())}")
+        intervals = np.broadcast_to(np.asarray(decision_interval), (n_worlds,)).copy()
+        if intervals.dtype.kind not in "iu" or (intervals < 1).any():
+            raise ValueError(f"decision intervals must be integers >= 1, got {decision_interval!r}")
+        if backend == "rollout":
+            self.backend: Backend = RolloutBackend(env_id, n_worlds, env_kwargs, threads, models)
+        elif backend == "gymnasium":
+            if models is not None:
+                raise ValueError("per-world models need the rollout backend")
+            self.backend = GymnasiumBackend(env_id, n_worlds, env_kwargs)
+        else:
+            self.backend = warp_backend(env_id, n_worlds)
+        self.env_id, self.n, self.device, self.sequence, self.autoreset = env_id, n_worlds, device, sequence, autoreset
+        self.intervals = intervals
+        self.max_episode_steps = gym.spec(env_id).max_episode_steps or np.iinfo(np.int64).max
+        self.single_observation_space = self.backend.observation_space
+        self.single_action_space = self.backend.action_space
+        self._obs = torch.zeros((n_worlds, *self.single_observation_space.shape), dtype=torch.float64)
+        self._elapsed = np.zeros(n_worlds, np.int64)
+        self._seeds = np.zeros(n_worlds, np.int64)
+        self._episodes = np.zeros(n_worlds, np.int64)
+
+    # --- episodes ---------------------------------------------------------------------------------------------
+    def reset(self, seed: int | Sequence[int] = 0) -> torch.Tensor:
+        """Reset every world; world ``i`` gets ``seed + i`` (an int) or ``seed[i]`` (a sequence)."""
+        seeds = np.asarray(seed, np.int64) + (np.arange(self.n) if np.ndim(seed) == 0 else 0)
+        if seeds.shape != (self.n,):
+            raise ValueError(f"need one seed per world ({self.n}), got {len(seeds)}")
+        self._seeds, self._episodes[:] = seeds, 0
+        self._reset_worlds(np.arange(self.n))
+        return self._out(self._obs)
+
+    def _reset_worlds(self, idx: np.ndarray) -> None:
+        seeds = self._seeds[idx] + self._episodes[idx] * self.n
+        self._obs[idx] = self.backend.reset(idx, seeds.tolist())
+        self._elapsed[idx] = 0
+
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(device=self.device, dtype=torch.float32)
+
+    # --- stepping ---------------------------------------------------------------------------------------------
+    def step(self, actions: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                               torch.Tensor, dict]:
+        """One decision of every world. Returns ``obs, reward, terminated, truncated, info``.
+
+        ``info["primitive_steps"]`` counts the primitive steps each world took; with autoreset,
+        ``info["final_obs"]`` is the last observation of the worlds whose episode ended.
+        """
+        actions = self._check_actions(actions)
+        n, j_max = self.n, int(self.intervals.max())
+        reward = torch.zeros(n, dtype=torch.float64)
+        terminated, truncated = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+        steps = np.zeros(n, np.int64)
+        done = np.zeros(n, bool)
+        for k in range(j_max):
+            idx = np.flatnonzero((k < self.intervals) & ~done)
+            if len(idx) == 0:
+                break
+            a = actions[idx, k] if self.sequence else actions[idx]
+            obs, r, term = self.backend.step(idx, a)
+            self._obs[idx], self._elapsed[idx], steps[idx] = obs, self._elapsed[idx] + 1, steps[idx] + 1
+            reward[idx] += r
+            trunc = torch.as_tensor(self._elapsed[idx] >= self.max_episode_steps) & ~term
+            terminated[idx], truncated[idx] = term, trunc
+            done[idx] = (term | trunc).numpy()
+        info: dict = {"primitive_steps": torch.as_tensor(steps)}
+        ended = np.flatnonzero(done)
+        if self.autoreset and len(ended):
+            info["final_obs"] = self._out(self._obs)  # rows of worlds that did not end are their current obs
+            info["ended"] = torch.as_tensor(done)
+            self._episodes[ended] += 1
+            self._reset_worlds(ended)
+        return self._out(self._obs), self._out(reward), terminated, truncated, info
+
+    def _check_actions(self, actions: torch.Tensor | np.ndarray) -> np.ndarray:
+        a = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
+        act_dim = self.single_action_space.shape[0]
+        expected = (self.n, int(self.intervals.max()), act_dim) if self.sequence else (self.n, act_dim)
+        if a.shape != expected:
+            mode = "[n_worlds, max decision interval, act_dim]" if self.sequence else "[n_worlds, act_dim]"
+            raise ValueError(f"actions must have shape {mode} = {expected}, got {a.shape}")
+        if not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a.reshape(self.n, -1)))[0, 0]
+            raise ValueError(f"actions contain NaN or inf (first in world {bad})")
+        return a.astype(np.float64)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+
