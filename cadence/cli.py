@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_fas.add_argument("--seed", type=int, default=0, help="seed of the first evaluation episode")
     p_fas.add_argument("--planner", action="store_true",
                        help="plan with CEM-MPC through the run's learned model (srl runs) instead of its actor")
+    p_fas.add_argument("--sequential", action="store_true",
+                       help="one Gymnasium env per ASL in turn instead of all worlds in one batch (same FAS)")
     p_fas.add_argument("--horizon", type=int, default=CEMConfig.horizon, help="CEM planning horizon")
     p_fas.add_argument("--samples", type=int, default=CEMConfig.samples, help="CEM candidates per iteration")
     p_fas.add_argument("--iterations", type=int, default=CEMConfig.iterations, help="CEM iterations")
@@ -175,8 +177,9 @@ def cmd_eval_fas(args: argparse.Namespace) -> None:
         planner = CEMConfig(horizon=args.horizon, samples=args.samples, iterations=args.iterations,
                             elites=max(1, min(CEMConfig.elites, args.samples // 10)))
     with console.status("FAS sweep") as status:
+        show = lambda asl, r: status.update(f"FAS sweep: ASL {asl} mean return {r.mean():.1f}")
         result = evaluate_fas(args.run_dir, args.asl, args.episodes, args.seed, planner=planner,
-                              on_asl=lambda asl, r: status.update(f"FAS sweep: ASL {asl} mean return {r.mean():.1f}"))
+                              batched=False if args.sequential else None, on_asl=show)
     console.print(fas_table({"MPC" if args.planner else "agent": result}, title=f"FAS on {result.env_id}"))
     published = PUBLISHED_SAC_J_FAS.get(env_family(result.env_id), {}).get(1)
     if published is not None:

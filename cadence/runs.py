@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cadence.agents import agent_spec
@@ -20,8 +21,9 @@ from cadence.agents.training import TrainConfig, TrainState, train_online
 from cadence.checkpoint import DEPLOY, LAST, CheckpointError, checkpoint_path, load_checkpoint
 from cadence.config import ConfigError, load_sections, read_toml, to_dict, to_toml
 from cadence.envs import make
+from cadence.envs.rewards import supported_envs
 from cadence.envs.terminations import termination_fn
-from cadence.evaluation.fas import ASL_GRID, FASResult, fas_sweep
+from cadence.evaluation.fas import ASL_GRID, FASResult, fas_sweep, fas_sweep_batched
 from cadence.evaluation.plots import plot_fas
 from cadence.io import atomic_write_json, atomic_write_text
 from cadence.logging import RunLogger
@@ -164,10 +166,13 @@ def load_planner(run_dir: str | Path, config: CEMConfig = CEMConfig()) -> CEMPla
 
 
 def evaluate_fas(run_dir: str | Path, asl_grid: Sequence[int] = ASL_GRID, episodes: int = 10, seed: int = 0,
-                 on_asl: Callable[[int, Any], None] | None = None, planner: CEMConfig | None = None) -> FASResult:
+                 on_asl: Callable[[int, Any], None] | None = None, planner: CEMConfig | None = None,
+                 batched: bool | None = None) -> FASResult:
     """FAS sweep of a trained run; writes fas.json and fas.png (fas_mpc.* with a planner) and logs eval/fas.
 
     With ``planner`` set, the run's learned model is planned through by CEM-MPC instead of running its actor.
+    ``batched`` runs every (ASL, episode) world at once on the rollout backend (same seeds, same FAS); the
+    default is batched when the env has torch physics functions, else the sequential Gymnasium loop.
     """
     run_dir = Path(run_dir)
     if planner is not None:
@@ -177,7 +182,16 @@ def evaluate_fas(run_dir: str | Path, asl_grid: Sequence[int] = ASL_GRID, episod
         policy, sections = load_agent(run_dir)
         label, suffix = policy.algo.upper(), ""
     env_id = sections["train"].env
-    result = fas_sweep(env_id, policy.act_sequence, asl_grid, episodes, seed, on_asl=on_asl)
+    if batched is None:
+        batched = env_id in supported_envs()
+    if batched:  # the planner plans one state at a time
+        result = fas_sweep_batched(env_id, policy.act_sequence, asl_grid, episodes, seed,
+                                   batch_policy=planner is None)
+        if on_asl is not None:
+            for asl, returns in zip(result.asl, result.returns, strict=True):
+                on_asl(asl, np.asarray(returns))
+    else:
+        result = fas_sweep(env_id, policy.act_sequence, asl_grid, episodes, seed, on_asl=on_asl)
     atomic_write_json(run_dir / f"fas{suffix}.json", result.to_dict())
     plot_fas({label: result}, run_dir / f"fas{suffix}.png")
     write_metrics(run_dir, {f"fas{suffix}": result.fas})

@@ -199,8 +199,9 @@ class SAC(SoftActorCriticAgent):
         return action.cpu().numpy()
 
     def act_sequence(self, obs: np.ndarray, length: int, deterministic: bool = True) -> np.ndarray:
-        """``[length, act_dim]`` actions decided from one state: SAC repeats its one action."""
-        return np.repeat(self.act(obs, deterministic)[None], length, axis=0)
+        """``[length, act_dim]`` actions decided from one state (``[B, length, act_dim]`` from a batch):
+        SAC repeats its one action."""
+        return np.repeat(self.act(obs, deterministic)[..., None, :], length, axis=-2)
 
     # --- losses --------------------------------------------------------------------------------------
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:

@@ -123,6 +123,20 @@ def fas_sweep(
         r_max, shift: override the tables (needed for envs outside them).
         on_asl: called with ``(asl, returns)`` after each ASL, e.g. for progress display.
     """
+    grid, r_max, shift = _sweep_settings(env_id, asl_grid, episodes, r_max, shift)
+    all_returns = []
+    for asl in grid:
+        env = make(env_id, decision_interval=asl, sequence=True)
+        returns, _ = run_episodes(env, lambda obs, n=asl: np.asarray(act_sequence(obs, n)).reshape(-1), episodes, seed)
+        env.close()
+        all_returns.append(returns.tolist())
+        if on_asl is not None:
+            on_asl(asl, returns)
+    return _result(env_id, grid, all_returns, r_max, shift)
+
+
+def _sweep_settings(env_id: str, asl_grid: Sequence[int], episodes: int, r_max: float | None,
+                    shift: float | None) -> tuple[tuple[int, ...], float, float]:
     grid = check_asl_grid(asl_grid)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -132,14 +146,58 @@ def fas_sweep(
             raise ValueError(f"no R_max for {env_id!r} (known: {', '.join(R_MAX)}); pass r_max explicitly")
         r_max = R_MAX[family]
     shift = RETURN_SHIFT.get(family, 0.0) if shift is None else shift
-    all_returns = []
-    for asl in grid:
-        env = make(env_id, decision_interval=asl, sequence=True)
-        returns, _ = run_episodes(env, lambda obs, n=asl: np.asarray(act_sequence(obs, n)).reshape(-1), episodes, seed)
-        env.close()
-        all_returns.append(returns.tolist())
-        if on_asl is not None:
-            on_asl(asl, returns)
-    means = np.asarray(all_returns).mean(axis=1)
-    return FASResult(env_id=env_id, asl=list(grid), returns=all_returns,
-                     fas=frequency_averaged_score(grid, means, r_max, shift), r_max=float(r_max), shift=float(shift))
+    return grid, float(r_max), float(shift)
+
+
+def _result(env_id: str, grid: tuple[int, ...], returns: list[list[float]], r_max: float, shift: float) -> FASResult:
+    means = np.asarray(returns).mean(axis=1)
+    return FASResult(env_id=env_id, asl=list(grid), returns=returns,
+                     fas=frequency_averaged_score(grid, means, r_max, shift), r_max=r_max, shift=shift)
+
+
+def fas_sweep_batched(
+    env_id: str,
+    act_sequence: SequencePolicy,
+    asl_grid: Sequence[int] = ASL_GRID,
+    episodes: int = 10,
+    seed: int = 0,
+    r_max: float | None = None,
+    shift: float | None = None,
+    batch_policy: bool = True,
+    backend: str = "rollout",
+    threads: int | None = None,
+) -> FASResult:
+    """:func:`fas_sweep` with every (ASL, episode) pair as one world of a :class:`BatchedEnv`.
+
+    Episode ``i`` of every ASL is reset with ``seed + i``, as in :func:`fas_sweep`, so the initial states and,
+    for a deterministic policy, the returns are the same. All running worlds advance one primitive step per
+    physics call; a world whose action sequence is used up decides again. Worlds deciding at the same step
+    are grouped by ASL, one policy call per group: ``act_sequence(obs [m, obs_dim], asl) -> [m, asl, act_dim]``
+    (with ``batch_policy=False`` the policy is called one observation at a time).
+    """
+    from cadence.envs.batched import BatchedEnv
+
+    grid, r_max, shift = _sweep_settings(env_id, asl_grid, episodes, r_max, shift)
+    asl = np.repeat(grid, episodes)
+    n = len(asl)
+    env = BatchedEnv(env_id, n, backend, autoreset=False, threads=threads)
+    obs = env.reset(seed=[seed + e for _ in grid for e in range(episodes)]).numpy()
+    plans = np.zeros((n, int(asl.max()), env.single_action_space.shape[0]), np.float32)
+    position = np.zeros(n, np.int64)  # index of the next action of each world's current sequence
+    returns, running = np.zeros(n), np.ones(n, bool)
+    while running.any():
+        deciding = running & (position == 0)
+        for length in np.unique(asl[deciding]):
+            rows = np.flatnonzero(deciding & (asl == length))
+            if batch_policy:
+                chosen = act_sequence(obs[rows], int(length))
+            else:
+                chosen = np.stack([act_sequence(o, int(length)) for o in obs[rows]])
+            plans[rows, :length] = np.asarray(chosen).reshape(len(rows), length, -1)
+        next_obs, reward, terminated, truncated, _ = env.step(plans[np.arange(n), position], active=running)
+        returns += np.where(running, reward.numpy(), 0.0)
+        running &= ~(terminated | truncated).numpy()
+        position = (position + 1) % asl
+        obs = next_obs.numpy()
+    env.close()
+    return _result(env_id, grid, returns.reshape(len(grid), episodes).tolist(), r_max, shift)

@@ -89,21 +89,23 @@ class BatchedEnv:
         return x.to(device=self.device, dtype=torch.float32)
 
     # --- stepping ---------------------------------------------------------------------------------------------
-    def step(self, actions: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                               torch.Tensor, dict]:
-        """One decision of every world. Returns ``obs, reward, terminated, truncated, info``.
+    def step(self, actions: torch.Tensor | np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """One decision of every world (or of the ``active`` ones; the others do not move and get reward 0).
 
-        ``info["primitive_steps"]`` counts the primitive steps each world took; with autoreset,
-        ``info["final_obs"]`` is the last observation of the worlds whose episode ended.
+        Returns ``obs, reward, terminated, truncated, info``. ``info["primitive_steps"]`` counts the primitive
+        steps each world took; with autoreset, ``info["final_obs"]`` is the last observation of the worlds
+        whose episode ended.
         """
         actions = self._check_actions(actions)
         n, j_max = self.n, int(self.intervals.max())
+        stepping = np.ones(n, bool) if active is None else np.asarray(active, bool)
         reward = torch.zeros(n, dtype=torch.float64)
         terminated, truncated = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
         steps = np.zeros(n, np.int64)
         done = np.zeros(n, bool)
         for k in range(j_max):
-            idx = np.flatnonzero((k < self.intervals) & ~done)
+            idx = np.flatnonzero((k < self.intervals) & ~done & stepping)
             if len(idx) == 0:
                 break
             a = actions[idx, k] if self.sequence else actions[idx]
