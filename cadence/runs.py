@@ -17,10 +17,11 @@ import torch
 
 from cadence.agents import agent_spec
 from cadence.agents.planning import CEMConfig, CEMPlanner
-from cadence.agents.training import TrainConfig, TrainState, train_online
+from cadence.agents.training import TrainConfig, TrainState, train_batched, train_online
 from cadence.checkpoint import DEPLOY, LAST, CheckpointError, checkpoint_path, load_checkpoint
 from cadence.config import ConfigError, load_sections, read_toml, to_dict, to_toml
 from cadence.envs import make
+from cadence.envs.batched import BatchedEnv
 from cadence.envs.rewards import supported_envs
 from cadence.envs.terminations import termination_fn
 from cadence.evaluation.fas import ASL_GRID, FASResult, fas_sweep, fas_sweep_batched
@@ -77,12 +78,18 @@ def train(
     if train_cfg.torch_threads > 0:
         torch.set_num_threads(train_cfg.torch_threads)
     seed_everything(train_cfg.seed)
-    env = make(train_cfg.env, **spec.env_kwargs(agent_cfg))
     eval_env = make(train_cfg.env, **spec.env_kwargs(agent_cfg))
-    agent = spec.agent_cls(env.observation_space, env.action_space, agent_cfg, device=train_cfg.device)
+    agent = spec.agent_cls(eval_env.observation_space, eval_env.action_space, agent_cfg, device=train_cfg.device)
+    if train_cfg.num_envs > 1:
+        kwargs = spec.env_kwargs(agent_cfg)
+        env = BatchedEnv(train_cfg.env, train_cfg.num_envs, decision_interval=kwargs["decision_interval"],
+                         sequence=kwargs.get("sequence", False), threads=max(1, train_cfg.torch_threads))
+        loop = train_batched
+    else:
+        env, loop = make(train_cfg.env, **spec.env_kwargs(agent_cfg)), train_online
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, to_toml({"algo": _AlgoSection(algo), **sections}))
-    state = train_online(agent, env, eval_env, train_cfg, run_dir, resume=resume, callbacks=callbacks)
+    state = loop(agent, env, eval_env, train_cfg, run_dir, resume=resume, callbacks=callbacks)
     metrics = {"algo": algo, "env": train_cfg.env, "seed": train_cfg.seed, "steps": state.step,
                "episodes": state.episodes, "final_eval_return": state.evals[-1][1], "evals": state.evals,
                "stopped_early": state.step < train_cfg.total_steps}

@@ -182,3 +182,32 @@ def test_sac_j_stores_decisions_and_counts_primitive_steps(tmp_path):
     assert bundle["buffer"]["size"] == state.decisions  # SAC-J learns from decision-level transitions
     rewards = bundle["buffer"]["storage"]["reward"]
     assert rewards.max() > 1.0  # a repeated action's reward sums its primitive rewards (1 per alive step)
+
+
+@pytest.mark.parametrize("algo", ["sac", "srl"])
+def test_batched_collection_resumes_exactly_mid_episode(tmp_path, algo):
+    # 4 worlds on the rollout backend; SRL stores every primitive transition of its 4-action sequences
+    extra = ["train.num_envs=4"] + (["agent.sequence_length=4", "agent.actor_batch_size=16", "agent.gru_size=16",
+                                     "agent.model_hidden_sizes=[32, 32]", "agent.encoder_sizes=[32]"]
+                                    if algo == "srl" else [])
+
+    def config(total):
+        base = {"train": {"env": "Hopper-v5", "seed": 5, "total_steps": total}}
+        return resolve_config(algo, base, None, [k for k in TINY if not k.startswith("agent.hidden")] + extra)
+
+    full = train(algo, config(700), tmp_path / "full")
+    assert full.step >= 700 and full.decisions * (4 if algo == "srl" else 1) >= full.step > 0
+    buffer = load_checkpoint(tmp_path / "full")["buffer"]
+    assert buffer["size"] == full.step  # every primitive step stored once (SAC-1: one per decision)
+
+    def stop_at_550(state):
+        if state.step >= 550:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(algo, config(700), tmp_path / "cut", callbacks=[stop_at_550])
+    assert 100 <= load_checkpoint(tmp_path / "cut")["train_state"]["step"] < 550
+    resumed = train(algo, config(700), tmp_path / "cut", resume=True)
+    assert (resumed.step, resumed.episodes, resumed.evals) == (full.step, full.episodes, full.evals)
+    pf, pr = actor_params(tmp_path / "full"), actor_params(tmp_path / "cut")
+    assert all(torch.equal(pf[k], pr[k]) for k in pf)

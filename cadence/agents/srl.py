@@ -142,8 +142,9 @@ class SRL(SoftActorCriticAgent):
         return actions.cpu().numpy()
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """The training env's action: J primitive actions, flattened."""
-        return self.act_sequence(obs, self.config.sequence_length, deterministic).reshape(-1)
+        """The training env's action: J primitive actions, flattened (``[B, J * act_dim]`` for a batch)."""
+        actions = self.act_sequence(obs, self.config.sequence_length, deterministic)
+        return actions.reshape(*np.shape(obs)[:-1], -1)
 
     # --- losses --------------------------------------------------------------------------------------
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:

@@ -50,9 +50,11 @@ class TrainConfig:
     """Also keep the deployable policy of every evaluation, as checkpoints/agent_<step>.pt (for data collection)."""
     stop_return: float = math.inf
     """Stop early once an evaluation's mean return reaches this (inf: never)."""
+    num_envs: int = 1
+    """Worlds collecting experience at once; above 1 they run batched on the rollout backend (envs.batched)."""
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "eval_episodes", "checkpoint_every", "log_every"):
+        for name in ("total_steps", "eval_episodes", "checkpoint_every", "log_every", "num_envs"):
             check_positive(self, name)
         check(self.eval_every >= 0, "eval_every", self.eval_every, ">= 0")
         check(self.torch_threads >= 0, "torch_threads", self.torch_threads, ">= 0")
@@ -110,6 +112,46 @@ def _progress(enabled: bool) -> Progress:
         TextColumn("{task.fields[speed]:.0f} steps/s"), TextColumn("last return {task.fields[ret]:.1f}"),
         TimeRemainingColumn(), disable=not enabled, transient=False,
     )
+
+
+def _learn(agent: Any, buffer: ReplayBuffer, transitions: int, state: TrainState, run_dir: Path) -> dict[str, float]:
+    """``gradient_steps`` updates per new transition; stops on a non-finite loss, naming it and the step."""
+    metrics: dict[str, float] = {}
+    for _ in range(agent.config.gradient_steps * int(transitions)):
+        metrics = agent.update(buffer.sample(agent.config.batch_size))
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(f"{bad[0]} became {metrics[bad[0]]} at step {state.step}; the last good checkpoint "
+                               f"is kept in {run_dir / 'checkpoints'}")
+    return metrics
+
+
+def _evaluate_if_due(agent: Any, eval_env: Any, config: TrainConfig, state: TrainState, logger: RunLogger,
+                     progress: Progress, run_dir: Path) -> bool:
+    """Evaluate (and snapshot) when due; True when the evaluation reached ``config.stop_return``."""
+    if not config.eval_every or state.step < state.next_eval:
+        return False
+    state.next_eval += config.eval_every * math.ceil((state.step - state.next_eval + 1) / config.eval_every)
+    mean_return = evaluate(agent, eval_env, config.eval_episodes, seed=config.seed + 100_000)
+    state.evals.append((state.step, mean_return))
+    logger.scalars({"eval/return": mean_return}, state.step)
+    if config.progress:  # a plain line too, so logs of non-interactive runs show progress
+        progress.console.print(f"step {state.step:>9,}  eval return {mean_return:9.1f}")
+    if config.snapshots:
+        save_checkpoint(run_dir, deployment_bundle(agent), name=snapshot_name(state.step))
+    return mean_return >= config.stop_return
+
+
+def _finish(agent: Any, eval_env: Any, config: TrainConfig, state: TrainState, logger: RunLogger, run_dir: Path,
+            bundle: dict[str, Any]) -> None:
+    """Final evaluation (unless one was just done), last checkpoint and the deployment checkpoint."""
+    if not state.evals or state.evals[-1][0] != state.step:
+        mean_return = evaluate(agent, eval_env, config.eval_episodes, seed=config.seed + 100_000)
+        state.evals.append((state.step, mean_return))
+        logger.scalars({"eval/return": mean_return}, state.step)
+    save_checkpoint(run_dir, bundle)
+    save_checkpoint(run_dir, deployment_bundle(agent), name=DEPLOY)
+    logger.close()
 
 
 def train_online(
@@ -191,14 +233,7 @@ def train_online(
 
             # learn: gradient_steps per stored transition (per primitive step for primitive learners)
             if state.step >= agent_cfg.learning_starts:
-                for _ in range(agent_cfg.gradient_steps * (info["primitive_steps"] if primitive else 1)):
-                    metrics = agent.update(buffer.sample(agent_cfg.batch_size))
-                bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-                if bad:
-                    raise TrainingDiverged(
-                        f"{bad[0]} became {metrics[bad[0]]} at step {state.step}; the last good checkpoint "
-                        f"is kept in {run_dir / 'checkpoints'}"
-                    )
+                metrics = _learn(agent, buffer, info["primitive_steps"] if primitive else 1, state, run_dir) or metrics
 
             # log
             if state.step - last_log >= config.log_every:
@@ -211,17 +246,8 @@ def train_online(
                 last_log, t_log = state.step, now
 
             # evaluate
-            if config.eval_every and state.step >= state.next_eval:
-                state.next_eval += config.eval_every * math.ceil((state.step - state.next_eval + 1) / config.eval_every)
-                mean_return = evaluate(agent, eval_env, config.eval_episodes, seed=config.seed + 100_000)
-                state.evals.append((state.step, mean_return))
-                logger.scalars({"eval/return": mean_return}, state.step)
-                if config.progress:  # a plain line too, so logs of non-interactive runs show progress
-                    progress.console.print(f"step {state.step:>9,}  eval return {mean_return:9.1f}")
-                if config.snapshots:
-                    save_checkpoint(run_dir, deployment_bundle(agent), name=snapshot_name(state.step))
-                if mean_return >= config.stop_return:
-                    break
+            if _evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
+                break  # reached config.stop_return
 
             # episode end: log, checkpoint if one is due, reset. The checkpoint is written before
             # the reset so that a resumed run draws the same next episode.
@@ -238,12 +264,116 @@ def train_online(
             for callback in callbacks:
                 callback(state)
 
-    if not state.evals or state.evals[-1][0] != state.step:
-        mean_return = evaluate(agent, eval_env, config.eval_episodes, seed=config.seed + 100_000)
-        state.evals.append((state.step, mean_return))
-        logger.scalars({"eval/return": mean_return}, state.step)
-    save_checkpoint(run_dir, checkpoint_bundle(agent, buffer, env, state))
-    save_checkpoint(run_dir, deployment_bundle(agent), name=DEPLOY)
-    logger.close()
+    _finish(agent, eval_env, config, state, logger, run_dir, checkpoint_bundle(agent, buffer, env, state))
     return state
 
+
+
+def train_batched(
+    agent: Any,
+    env: Any,
+    eval_env: Any,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[TrainState], None]] = (),
+) -> TrainState:
+    """:func:`train_online` with ``env`` a :class:`cadence.envs.batched.BatchedEnv` of ``config.num_envs`` worlds.
+
+    Every iteration each world takes one decision; all their transitions are stored and the agent makes
+    ``gradient_steps`` updates per stored transition, as with one env. Worlds reset on their own (autoreset).
+    Checkpoints hold the worlds' physics states, so a resumed run continues exactly, mid-episode included.
+    """
+    run_dir = Path(run_dir)
+    agent_cfg, n = agent.config, env.n
+    primitive = getattr(agent, "stores_primitive", False)
+    act_dim = env.single_action_space.shape[0]
+    # one decision's action: J actions in sequence mode (SRL), else one (repeated J times by SAC-J)
+    per_decision = int(env.intervals.max()) if env.sequence else 1
+    low = np.tile(env.single_action_space.low, per_decision)
+    high = np.tile(env.single_action_space.high, per_decision)
+    act_shape = (act_dim,) if primitive else low.shape
+    buffer = ReplayBuffer(agent_cfg.buffer_size, env.single_observation_space.shape, act_shape, config.device)
+    state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
+    returns, starts = np.zeros(n), np.ones(n, bool)
+    if resume:
+        bundle = load_checkpoint(run_dir, required=("algo", "agent", "buffer", "rng", "batched_env", "train_state"))
+        if bundle["algo"] != agent.algo:
+            raise ValueError(f"checkpoint in {run_dir} is a {bundle['algo']!r} run, not {agent.algo!r}")
+        agent.load_state_dict(bundle["agent"])
+        buffer.load_state_dict(bundle["buffer"])
+        set_rng_state(bundle["rng"])
+        env.load_state_dict(bundle["batched_env"])
+        returns, starts = bundle["episode_returns"], bundle["episode_starts"]
+        state = TrainState(**bundle["train_state"])
+        state.evals = [tuple(e) for e in state.evals]
+        obs = env._out(env._obs).numpy()
+    else:
+        obs = env.reset(seed=config.seed * 100_003).numpy()  # far from the eval episodes' seeds
+    logger = RunLogger(run_dir, purge_step=state.step if resume else None, write_layout=not resume)
+
+    def bundle_now() -> dict[str, Any]:
+        return {"algo": agent.algo, "agent": agent.state_dict(), "buffer": buffer.state_dict(), "rng": rng_state(),
+                "batched_env": env.state_dict(), "episode_returns": returns.copy(), "episode_starts": starts.copy(),
+                "train_state": dataclasses.asdict(state), "cadence_version": cadence.__version__}
+
+    last_log, t_log = state.step, time.perf_counter()
+    metrics: dict[str, float] = {}
+    with _progress(config.progress) as progress:
+        task = progress.add_task(f"{agent.algo.upper()} x{n}", total=config.total_steps, completed=state.step,
+                                 speed=0.0, ret=state.last_return)
+        while state.step < config.total_steps:
+            if state.step < agent_cfg.learning_starts:  # uniform actions (numpy's generator, checkpointed)
+                actions = np.random.uniform(low, high, (n, *low.shape)).astype(np.float32)
+            else:
+                actions = agent.act(obs)
+            env_actions = actions.reshape(n, -1, act_dim) if env.sequence else actions
+            next_obs, reward, terminated, truncated, info = env.step(env_actions, record_primitive=primitive)
+            next_obs_np, ended = next_obs.numpy(), (terminated | truncated).numpy()
+            final = next_obs_np.copy()
+            if ended.any():
+                final[ended] = info["final_obs"].numpy()[ended]
+            if primitive:
+                p = info["primitive"]
+                first = np.r_[True, p["world"][1:] != p["world"][:-1]]  # a world's first record this decision
+                buffer.add(p["obs"], p["action"], p["reward"], p["next_obs"], p["terminated"], p["truncated"],
+                           episode_start=first & starts[p["world"]])
+            else:
+                buffer.add(obs, actions, reward.numpy(), final, terminated.numpy(), truncated.numpy(),
+                           episode_start=starts)
+            new_steps = int(info["primitive_steps"].sum())
+            state.step += new_steps
+            state.decisions += n
+            returns += reward.numpy()
+            starts = ended.copy()
+            obs = next_obs_np
+
+            if state.step >= agent_cfg.learning_starts:
+                metrics = _learn(agent, buffer, new_steps if primitive else n, state, run_dir) or metrics
+
+            if state.step - last_log >= config.log_every:
+                now = time.perf_counter()
+                speed = (state.step - last_log) / (now - t_log)
+                logger.scalars({k if "/" in k else f"train/{k}": v for k, v in metrics.items()}, state.step)
+                logger.scalars({"train/steps_per_second": speed}, state.step)
+                progress.update(task, completed=state.step, speed=speed, ret=state.last_return)
+                last_log, t_log = state.step, now
+
+            if _evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
+                break
+
+            for i in np.flatnonzero(ended):
+                state.episodes += 1
+                state.last_return = float(returns[i])
+                logger.scalars({"episode_return": returns[i]}, state.step, prefix="train/")
+                returns[i] = 0.0
+            if state.step >= state.next_checkpoint:  # the worlds' states are saved: any step will do
+                state.next_checkpoint = state.step + config.checkpoint_every
+                save_checkpoint(run_dir, bundle_now())
+
+            for callback in callbacks:
+                callback(state)
+
+    _finish(agent, eval_env, config, state, logger, run_dir, bundle_now())
+    return state

@@ -89,13 +89,14 @@ class BatchedEnv:
         return x.to(device=self.device, dtype=torch.float32)
 
     # --- stepping ---------------------------------------------------------------------------------------------
-    def step(self, actions: torch.Tensor | np.ndarray, active: np.ndarray | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    def step(self, actions: torch.Tensor | np.ndarray, active: np.ndarray | None = None,
+             record_primitive: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """One decision of every world (or of the ``active`` ones; the others do not move and get reward 0).
 
         Returns ``obs, reward, terminated, truncated, info``. ``info["primitive_steps"]`` counts the primitive
         steps each world took; with autoreset, ``info["final_obs"]`` is the last observation of the worlds
-        whose episode ended.
+        whose episode ended. ``record_primitive`` adds ``info["primitive"]``: every primitive transition
+        (``world, obs, action, reward, next_obs, terminated, truncated``, NumPy), world by world in time order.
         """
         actions = self._check_actions(actions)
         n, j_max = self.n, int(self.intervals.max())
@@ -104,18 +105,24 @@ class BatchedEnv:
         terminated, truncated = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
         steps = np.zeros(n, np.int64)
         done = np.zeros(n, bool)
+        records: list[tuple] = []
         for k in range(j_max):
             idx = np.flatnonzero((k < self.intervals) & ~done & stepping)
             if len(idx) == 0:
                 break
             a = actions[idx, k] if self.sequence else actions[idx]
+            before = self._obs[idx] if record_primitive else None
             obs, r, term = self.backend.step(idx, a)
             self._obs[idx], self._elapsed[idx], steps[idx] = obs, self._elapsed[idx] + 1, steps[idx] + 1
             reward[idx] += r
             trunc = torch.as_tensor(self._elapsed[idx] >= self.max_episode_steps) & ~term
             terminated[idx], truncated[idx] = term, trunc
             done[idx] = (term | trunc).numpy()
+            if record_primitive:
+                records.append((idx, before, a, r, obs, term, trunc))
         info: dict = {"primitive_steps": torch.as_tensor(steps)}
+        if record_primitive:
+            info["primitive"] = _primitive_records(records)
         ended = np.flatnonzero(done)
         if self.autoreset and len(ended):
             info["final_obs"] = self._out(self._obs)  # rows of worlds that did not end are their current obs
@@ -123,6 +130,23 @@ class BatchedEnv:
             self._episodes[ended] += 1
             self._reset_worlds(ended)
         return self._out(self._obs), self._out(reward), terminated, truncated, info
+
+    # --- state ------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: physics states, observations, step and episode counters."""
+        if not isinstance(self.backend, RolloutBackend):
+            raise NotImplementedError(f"the {self.backend.name} backend cannot snapshot its worlds; use rollout")
+        return {"physics": self.backend.state.copy(), "reads": self.backend.reads.copy(), "obs": self._obs.clone(),
+                "elapsed": self._elapsed.copy(), "seeds": self._seeds.copy(), "episodes": self._episodes.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(self.backend, RolloutBackend):
+            raise NotImplementedError(f"the {self.backend.name} backend cannot restore its worlds; use rollout")
+        if state["physics"].shape != self.backend.state.shape:
+            raise ValueError(f"env state holds {state['physics'].shape[0]} worlds, this env has {self.n}")
+        self.backend.state[:], self.backend.reads[:] = state["physics"], state["reads"]
+        self._obs = state["obs"].clone()
+        self._elapsed[:], self._seeds[:], self._episodes[:] = state["elapsed"], state["seeds"], state["episodes"]
 
     def _check_actions(self, actions: torch.Tensor | np.ndarray) -> np.ndarray:
         a = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
@@ -141,3 +165,12 @@ class BatchedEnv:
 
 
 
+
+
+def _primitive_records(records: list[tuple]) -> dict[str, np.ndarray]:
+    """Per-k records of the stepped worlds -> flat arrays ordered by world, then time."""
+    names = ("world", "obs", "action", "reward", "next_obs", "terminated", "truncated")
+    cols = [np.concatenate([np.asarray(r[i], dtype=np.float32 if 0 < i < 5 else None) for r in records])
+            for i in range(len(names))]
+    order = np.argsort(cols[0], kind="stable")  # records were appended k by k; stable keeps time order per world
+    return {name: col[order] for name, col in zip(names, cols, strict=True)}
