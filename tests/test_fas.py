@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,23 @@ def test_batched_sweep_equals_the_sequential_loop(env_id):
     # called one observation at a time, the same policy gives the same sweep
     single = fas_sweep_batched(env_id, act_sequence, grid, episodes=2, seed=3, batch_policy=False, threads=1)
     np.testing.assert_allclose(single.returns, batched.returns, rtol=1e-6)
+
+
+def test_task_returns_evaluates_every_task_variant_in_one_batch():
+    import gymnasium as gym
+
+    from cadence.envs.batched.episodes import task_returns
+
+    base = gym.make("Hopper-v5").unwrapped.model
+    heavy = copy.deepcopy(base)
+    heavy.body_mass[:] *= 3.0
+
+    def act_sequence(obs, length):  # the same deterministic policy on every task
+        return np.repeat(np.tanh(np.asarray(obs)[..., :3])[..., None, :], length, axis=-2)
+
+    returns = task_returns("Hopper-v5", act_sequence, [base, heavy, base], episodes=2, seed=4, threads=1)
+    assert returns.shape == (3, 2)
+    np.testing.assert_array_equal(returns[0], returns[2])  # same task, same seeds: same returns
+    assert not np.allclose(returns[0], returns[1])  # a heavier body changes the outcome
+    expected = fas_sweep("Hopper-v5", act_sequence, (1,), episodes=2, seed=4).returns[0]
+    np.testing.assert_allclose(returns[0], expected, rtol=1e-5)  # the base task equals Gymnasium's episodes

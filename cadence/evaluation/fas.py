@@ -170,34 +170,14 @@ def fas_sweep_batched(
     """:func:`fas_sweep` with every (ASL, episode) pair as one world of a :class:`BatchedEnv`.
 
     Episode ``i`` of every ASL is reset with ``seed + i``, as in :func:`fas_sweep`, so the initial states and,
-    for a deterministic policy, the returns are the same. All running worlds advance one primitive step per
-    physics call; a world whose action sequence is used up decides again. Worlds deciding at the same step
-    are grouped by ASL, one policy call per group: ``act_sequence(obs [m, obs_dim], asl) -> [m, asl, act_dim]``
-    (with ``batch_policy=False`` the policy is called one observation at a time).
+    for a deterministic policy, the returns are the same. The policy is called on batches of observations,
+    ``act_sequence(obs [m, obs_dim], asl) -> [m, asl, act_dim]``, unless ``batch_policy=False``
+    (see :func:`cadence.envs.batched.episodes.batched_returns`).
     """
-    from cadence.envs.batched import BatchedEnv
+    from cadence.envs.batched.episodes import batched_returns
 
     grid, r_max, shift = _sweep_settings(env_id, asl_grid, episodes, r_max, shift)
-    asl = np.repeat(grid, episodes)
-    n = len(asl)
-    env = BatchedEnv(env_id, n, backend, autoreset=False, threads=threads)
-    obs = env.reset(seed=[seed + e for _ in grid for e in range(episodes)]).numpy()
-    plans = np.zeros((n, int(asl.max()), env.single_action_space.shape[0]), np.float32)
-    position = np.zeros(n, np.int64)  # index of the next action of each world's current sequence
-    returns, running = np.zeros(n), np.ones(n, bool)
-    while running.any():
-        deciding = running & (position == 0)
-        for length in np.unique(asl[deciding]):
-            rows = np.flatnonzero(deciding & (asl == length))
-            if batch_policy:
-                chosen = act_sequence(obs[rows], int(length))
-            else:
-                chosen = np.stack([act_sequence(o, int(length)) for o in obs[rows]])
-            plans[rows, :length] = np.asarray(chosen).reshape(len(rows), length, -1)
-        next_obs, reward, terminated, truncated, _ = env.step(plans[np.arange(n), position], active=running)
-        returns += np.where(running, reward.numpy(), 0.0)
-        running &= ~(terminated | truncated).numpy()
-        position = (position + 1) % asl
-        obs = next_obs.numpy()
-    env.close()
+    seeds = [seed + e for _ in grid for e in range(episodes)]
+    returns = batched_returns(env_id, act_sequence, seeds, np.repeat(grid, episodes), batch_policy=batch_policy,
+                              backend=backend, threads=threads)
     return _result(env_id, grid, returns.reshape(len(grid), episodes).tolist(), r_max, shift)
