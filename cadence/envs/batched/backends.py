@@ -11,7 +11,7 @@ import mujoco
 import numpy as np
 import torch
 
-from cadence.envs.batched.physics import STATE_SPEC, get_state, read_data, step_data
+from cadence.envs.batched.physics import STATE_SPEC, get_state, read_data, same_sizes, step_data
 from cadence.envs.rewards import PhysicsStep, task_physics
 
 
@@ -44,8 +44,9 @@ class GymnasiumBackend(Backend):
 
     def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None):
         super().__init__(env_id, n_worlds, env_kwargs)
-        make = lambda: gym.make(env_id, disable_env_checker=True, max_episode_steps=None, **(env_kwargs or {}))
-        self.vector = gym.vector.SyncVectorEnv([make for _ in range(n_worlds)])  # time limits are BatchedEnv's
+        # the spec's TimeLimit stays on but never fires first: BatchedEnv counts the same steps and resets
+        make = lambda: gym.make(env_id, disable_env_checker=True, **(env_kwargs or {}))
+        self.vector = gym.vector.SyncVectorEnv([make for _ in range(n_worlds)])
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
         obs = [self.vector.envs[i].reset(seed=int(s))[0] for i, s in zip(idx, seeds, strict=True)]
@@ -65,10 +66,14 @@ class GymnasiumBackend(Backend):
 class RolloutBackend(Backend):
     """Native multi-threaded stepping with ``mujoco.rollout``; observations and rewards by torch functions.
 
-    The full physics state (including the solver's warm start) is carried between steps, so worlds follow
-    Gymnasium's trajectories exactly. Resets use Gymnasium's own reset, so the same seed gives the same
-    initial state. Tasks that read ``MjData`` after a step (Reacher, InvertedDoublePendulum, Ant) run their
-    last substep with ``mj_step`` in Python, because those values come from MuJoCo's internal evaluations.
+    The full physics state is carried between steps, and each world's solver warm start beside it, so
+    worlds follow Gymnasium's trajectories step for step. mujoco.rollout does not return the warm start it
+    ends with; the next step starts from an estimate, the last substep's velocity change over the timestep.
+    The solver then converges to the same answer to within its tolerance, so worlds match Gymnasium to
+    float32 precision for hundreds of steps but can drift apart later in chaotic, contact-rich tasks.
+    Resets use Gymnasium's own reset, so the same seed gives the same initial state. Tasks that read
+    ``MjData`` after a step (Reacher, InvertedDoublePendulum, Ant) run their last substep with ``mj_step`` in
+    Python, because those values come from MuJoCo's internal evaluations; that substep's warm start is exact.
     """
 
     name = "rollout"
@@ -82,12 +87,19 @@ class RolloutBackend(Backend):
         base = self.env.model
         if models is not None and len(models) != n_worlds:
             raise ValueError(f"got {len(models)} models for {n_worlds} worlds")
+        for i, model in enumerate(models or ()):
+            if not same_sizes(model, base):
+                raise ValueError(f"model of world {i} differs in size from {env_id}'s (nq {model.nq} vs {base.nq}, "
+                                 f"nv {model.nv} vs {base.nv}, nbody {model.nbody} vs {base.nbody}); per-world models "
+                                 "may change parameters such as masses and friction, not structure")
         self.models = list(models) if models is not None else [base] * n_worlds
         self.threads = threads or min(os.cpu_count() or 1, 8)
         self.datas = [mujoco.MjData(base) for _ in range(self.threads)]
         self.runner = rollout.Rollout(nthread=self.threads)
+        self.timestep = base.opt.timestep
         self.dt = self.physics.frame_skip * base.opt.timestep
         self.state = np.zeros((n_worlds, mujoco.mj_stateSize(base, STATE_SPEC)))
+        self.warmstart = np.zeros((n_worlds, base.nv))
         self.reads = np.zeros((n_worlds, len(read_data(self.physics, base, self.datas[0], after_step=False))))
         self._qpos = slice(1, 1 + base.nq)  # FULLPHYSICS layout: time, qpos, qvel, ...
         self._qvel = slice(1 + base.nq, 1 + base.nq + base.nv)
@@ -103,6 +115,7 @@ class RolloutBackend(Backend):
         for i, seed in zip(idx, seeds, strict=True):
             self.env.reset(seed=int(seed))
             self.state[i] = get_state(self.env.model, self.env.data)
+            self.warmstart[i] = self.env.data.qacc_warmstart
             self.reads[i] = read_data(self.physics, self.env.model, self.env.data, after_step=False)
         nu = self.action_space.shape[0]
         return self.physics.observe(self._physics_step(idx, self.state[idx], self.reads[idx], np.zeros((len(idx), nu))))
@@ -117,15 +130,20 @@ class RolloutBackend(Backend):
             control = np.repeat(np.asarray(actions, np.float64)[:, None, :], nstep, axis=1)
             out = np.empty((len(idx), nstep, self.state.shape[1]))
             sensordata = np.empty((len(idx), nstep, 0))
-            # shapes are right by construction; the wrapper's per-call checks cost ~100 us
+            # shapes are right by construction (model sizes are checked at construction); the wrapper's
+            # per-call checks cost ~100 us
             self.runner.rollout([self.models[i] for i in idx], self.datas, before, control, nstep=nstep,
-                                state=out, sensordata=sensordata, skip_checks=True)
+                                initial_warmstart=self.warmstart[idx], state=out, sensordata=sensordata,
+                                skip_checks=True)
             states = out[:, -1]
+            previous_qvel = out[:, -2, self._qvel] if nstep > 1 else before[:, self._qvel]
+            self.warmstart[idx] = (states[:, self._qvel] - previous_qvel) / self.timestep
         self.state[idx] = states
         if in_python:
             data = self.datas[0]
             for j, i in enumerate(idx):
-                self.state[i], self.reads[i] = step_data(self.physics, self.models[i], data, states[j], actions[j], 1)
+                self.state[i], self.reads[i], self.warmstart[i] = step_data(
+                    self.physics, self.models[i], data, states[j], self.warmstart[i], actions[j], 1)
         step = self._physics_step(idx, before, reads_before, actions)
         return self.physics.observe(step), self.physics.reward(step), self.physics.terminated(step)
 

@@ -49,7 +49,11 @@ class BatchedEnv:
         if backend != "gymnasium" and env_id not in supported_envs():
             raise ValueError(f"backend {backend!r} cannot run {env_id}: it has no torch reward functions. Backends "
                              f"that support it: gymnasium. rollout and warp support {', '.join(supported_envs())}")
-        intervals = np.broadcast_to(np.asarray(decision_interval), (n_worlds,)).copy()
+        intervals = np.asarray(decision_interval)
+        if intervals.ndim > 1 or (intervals.ndim == 1 and len(intervals) != n_worlds):
+            raise ValueError(f"decision_interval must be one int or one per world ({n_worlds}), "
+                             f"got {len(np.atleast_1d(intervals))} values")
+        intervals = np.broadcast_to(intervals, (n_worlds,)).copy()
         if intervals.dtype.kind not in "iu" or (intervals < 1).any():
             raise ValueError(f"decision intervals must be integers >= 1, got {decision_interval!r}")
         if backend == "rollout":
@@ -69,6 +73,7 @@ class BatchedEnv:
         self._elapsed = np.zeros(n_worlds, np.int64)
         self._seeds = np.zeros(n_worlds, np.int64)
         self._episodes = np.zeros(n_worlds, np.int64)
+        self._was_reset = False
 
     # --- episodes ---------------------------------------------------------------------------------------------
     def reset(self, seed: int | Sequence[int] = 0) -> torch.Tensor:
@@ -78,6 +83,7 @@ class BatchedEnv:
             raise ValueError(f"need one seed per world ({self.n}), got {len(seeds)}")
         self._seeds, self._episodes[:] = seeds, 0
         self._reset_worlds(np.arange(self.n))
+        self._was_reset = True
         return self._out(self._obs)
 
     def _reset_worlds(self, idx: np.ndarray) -> None:
@@ -98,9 +104,13 @@ class BatchedEnv:
         whose episode ended. ``record_primitive`` adds ``info["primitive"]``: every primitive transition
         (``world, obs, action, reward, next_obs, terminated, truncated``, NumPy), world by world in time order.
         """
+        if not self._was_reset:
+            raise RuntimeError("call reset() before step()")
         actions = self._check_actions(actions)
         n, j_max = self.n, int(self.intervals.max())
         stepping = np.ones(n, bool) if active is None else np.asarray(active, bool)
+        if stepping.shape != (n,):
+            raise ValueError(f"active must be a bool mask of shape ({n},), got {stepping.shape}")
         reward = torch.zeros(n, dtype=torch.float64)
         terminated, truncated = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
         steps = np.zeros(n, np.int64)
@@ -115,7 +125,7 @@ class BatchedEnv:
             obs, r, term = self.backend.step(idx, a)
             self._obs[idx], self._elapsed[idx], steps[idx] = obs, self._elapsed[idx] + 1, steps[idx] + 1
             reward[idx] += r
-            trunc = torch.as_tensor(self._elapsed[idx] >= self.max_episode_steps) & ~term
+            trunc = torch.as_tensor(self._elapsed[idx] >= self.max_episode_steps)  # as Gymnasium's TimeLimit
             terminated[idx], truncated[idx] = term, trunc
             done[idx] = (term | trunc).numpy()
             if record_primitive:
@@ -136,7 +146,8 @@ class BatchedEnv:
         """Everything needed to continue exactly: physics states, observations, step and episode counters."""
         if not isinstance(self.backend, RolloutBackend):
             raise NotImplementedError(f"the {self.backend.name} backend cannot snapshot its worlds; use rollout")
-        return {"physics": self.backend.state.copy(), "reads": self.backend.reads.copy(), "obs": self._obs.clone(),
+        return {"physics": self.backend.state.copy(), "warmstart": self.backend.warmstart.copy(),
+                "reads": self.backend.reads.copy(), "obs": self._obs.clone(),
                 "elapsed": self._elapsed.copy(), "seeds": self._seeds.copy(), "episodes": self._episodes.copy()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -145,6 +156,8 @@ class BatchedEnv:
         if state["physics"].shape != self.backend.state.shape:
             raise ValueError(f"env state holds {state['physics'].shape[0]} worlds, this env has {self.n}")
         self.backend.state[:], self.backend.reads[:] = state["physics"], state["reads"]
+        self.backend.warmstart[:] = state["warmstart"]
+        self._was_reset = True
         self._obs = state["obs"].clone()
         self._elapsed[:], self._seeds[:], self._episodes[:] = state["elapsed"], state["seeds"], state["episodes"]
 

@@ -7,7 +7,8 @@ import numpy as np
 
 from cadence.envs.rewards import TaskPhysics
 
-#: the physics state a backend carries between steps: everything mj_step reads (incl. solver warm start)
+#: the physics state a backend carries between steps; the solver's warm start (mjSTATE_WARMSTART) is not
+#: part of it, because mujoco.rollout takes it as a separate input and does not return it
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 
@@ -31,9 +32,20 @@ def read_data(physics: TaskPhysics, model: mujoco.MjModel, data: mujoco.MjData,
 
 
 def step_data(physics: TaskPhysics, model: mujoco.MjModel, data: mujoco.MjData, state: np.ndarray,
-              action: np.ndarray, nstep: int) -> tuple[np.ndarray, np.ndarray]:
-    """``nstep`` physics steps from ``state`` in Python (for the substep whose MjData a task reads)."""
+              warmstart: np.ndarray, action: np.ndarray, nstep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``nstep`` physics steps from ``state`` in Python (for the substep whose MjData a task reads).
+
+    Returns the new state, the task's data reads and the solver warm start for the next step.
+    """
     mujoco.mj_setState(model, data, state, STATE_SPEC)
+    data.qacc_warmstart[:] = warmstart  # this world's own, not whatever the shared MjData last held
     data.ctrl[:] = action
     mujoco.mj_step(model, data, nstep)
-    return get_state(model, data), read_data(physics, model, data)
+    return get_state(model, data), read_data(physics, model, data), data.qacc_warmstart.copy()
+
+
+def same_sizes(a: mujoco.MjModel, b: mujoco.MjModel) -> bool:
+    """Whether two models can share one batch (mujoco.rollout needs one size signature)."""
+    keys = ("nq", "nv", "nu", "na", "nbody", "njnt", "ngeom", "nsensordata", "nmocap", "nuserdata")
+    return all(getattr(a, k) == getattr(b, k) for k in keys) and (
+        mujoco.mj_stateSize(a, STATE_SPEC) == mujoco.mj_stateSize(b, STATE_SPEC))

@@ -1,0 +1,174 @@
+"""Hopper-v5 env steps per second: Gymnasium, a Gymnasium SyncVectorEnv, cadence BatchedEnv and raw mujoco.rollout.
+
+All in one run, interleaved over ``--repeats`` so machine drift hits all, with uniform random actions generated
+before timing. Measured:
+- a Gymnasium single env (``gym.make``), reset when an episode ends;
+- ``gymnasium.vector.SyncVectorEnv`` of 8 envs, autoreset on (8 env steps per call);
+- cadence ``BatchedEnv(backend="rollout")`` at n = 64 and n = 256 worlds (n env steps per decision), on
+  ``--threads`` physics threads, autoreset on;
+- the limit: raw ``mujoco.rollout`` on Hopper's model, 256 worlds on ``--threads`` threads, one call per env step
+  with nstep = frame_skip = 4 (as cadence calls it), counted as env steps. It computes no observation, reward
+  or reset: what cadence adds on top of it is the gap between the two.
+Writes ``benchmarks/results/batched_rollout.json`` and ``batched_rollout.png``.
+
+    python benchmarks/batched_rollout.py [--repeats 3] [--seconds 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+from common import RESULTS
+from mujoco import rollout
+
+from cadence.envs.batched import BatchedEnv
+from cadence.envs.batched.physics import STATE_SPEC, get_state
+from cadence.evaluation.plots import plot_bars
+from cadence.io import atomic_write_json
+
+ENV_ID, VECTOR_ENVS, RAW_WORLDS, ACTION_ROWS = "Hopper-v5", 8, 256, 512
+TARGETS = {"cadence_256_over_gymnasium_single_at_least": 2.5, "cadence_256_over_raw_rollout_at_least": 0.8}
+
+
+def random_actions(n: int, seed: int) -> np.ndarray:
+    """``[ACTION_ROWS, n, act_dim]`` uniform actions, cycled through while timing."""
+    return np.random.default_rng(seed).uniform(-1, 1, (ACTION_ROWS, n, 3)).astype(np.float32)
+
+
+def steps_per_second(step: Callable[[int], int], seconds: float) -> float:
+    """Env steps per second of ``step(t) -> env steps taken`` over about ``seconds``, after a short warm-up."""
+    for t in range(10):
+        step(t)
+    steps, t, t0 = 0, 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        for _ in range(10):
+            steps += step(t)
+            t += 1
+    return steps / elapsed
+
+
+def gymnasium_single() -> Callable[[int], int]:
+    env, actions = gym.make(ENV_ID), random_actions(1, 0)[:, 0]
+    env.reset(seed=0)
+
+    def step(t: int) -> int:
+        _, _, terminated, truncated, _ = env.step(actions[t % ACTION_ROWS])
+        if terminated or truncated:
+            env.reset()
+        return 1
+
+    return step
+
+
+def gymnasium_vector() -> Callable[[int], int]:
+    env = gym.vector.SyncVectorEnv([lambda: gym.make(ENV_ID) for _ in range(VECTOR_ENVS)])  # autoreset: next step
+    actions = random_actions(VECTOR_ENVS, 1)
+    env.reset(seed=0)
+
+    def step(t: int) -> int:
+        env.step(actions[t % ACTION_ROWS])
+        return VECTOR_ENVS
+
+    return step
+
+
+def cadence_batched(n: int, threads: int) -> Callable[[int], int]:
+    env = BatchedEnv(ENV_ID, n, backend="rollout", threads=threads)  # autoreset on
+    actions = torch.as_tensor(random_actions(n, 2))  # a policy hands over torch tensors
+    env.reset(0)
+
+    def step(t: int) -> int:
+        env.step(actions[t % ACTION_ROWS])
+        return n
+
+    return step
+
+
+def raw_rollout(n: int, threads: int) -> Callable[[int], int]:
+    """mujoco.rollout alone: the same worlds, threads and call pattern as cadence (nstep = frame_skip per call)."""
+    gym_env = gym.make(ENV_ID).unwrapped
+    model, frame_skip = gym_env.model, gym_env.frame_skip
+    runner, datas = rollout.Rollout(nthread=threads), [mujoco.MjData(model) for _ in range(threads)]
+    models, state = [model] * n, np.empty((n, mujoco.mj_stateSize(model, STATE_SPEC)))
+    for i in range(n):
+        gym_env.reset(seed=i)
+        state[i] = get_state(model, gym_env.data)
+    controls = np.repeat(random_actions(n, 3).astype(np.float64)[:, :, None], frame_skip, axis=2)
+    out, sensordata = np.empty((n, frame_skip, state.shape[1])), np.empty((n, frame_skip, 0))
+
+    def step(t: int) -> int:
+        runner.rollout(models, datas, state, controls[t % ACTION_ROWS], nstep=frame_skip, state=out,
+                       sensordata=sensordata, skip_checks=True)  # cadence skips the per-call checks too
+        state[:] = out[:, -1]
+        return n
+
+    return step
+
+
+def fas_sweep_timing(args: argparse.Namespace) -> dict | None:
+    """PLACEHOLDER (the lead fills it in): wall time of a FAS sweep over decision intervals, batched (one
+    BatchedEnv with per-world intervals) against sequential (one env per interval). Returns None until then;
+    a dict is stored under ``"fas_sweep"`` in the results."""
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement and repeat")
+    parser.add_argument("--threads", type=int, default=2, help="physics threads of cadence and raw rollout")
+    parser.add_argument("--torch-threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
+
+    peers = {
+        "gymnasium_single": gymnasium_single(),
+        f"gymnasium_sync_vector_{VECTOR_ENVS}": gymnasium_vector(),
+        "cadence_64": cadence_batched(64, args.threads),
+        "cadence_256": cadence_batched(256, args.threads),
+        f"raw_rollout_{RAW_WORLDS}": raw_rollout(RAW_WORLDS, args.threads),
+    }
+    load_before = os.getloadavg()
+    runs: dict[str, list[float]] = {name: [] for name in peers}
+    for _ in range(args.repeats):
+        for name, step in peers.items():
+            runs[name].append(steps_per_second(step, args.seconds))
+    median = {name: float(np.median(r)) for name, r in runs.items()}
+    ratios = {"cadence_256_over_gymnasium_single": median["cadence_256"] / median["gymnasium_single"],
+              "cadence_256_over_raw_rollout": median["cadence_256"] / median[f"raw_rollout_{RAW_WORLDS}"]}
+    result = {
+        "env": ENV_ID, "physics_threads": args.threads, "torch_threads": args.torch_threads,
+        "repeats": args.repeats, "seconds_per_measurement": args.seconds,
+        "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                    "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                    "python": platform.python_version(), "mujoco": mujoco.__version__,
+                    "gymnasium": gym.__version__, "torch": torch.__version__},
+        "env_steps_per_second": {name: {"median": median[name], "runs": r} for name, r in runs.items()},
+        "ratios": ratios, "targets": TARGETS,
+        "targets_met": {"cadence_256_over_gymnasium_single": ratios["cadence_256_over_gymnasium_single"] >= 2.5,
+                        "cadence_256_over_raw_rollout": ratios["cadence_256_over_raw_rollout"] >= 0.8},
+    }
+    if (fas := fas_sweep_timing(args)) is not None:
+        result["fas_sweep"] = fas
+    atomic_write_json(RESULTS / "batched_rollout.json", result)
+    labels = {"gymnasium_single": "Gymnasium\n1 env", f"gymnasium_sync_vector_{VECTOR_ENVS}": "SyncVectorEnv\n8 envs",
+              "cadence_64": "cadence\n64 worlds", "cadence_256": "cadence\n256 worlds",
+              f"raw_rollout_{RAW_WORLDS}": f"raw rollout\n{RAW_WORLDS} worlds"}
+    plot_bars({labels[name]: {"env steps / s": v} for name, v in median.items()}, RESULTS / "batched_rollout.png",
+              "env steps / s", f"{ENV_ID} stepping, {args.threads} physics threads")
+    for name, v in median.items():
+        print(f"{name:26s} {v:11,.0f} env steps/s")
+    for name, v in ratios.items():
+        print(f"{name:34s} {v:6.2f}x (target >= {TARGETS[name + '_at_least']}x)")
+
+
+if __name__ == "__main__":
+    main()
