@@ -21,6 +21,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium as gym
 import mujoco
@@ -114,10 +115,45 @@ def raw_rollout(n: int, threads: int) -> Callable[[int], int]:
 
 
 def fas_sweep_timing(args: argparse.Namespace) -> dict | None:
-    """PLACEHOLDER (the lead fills it in): wall time of a FAS sweep over decision intervals, batched (one
-    BatchedEnv with per-world intervals) against sequential (one env per interval). Returns None until then;
-    a dict is stored under ``"fas_sweep"`` in the results."""
-    return None
+    """Wall time of one full FAS sweep (ASL 1..30, ``--fas-episodes`` per ASL), batched against the sequential
+    Gymnasium loop, same policy and seeds. The policy is a SAC actor: from ``--run`` (a Hopper-v5 run folder,
+    optionally a ``--checkpoint`` snapshot) or, without one, a freshly initialised actor (short episodes)."""
+    if args.fas_episodes == 0:
+        return None
+    from cadence.agents import SAC, SACConfig
+    from cadence.evaluation.fas import fas_sweep, fas_sweep_batched
+    from cadence.runs import load_agent
+
+    if args.run is not None:
+        agent, _ = load_agent(args.run, args.checkpoint)
+        policy = f"{args.run}" + (f" ({args.checkpoint})" if args.checkpoint else "")
+    else:
+        torch.manual_seed(0)
+        env = gym.make(ENV_ID)
+        agent, policy = SAC(env.observation_space, env.action_space, SACConfig()), "untrained SAC actor (seed 0)"
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        sequential = fas_sweep(ENV_ID, agent.act_sequence, episodes=args.fas_episodes, seed=0)
+        t1 = time.perf_counter()
+        batched = fas_sweep_batched(ENV_ID, agent.act_sequence, episodes=args.fas_episodes, seed=0,
+                                    threads=args.threads)
+        t2 = time.perf_counter()
+        # the policy one observation at a time, as in the sequential loop: float32 matrix products over a batch
+        # differ from single-row ones by ~1e-6, which a closed-loop Hopper amplifies over hundreds of steps
+        exact = fas_sweep_batched(ENV_ID, agent.act_sequence, episodes=args.fas_episodes, seed=0,
+                                  threads=args.threads, batch_policy=False)
+        t3 = time.perf_counter()
+
+    def difference(result):
+        return float(np.abs(np.asarray(result.returns) - np.asarray(sequential.returns)).max())
+
+    return {"policy": policy, "episodes_per_asl": args.fas_episodes, "asl_grid": sequential.asl,
+            "sequential_seconds": t1 - t0, "batched_seconds": t2 - t1, "speedup": (t1 - t0) / (t2 - t1),
+            "batched_one_obs_policy_seconds": t3 - t2, "speedup_one_obs_policy": (t1 - t0) / (t3 - t2),
+            "fas_sequential": sequential.fas, "fas_batched": batched.fas, "fas_batched_one_obs_policy": exact.fas,
+            "max_episode_return_difference": difference(batched),
+            "max_episode_return_difference_one_obs_policy": difference(exact),
+            "mean_asl1_return": float(np.mean(sequential.returns[0])), "target_speedup": 5.0}
 
 
 def main() -> None:
@@ -126,6 +162,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement and repeat")
     parser.add_argument("--threads", type=int, default=2, help="physics threads of cadence and raw rollout")
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--fas-episodes", type=int, default=10, help="FAS sweep timing: episodes per ASL (0 skips)")
+    parser.add_argument("--run", type=Path, help="Hopper-v5 run folder whose SAC actor the FAS timing uses")
+    parser.add_argument("--checkpoint", help="a snapshot in that run, e.g. agent_100000.pt")
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
 

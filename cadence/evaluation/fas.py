@@ -169,10 +169,12 @@ def fas_sweep_batched(
 ) -> FASResult:
     """:func:`fas_sweep` with every (ASL, episode) pair as one world of a :class:`BatchedEnv`.
 
-    Episode ``i`` of every ASL is reset with ``seed + i``, as in :func:`fas_sweep`, so the initial states and,
-    for a deterministic policy, the returns are the same. The policy is called on batches of observations,
+    Episode ``i`` of every ASL is reset with ``seed + i``, as in :func:`fas_sweep`, and the physics matches
+    Gymnasium step for step. The policy is called on batches of observations,
     ``act_sequence(obs [m, obs_dim], asl) -> [m, asl, act_dim]``, unless ``batch_policy=False``
-    (see :func:`cadence.envs.batched.episodes.batched_returns`).
+    (see :func:`cadence.envs.batched.episodes.batched_returns`). A torch network's float32 output for a batch
+    differs from its one-row output by ~1e-6, and a closed-loop task such as Hopper can amplify that over
+    hundreds of steps; ``batch_policy=False`` reproduces the sequential loop's returns exactly, more slowly.
     """
     from cadence.envs.batched.episodes import batched_returns
 
