@@ -3,7 +3,8 @@
 Targets (issue 2): return >= 1000 on InvertedPendulum-v5 within 20k env steps (3 seeds), and
 >= 2500 on Hopper-v5 within 300k env steps. Each (env, seed) is a normal cadence run folder under
 ``--runs``; an interrupted benchmark resumes its runs. Results merge into
-``benchmarks/results/sac_learning.json`` and one curve plot per env.
+``benchmarks/results/sac_learning.json`` and one curve plot per env; seeds recorded before for the same env
+and budget are kept, so seeds can be added one invocation at a time.
 
     python benchmarks/sac_learning.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
     python benchmarks/sac_learning.py --env Hopper-v5 --seeds 1 --steps 300000 --threads 1
@@ -12,6 +13,7 @@ Targets (issue 2): return >= 1000 on InvertedPendulum-v5 within 20k env steps (3
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +39,16 @@ def main() -> None:
     args = parser.parse_args()
 
     overrides = ENV_OVERRIDES.get(args.env, [])
-    curves = {seed: train_or_resume("sac", args.env, seed, args.steps, overrides, args.runs / f"sac_{args.env}_s{seed}",
-                                    args.threads) for seed in args.seeds}
+    path = RESULTS / "sac_learning.json"
+    stored = json.loads(path.read_text()).get(args.env, {}) if path.is_file() else {}
+    curves = {int(s): [tuple(p) for p in c] for s, c in stored.get("curves", {}).items()
+              if stored.get("steps") == args.steps and int(s) not in args.seeds}
+    curves.update({seed: train_or_resume("sac", args.env, seed, args.steps, overrides,
+                                         args.runs / f"sac_{args.env}_s{seed}", args.threads) for seed in args.seeds})
+    curves = dict(sorted(curves.items()))
     target = TARGETS.get(args.env)
     summary = {
-        "env": args.env, "steps": args.steps, "seeds": args.seeds, "target_return": target,
+        "env": args.env, "steps": args.steps, "seeds": list(curves), "target_return": target,
         "curves": {str(s): c for s, c in curves.items()},
         "best_eval_return": {str(s): max(r for _, r in c) for s, c in curves.items()},
         "final_eval_return": {str(s): c[-1][1] for s, c in curves.items()},
