@@ -114,6 +114,38 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+def _restore(run_dir: Path, agent: Any, buffer: ReplayBuffer, env_key: str) -> tuple[dict[str, Any], TrainState]:
+    """Load the last checkpoint into ``agent``, ``buffer`` and the global RNGs; the env part is the caller's."""
+    bundle = load_checkpoint(run_dir, required=("algo", "agent", "buffer", "rng", env_key, "train_state"))
+    if bundle["algo"] != agent.algo:
+        raise ValueError(f"checkpoint in {run_dir} is a {bundle['algo']!r} run, not {agent.algo!r}")
+    agent.load_state_dict(bundle["agent"])
+    buffer.load_state_dict(bundle["buffer"])
+    set_rng_state(bundle["rng"])
+    state = TrainState(**bundle["train_state"])
+    state.evals = [tuple(e) for e in state.evals]
+    return bundle, state
+
+
+class _PeriodicLog:
+    """Training metrics, steps/s and the progress bar, every ``every`` env steps."""
+
+    def __init__(self, logger: RunLogger, progress: Progress, task: Any, every: int, step: int):
+        self.logger, self.progress, self.task, self.every = logger, progress, task, every
+        self.last_step, self.last_time = step, time.perf_counter()
+
+    def __call__(self, state: TrainState, metrics: dict[str, float]) -> None:
+        if state.step - self.last_step < self.every:
+            return
+        now = time.perf_counter()
+        speed = (state.step - self.last_step) / (now - self.last_time)
+        # bare names are training metrics; names with a group ("model/nll") keep it
+        self.logger.scalars({k if "/" in k else f"train/{k}": v for k, v in metrics.items()}, state.step)
+        self.logger.scalars({"train/steps_per_second": speed}, state.step)
+        self.progress.update(self.task, completed=state.step, speed=speed, ret=state.last_return)
+        self.last_step, self.last_time = state.step, now
+
+
 def _learn(agent: Any, buffer: ReplayBuffer, transitions: int, state: TrainState, run_dir: Path) -> dict[str, float]:
     """``gradient_steps`` updates per new transition; stops on a non-finite loss, naming it and the step."""
     metrics: dict[str, float] = {}
@@ -190,15 +222,8 @@ def train_online(
     buffer = ReplayBuffer(agent_cfg.buffer_size, env.observation_space.shape, act_shape, config.device)
     state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
     if resume:
-        bundle = load_checkpoint(run_dir, required=("algo", "agent", "buffer", "rng", "env_rng", "train_state"))
-        if bundle["algo"] != agent.algo:
-            raise ValueError(f"checkpoint in {run_dir} is a {bundle['algo']!r} run, not {agent.algo!r}")
-        agent.load_state_dict(bundle["agent"])
-        buffer.load_state_dict(bundle["buffer"])
-        set_rng_state(bundle["rng"])
+        bundle, state = _restore(run_dir, agent, buffer, "env_rng")
         set_env_rng_state(env, bundle["env_rng"])
-        state = TrainState(**bundle["train_state"])
-        state.evals = [tuple(e) for e in state.evals]
         obs, _ = env.reset()
     else:
         obs, _ = env.reset(seed=config.seed)
@@ -206,11 +231,11 @@ def train_online(
     logger = RunLogger(run_dir, purge_step=state.step if resume else None, write_layout=not resume)
 
     episode_return, episode_start = 0.0, True
-    last_log, t_log = state.step, time.perf_counter()
     metrics: dict[str, float] = {}
     with _progress(config.progress) as progress:
         task = progress.add_task(agent.algo.upper(), total=config.total_steps, completed=state.step,
                                  speed=0.0, ret=state.last_return)
+        log = _PeriodicLog(logger, progress, task, config.log_every, state.step)
         while state.step < config.total_steps:
             # act: uniform random actions until learning starts
             if state.step < agent_cfg.learning_starts:
@@ -236,14 +261,7 @@ def train_online(
                 metrics = _learn(agent, buffer, info["primitive_steps"] if primitive else 1, state, run_dir) or metrics
 
             # log
-            if state.step - last_log >= config.log_every:
-                now = time.perf_counter()
-                speed = (state.step - last_log) / (now - t_log)
-                # bare names are training metrics; names with a group ("model/nll") keep it
-                logger.scalars({k if "/" in k else f"train/{k}": v for k, v in metrics.items()}, state.step)
-                logger.scalars({"train/steps_per_second": speed}, state.step)
-                progress.update(task, completed=state.step, speed=speed, ret=state.last_return)
-                last_log, t_log = state.step, now
+            log(state, metrics)
 
             # evaluate
             if _evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
@@ -298,16 +316,9 @@ def train_batched(
     state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
     returns, starts = np.zeros(n), np.ones(n, bool)
     if resume:
-        bundle = load_checkpoint(run_dir, required=("algo", "agent", "buffer", "rng", "batched_env", "train_state"))
-        if bundle["algo"] != agent.algo:
-            raise ValueError(f"checkpoint in {run_dir} is a {bundle['algo']!r} run, not {agent.algo!r}")
-        agent.load_state_dict(bundle["agent"])
-        buffer.load_state_dict(bundle["buffer"])
-        set_rng_state(bundle["rng"])
+        bundle, state = _restore(run_dir, agent, buffer, "batched_env")
         env.load_state_dict(bundle["batched_env"])
         returns, starts = bundle["episode_returns"], bundle["episode_starts"]
-        state = TrainState(**bundle["train_state"])
-        state.evals = [tuple(e) for e in state.evals]
         obs = env._out(env._obs).numpy()
     else:
         obs = env.reset(seed=config.seed * 100_003).numpy()  # far from the eval episodes' seeds
@@ -318,11 +329,11 @@ def train_batched(
                 "batched_env": env.state_dict(), "episode_returns": returns.copy(), "episode_starts": starts.copy(),
                 "train_state": dataclasses.asdict(state), "cadence_version": cadence.__version__}
 
-    last_log, t_log = state.step, time.perf_counter()
     metrics: dict[str, float] = {}
     with _progress(config.progress) as progress:
         task = progress.add_task(f"{agent.algo.upper()} x{n}", total=config.total_steps, completed=state.step,
                                  speed=0.0, ret=state.last_return)
+        log = _PeriodicLog(logger, progress, task, config.log_every, state.step)
         while state.step < config.total_steps:
             if state.step < agent_cfg.learning_starts:  # uniform actions (numpy's generator, checkpointed)
                 actions = np.random.uniform(low, high, (n, *low.shape)).astype(np.float32)
@@ -352,13 +363,7 @@ def train_batched(
             if state.step >= agent_cfg.learning_starts:
                 metrics = _learn(agent, buffer, new_steps if primitive else n, state, run_dir) or metrics
 
-            if state.step - last_log >= config.log_every:
-                now = time.perf_counter()
-                speed = (state.step - last_log) / (now - t_log)
-                logger.scalars({k if "/" in k else f"train/{k}": v for k, v in metrics.items()}, state.step)
-                logger.scalars({"train/steps_per_second": speed}, state.step)
-                progress.update(task, completed=state.step, speed=speed, ret=state.last_return)
-                last_log, t_log = state.step, now
+            log(state, metrics)
 
             if _evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
                 break
