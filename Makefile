@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Train SAC on InvertedPendulum-v5, sweep FAS, print the table, write the plot and TensorBoard logs.
+## SRL-8 against SAC-1 on InvertedPendulum-v5: train both, sweep FAS, print the table, write the plot and TensorBoard logs.
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
