@@ -3,6 +3,7 @@
     cadence train sac --env Hopper-v5 --seed 1 --total-steps 300000 [--config F.toml] [--set key=value ...]
     cadence train srl --env Hopper-v5 --sequence-length 8
     cadence train sac --resume RUN_DIR [--total-steps N]
+    cadence train mopo --dataset hopper-medium [--morec]      (offline; also: mobile)
     cadence eval fas RUN_DIR [--episodes 10] [--asl 1,2,4,...] [--planner]
     cadence collect --env Hopper-v5 --kind medium [--size N] [--policy-steps N] [--record-reference]
     cadence config sac
@@ -22,7 +23,6 @@ from rich.table import Table
 
 from cadence.agents import AGENTS, agent_spec
 from cadence.agents.planning import CEMConfig
-from cadence.agents.training import TrainConfig
 from cadence.checkpoint import CheckpointError
 from cadence.collection import KINDS as COLLECT_KINDS
 from cadence.collection import CollectConfig
@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("algo", choices=sorted(AGENTS))
     p_train.add_argument("--env", help="env id, e.g. Hopper-v5")
     p_train.add_argument("--seed", type=int)
-    p_train.add_argument("--total-steps", type=int, help="budget in primitive env steps")
+    p_train.add_argument("--total-steps", type=int,
+                         help="budget in primitive env steps (offline algos: gradient steps)")
+    p_train.add_argument("--dataset", help="offline algos: data set name or path (hopper-medium, d4rl:NAME, ...)")
+    p_train.add_argument("--morec", action="store_true",
+                         help="offline algos: MOREC's dynamics-reward transition filter in model rollouts")
     p_train.add_argument("--sequence-length", type=int, metavar="J", help="SRL-J: actions decided per state (srl only)")
     p_train.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections")
     p_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -123,17 +127,25 @@ def cmd_train(args: argparse.Namespace) -> None:
                                             ("total_steps", args.total_steps)) if v is not None}}
         if args.no_progress:
             base["train"]["progress"] = False
+        offline = agent_spec(args.algo).offline
+        if (args.dataset is not None or args.morec) and not offline:
+            raise ConfigError(f"--dataset and --morec are for the offline algos (mopo, mobile), not {args.algo}")
+        if offline and args.dataset is not None:
+            base["train"]["dataset"] = args.dataset
+        if args.morec:
+            base["agent"] = {"morec": True}
         if args.sequence_length is not None:
             if args.algo != "srl":
                 raise ConfigError("--sequence-length is for srl; for SAC-J use --set agent.action_repeat=J")
             base["agent"] = {"sequence_length": args.sequence_length}
         sections = resolve_config(args.algo, base, args.config, args.set)
         t = sections["train"]
-        run_dir = args.run_dir or default_run_dir(args.algo, t.env, t.seed)
+        label = Path(t.dataset).stem.replace(":", "-") if offline else t.env
+        run_dir = args.run_dir or default_run_dir(args.algo, label, t.seed)
     console.print(f"[bold]run folder[/bold] {run_dir}")
     state = train(args.algo, sections, run_dir, resume=args.resume is not None)
-    console.print(f"done: {state.step} env steps, {state.episodes} episodes, "
-                  f"final eval return {state.evals[-1][1]:.1f}")
+    unit = "gradient steps" if agent_spec(args.algo).offline else f"env steps, {state.episodes} episodes"
+    console.print(f"done: {state.step} {unit}, final eval return {state.evals[-1][1]:.1f}")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
 
 
@@ -190,7 +202,8 @@ def cmd_eval_fas(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    for section, cls in (("train", TrainConfig), ("agent", agent_spec(args.algo).config_cls)):
+    spec = agent_spec(args.algo)
+    for section, cls in (("train", spec.train_config_cls), ("agent", spec.config_cls)):
         docs = field_docs(cls)
         print(f"[{section}]")
         values = to_dict(cls())

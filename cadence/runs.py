@@ -18,7 +18,7 @@ import torch
 from cadence.agents import agent_spec
 from cadence.agents.planning import CEMConfig, CEMPlanner
 from cadence.agents.training import TrainConfig, TrainState, train_batched, train_online
-from cadence.checkpoint import DEPLOY, LAST, CheckpointError, checkpoint_path, load_checkpoint
+from cadence.checkpoint import DEPLOY, LAST, CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError, load_sections, read_toml, to_dict, to_toml
 from cadence.envs import make
 from cadence.envs.batched import BatchedEnv
@@ -29,8 +29,10 @@ from cadence.evaluation.plots import plot_fas
 from cadence.io import atomic_write_json, atomic_write_text
 from cadence.logging import RunLogger
 from cadence.seeding import seed_everything
+from cadence.world_models.ensemble import GaussianEnsemble
 
 CONFIG_FILE = "config.toml"
+MODEL = "model.pt"  # the fitted dynamics ensemble of offline model-based runs
 METRICS_FILE = "metrics.json"
 
 
@@ -43,7 +45,7 @@ def resolve_config(algo: str, base: dict[str, dict[str, Any]] | None = None, con
                    overrides: Sequence[str] = ()) -> dict[str, Any]:
     """``{"train": TrainConfig, "agent": <Algo>Config}`` from defaults, a base dict, a TOML file and overrides."""
     spec = agent_spec(algo)
-    return load_sections({"train": TrainConfig, "agent": spec.config_cls}, base, config_file, overrides)
+    return load_sections({"train": spec.train_config_cls, "agent": spec.config_cls}, base, config_file, overrides)
 
 
 def read_run_config(run_dir: str | Path) -> tuple[str, dict[str, Any]]:
@@ -78,6 +80,8 @@ def train(
     if train_cfg.torch_threads > 0:
         torch.set_num_threads(train_cfg.torch_threads)
     seed_everything(train_cfg.seed)
+    if spec.offline:
+        return _train_offline(spec, sections, run_dir, resume, callbacks)
     eval_env = make(train_cfg.env, **spec.env_kwargs(agent_cfg))
     agent = spec.agent_cls(eval_env.observation_space, eval_env.action_space, agent_cfg, device=train_cfg.device)
     if train_cfg.num_envs > 1:
@@ -90,7 +94,14 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, to_toml({"algo": _AlgoSection(algo), **sections}))
     state = loop(agent, env, eval_env, train_cfg, run_dir, resume=resume, callbacks=callbacks)
-    metrics = {"algo": algo, "env": train_cfg.env, "seed": train_cfg.seed, "steps": state.step,
+    return _close_run(algo, sections, run_dir, state, train_cfg.env)
+
+
+def _close_run(algo: str, sections: dict[str, Any], run_dir: Path, state: TrainState, env_id: str,
+               extra: dict[str, Any] | None = None) -> TrainState:
+    """metrics.json and the hparams record of a finished (or early-stopped) run."""
+    train_cfg = sections["train"]
+    metrics = {"algo": algo, "env": env_id, "seed": train_cfg.seed, "steps": state.step, **(extra or {}),
                "episodes": state.episodes, "final_eval_return": state.evals[-1][1], "evals": state.evals,
                "stopped_early": state.step < train_cfg.total_steps}
     write_metrics(run_dir, metrics)
@@ -123,6 +134,47 @@ def train_or_resume(algo: str, sections: dict[str, Any], run_dir: str | Path) ->
     else:
         state = train(algo, sections, run_dir)
     return [tuple(e) for e in state.evals]
+
+
+def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: bool,
+                   callbacks: Sequence[Callable[[TrainState], None]]) -> TrainState:
+    """MOPO / MOBILE: data set, fitted model (kept in checkpoints/model.pt), then the offline loop."""
+    from cadence.agents.offline import fit_model, train_offline
+    from cadence.evaluation.scores import normalized_score
+    from cadence.replay import load_dataset
+
+    train_cfg, agent_cfg = sections["train"], sections["agent"]
+    data = load_dataset(train_cfg.dataset)
+    env_id = train_cfg.env or str(data.metadata.get("env_id", ""))
+    if not env_id:
+        raise ConfigError(f"data set {train_cfg.dataset!r} does not name its env; set train.env")
+    eval_env = make(env_id)
+    data.validate(eval_env.observation_space.shape, eval_env.action_space.shape)
+    real = data.to_buffer(device=train_cfg.device)
+    agent = spec.agent_cls(eval_env.observation_space, eval_env.action_space, agent_cfg, device=train_cfg.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, to_toml({"algo": _AlgoSection(spec.name), **sections}))
+    obs_dim, act_dim = eval_env.observation_space.shape[0], eval_env.action_space.shape[0]
+    model_path = checkpoint_path(run_dir, MODEL)
+    if model_path.is_file():  # fitted before (this run, or the run it resumes): fitting is the expensive part
+        model = GaussianEnsemble(obs_dim, act_dim)
+        model.load_state_dict(load_checkpoint(run_dir, MODEL, required=("model",))["model"])
+    else:
+        model, fit = fit_model(real, obs_dim, act_dim, max_epochs=train_cfg.model_max_epochs, seed=train_cfg.seed)
+        save_checkpoint(run_dir, {"algo": spec.name, "model": model.state_dict(), "fit": fit, "env": env_id}, MODEL)
+    name = train_cfg.dataset
+
+    def score(ret: float) -> float:
+        return float(normalized_score(name if name.startswith("d4rl:") else env_id, ret))
+
+    try:
+        score(0.0)
+    except ValueError:  # no reference scores for this env yet: log returns only
+        score = None  # type: ignore[assignment]
+    state = train_offline(agent, real, model, eval_env, env_id, train_cfg, run_dir, resume=resume, score=score,
+                          callbacks=callbacks)
+    extra = {"dataset": name, "final_normalized_score": score(state.evals[-1][1])} if score else {"dataset": name}
+    return _close_run(spec.name, sections, run_dir, state, env_id, extra)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cadence.agents.mobile import MOBILE, MOBILEConfig
+from cadence.agents.mopo import MOPO, MOPOConfig
+from cadence.agents.offline import OfflineTrainConfig
 from cadence.agents.sac import SAC, SACConfig
 from cadence.agents.srl import SRL, SequenceActor, SRLConfig
+from cadence.agents.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,12 @@ class AgentSpec:
     name: str
     agent_cls: type
     config_cls: type
+    train_config_cls: type = TrainConfig
+    """The [train] section: TrainConfig (online) or OfflineTrainConfig."""
+
+    @property
+    def offline(self) -> bool:
+        return self.train_config_cls is OfflineTrainConfig
 
     def env_kwargs(self, config: Any) -> dict[str, Any]:
         """Keyword arguments for ``cadence.envs.make`` when training this agent.
@@ -30,6 +40,8 @@ class AgentSpec:
 AGENTS: dict[str, AgentSpec] = {
     "sac": AgentSpec("sac", SAC, SACConfig),
     "srl": AgentSpec("srl", SRL, SRLConfig),
+    "mopo": AgentSpec("mopo", MOPO, MOPOConfig, OfflineTrainConfig),
+    "mobile": AgentSpec("mobile", MOBILE, MOBILEConfig, OfflineTrainConfig),
 }
 
 
@@ -39,4 +51,5 @@ def agent_spec(name: str) -> AgentSpec:
     return AGENTS[name]
 
 
-__all__ = ["AGENTS", "SAC", "SRL", "AgentSpec", "SACConfig", "SRLConfig", "SequenceActor", "agent_spec"]
+__all__ = ["AGENTS", "MOBILE", "MOPO", "SAC", "SRL", "AgentSpec", "MOBILEConfig", "MOPOConfig", "SACConfig",
+           "SRLConfig", "SequenceActor", "agent_spec"]

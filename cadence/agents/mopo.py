@@ -1,0 +1,63 @@
+"""MOPO: SAC on real data mixed with short model rollouts whose rewards are penalised by model uncertainty
+(Yu et al., NeurIPS 2020). With ``morec`` on, MOREC's transition filter chooses each model step and ends
+rollouts whose dynamics reward falls below its threshold, so much longer rollouts are usable (DESIGN.md 3).
+
+The agent is SAC; what makes it MOPO is the data it learns from, produced by :func:`train_offline`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cadence.agents.sac import SAC, SACConfig
+from cadence.config import check, check_positive
+
+#: MOPO's penalty coefficient per data-set family (DESIGN.md, MOREC section: HalfCheetah 0.5, Hopper 10-15,
+#: Walker 0.25-1.0)
+PENALTY_BY_FAMILY = {"halfcheetah": 0.5, "hopper": 10.0, "walker2d": 0.5}
+
+
+@dataclass(frozen=True)
+class OfflineModelBasedConfig(SACConfig):
+    """Settings shared by MOPO and MOBILE: SAC's, plus how model data is made and mixed in."""
+
+    actor_lr: float = 1e-4
+    """Adam learning rate of the actor (MOREC's setting)."""
+    learning_starts: int = 0
+    """Offline: learning starts at once."""
+    rollout_length: int = 5
+    """Model steps per rollout (MOPO 1-5; with morec, 100)."""
+    rollout_batch_size: int = 2000
+    """Start states per rollout round."""
+    rollout_every: int = 1000
+    """Gradient steps between rollout rounds."""
+    model_retain_rounds: int = 5
+    """Rollout rounds the model buffer keeps (FIFO)."""
+    real_ratio: float = 0.05
+    """Share of real transitions in each batch."""
+    morec: bool = False
+    """Choose model steps with MOREC's dynamics-reward filter and end rollouts below its threshold."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("rollout_length", "rollout_batch_size", "rollout_every", "model_retain_rounds"):
+            check_positive(self, name)
+        check(0.0 <= self.real_ratio <= 1.0, "real_ratio", self.real_ratio, "in [0, 1]")
+
+
+@dataclass(frozen=True)
+class MOPOConfig(OfflineModelBasedConfig):
+    """Hyperparameters of MOPO (and MOREC-MOPO with ``morec = true``)."""
+
+    penalty_coef: float = 1.0
+    """lambda in r - lambda * max_k ||sigma_k(s, a)|| (see PENALTY_BY_FAMILY for per-task values)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.penalty_coef >= 0, "penalty_coef", self.penalty_coef, ">= 0")
+
+
+class MOPO(SAC):
+    """SAC trained by :func:`cadence.agents.offline.train_offline` on real data and penalised model rollouts."""
+
+    algo = "mopo"

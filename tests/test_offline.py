@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from cadence.agents import MOBILE, MOBILEConfig
+from cadence.agents.mobile import bellman_inconsistency
+from cadence.checkpoint import load_checkpoint
+from cadence.cli import main
+from cadence.envs import make
+from cadence.replay import DatasetError
+from cadence.replay.collect import collect_transitions, uniform_policy
+from cadence.runs import resolve_config, train
+from cadence.world_models.ensemble import EnsembleConfig, GaussianEnsemble
+
+SMALL = ["agent.rollout_every=50", "agent.rollout_batch_size=32", "agent.rollout_length=3", "agent.batch_size=32",
+         "agent.hidden_sizes=[32, 32]"]
+
+
+@pytest.fixture
+def hopper_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("CADENCE_DATA_DIR", str(tmp_path))
+    env = make("Hopper-v5")
+    data = collect_transitions(env, uniform_policy(env.action_space, 0), 1500, seed=0)
+    data.metadata = {"env_id": "Hopper-v5"}
+    data.save_hdf5(tmp_path / "hopper-random-v5.hdf5")
+    return tmp_path
+
+
+def offline(algo, total=150, extra=()):
+    base = {"train": {"dataset": "hopper-random", "total_steps": total, "eval_every": 100, "eval_episodes": 1,
+                      "model_max_epochs": 1, "torch_threads": 1, "progress": False, "checkpoint_every": 50,
+                      "log_every": 50}}
+    return resolve_config(algo, base, None, [*SMALL, *extra])
+
+
+def test_bellman_inconsistency_is_the_std_of_the_elites_targets(monkeypatch):
+    torch.manual_seed(0)
+    box = spaces.Box(-1, 1, (1,), np.float32)
+    agent = MOBILE(spaces.Box(-np.inf, np.inf, (2,), np.float32), box, MOBILEConfig(hidden_sizes=(8,), gamma=0.5))
+    model = GaussianEnsemble(2, 1, EnsembleConfig(n_members=3, n_elites=2, hidden_sizes=(8,)))
+    model.elites.copy_(torch.tensor([0, 2]))
+    # deterministic model: elite 0 predicts reward 1, elite 2 reward 3 (zero deltas, no variance)
+    means = torch.zeros(3, 4, 3)
+    means[0, :, 2], means[2, :, 2] = 1.0, 3.0
+    monkeypatch.setattr(model, "forward", lambda o, a: (means, torch.full_like(means, -60.0)))
+    monkeypatch.setattr(agent, "critic_target", lambda o, a: torch.zeros(2, o.shape[0]))
+    monkeypatch.setattr(agent, "actor", lambda o: (torch.zeros(o.shape[0], 1), torch.zeros(o.shape[0])))
+    u = bellman_inconsistency(model, agent, torch.zeros(4, 2), torch.zeros(4, 1))
+    torch.testing.assert_close(u, torch.full((4,), float(np.std([1.0, 3.0], ddof=1))))  # targets 1 and 3
+
+
+@pytest.mark.parametrize("algo", ["mopo", "mobile"])
+def test_offline_run_end_to_end_and_exact_resume(hopper_data, algo):
+    full = train(algo, offline(algo), hopper_data / "full")
+    assert full.step == 150 and [s for s, _ in full.evals] == [100, 150]
+    assert (hopper_data / "full" / "checkpoints" / "model.pt").is_file()
+    buffer = load_checkpoint(hopper_data / "full")["buffer"]
+    assert buffer["size"] > 32  # model rollouts were stored (3 rounds of up to 32 x 3 transitions)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(state):
+        if state.step >= 120:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(algo, offline(algo), hopper_data / "cut", callbacks=[stop])
+    resumed = train(algo, offline(algo), hopper_data / "cut", resume=True)
+    assert resumed.evals == full.evals
+    a = load_checkpoint(hopper_data / "full")["agent"]["actor"]
+    b = load_checkpoint(hopper_data / "cut")["agent"]["actor"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_offline_bad_input(hopper_data, capsys):
+    with pytest.raises(DatasetError, match="observation shape \\(11,\\) does not match the env's \\(17,\\)"):
+        train("mopo", offline("mopo", extra=["train.env=HalfCheetah-v5"]), hopper_data / "wrong_env")
+    with pytest.raises(Exception, match="rollout_length"):
+        offline("mopo", extra=["agent.rollout_length=0"])
+    assert main(["train", "sac", "--dataset", "hopper-random"]) == 2
+    assert "for the offline algos" in capsys.readouterr().err
