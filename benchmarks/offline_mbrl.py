@@ -1,0 +1,69 @@
+"""MOPO against MOREC-MOPO at the same gradient-step budget (issue 6), on cadence-generated data sets.
+
+For each data set and seed both methods train as normal cadence run folders (resumable); the table reports
+the normalised score of the last and of the best evaluation, and one plot per data set shows the curves.
+The data sets must exist: ``cadence collect --env Hopper-v5 --kind medium`` (and ``--kind expert`` for the
+expert reference). Still to add: model error on held-out expert transitions with and without the filter.
+
+    python benchmarks/offline_mbrl.py --datasets hopper-medium halfcheetah-medium --seeds 1 2 --steps 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from common import RESULTS, merge_result
+
+from cadence import runs
+from cadence.agents.mopo import PENALTY_BY_FAMILY
+from cadence.evaluation.plots import plot_curves
+from cadence.evaluation.scores import normalized_score
+
+METHODS = {"MOPO": [], "MOREC-MOPO": ["agent.morec=true", "agent.rollout_length=100"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datasets", nargs="+", default=["hopper-medium", "halfcheetah-medium"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, default=200_000, help="gradient steps per run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench_offline_mbrl"))
+    args = parser.parse_args()
+
+    for dataset in args.datasets:
+        family = dataset.split("-")[0]
+        penalty = f"agent.penalty_coef={PENALTY_BY_FAMILY.get(family, 1.0)}"
+        curves: dict[str, list] = {m: [] for m in METHODS}
+        table: dict[str, dict] = {}
+        for method, overrides in METHODS.items():
+            last, best = [], []
+            for seed in args.seeds:
+                base = {"train": {"dataset": dataset, "seed": seed, "total_steps": args.steps,
+                                  "torch_threads": args.threads, "progress": False}}
+                sections = runs.resolve_config("mopo", base, None, [penalty, *overrides])
+                evals = runs.train_or_resume("mopo", sections, args.runs / f"{method}_{dataset}_s{seed}")
+                scored = [(s, float(normalized_score(_env_of(dataset), r))) for s, r in evals]
+                curves[method].append(scored)
+                last.append(scored[-1][1])
+                best.append(max(v for _, v in scored))
+            table[method] = {"last_mean": float(np.mean(last)), "last_std": float(np.std(last)),
+                             "best_mean": float(np.mean(best)), "best_std": float(np.std(best)),
+                             "last": last, "best": best}
+        merge_result("offline_mbrl", dataset, {"steps": args.steps, "seeds": args.seeds, "methods": table,
+                                               "curves": curves})
+        plot_curves(curves, RESULTS / f"offline_mbrl_{dataset}.png", xlabel="gradient steps",
+                    ylabel="normalised score", title=f"{dataset}: MOPO against MOREC-MOPO")
+        for method, row in table.items():
+            print(f"{dataset:22s} {method:12s} last {row['last_mean']:6.1f} ± {row['last_std']:4.1f}   "
+                  f"best {row['best_mean']:6.1f} ± {row['best_std']:4.1f}")
+
+
+def _env_of(dataset: str) -> str:
+    return {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}[dataset.split("-")[0]]
+
+
+if __name__ == "__main__":
+    main()
