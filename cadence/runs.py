@@ -29,10 +29,17 @@ from cadence.evaluation.plots import plot_fas
 from cadence.io import atomic_write_json, atomic_write_text
 from cadence.logging import RunLogger
 from cadence.seeding import seed_everything
-from cadence.world_models.ensemble import GaussianEnsemble
+from cadence.world_models import (
+    DynamicsReward,
+    DynamicsRewardConfig,
+    FilterConfig,
+    GaussianEnsemble,
+    TransitionFilter,
+)
 
 CONFIG_FILE = "config.toml"
 MODEL = "model.pt"  # the fitted dynamics ensemble of offline model-based runs
+DYNAMICS_REWARD = "dynamics_reward.pt"  # MOREC's fitted dynamics reward
 METRICS_FILE = "metrics.json"
 
 
@@ -162,6 +169,10 @@ def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: b
     else:
         model, fit = fit_model(real, obs_dim, act_dim, max_epochs=train_cfg.model_max_epochs, seed=train_cfg.seed)
         save_checkpoint(run_dir, {"algo": spec.name, "model": model.state_dict(), "fit": fit, "env": env_id}, MODEL)
+    choose = None
+    if agent_cfg.morec:  # MOREC: a dynamics reward learned on the data against this model filters rollouts
+        choose = _morec_filter(run_dir, spec.name, real, model, obs_dim, act_dim, train_cfg.seed,
+                               agent_cfg.morec_fit_steps)
     name = train_cfg.dataset
 
     def score(ret: float) -> float:
@@ -171,10 +182,24 @@ def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: b
         score(0.0)
     except ValueError:  # no reference scores for this env yet: log returns only
         score = None  # type: ignore[assignment]
-    state = train_offline(agent, real, model, eval_env, env_id, train_cfg, run_dir, resume=resume, score=score,
-                          callbacks=callbacks)
+    state = train_offline(agent, real, model, eval_env, env_id, train_cfg, run_dir, choose=choose, resume=resume,
+                          score=score, callbacks=callbacks)
     extra = {"dataset": name, "final_normalized_score": score(state.evals[-1][1])} if score else {"dataset": name}
     return _close_run(spec.name, sections, run_dir, state, env_id, extra)
+
+
+def _morec_filter(run_dir: Path, algo: str, real: Any, model: GaussianEnsemble, obs_dim: int, act_dim: int,
+                  seed: int, steps: int) -> Callable[[torch.Generator], TransitionFilter]:
+    """MOREC's transition filter (made with the loop's generator, so resume stays exact); its dynamics reward
+    is fitted once and kept in checkpoints/dynamics_reward.pt."""
+    reward = DynamicsReward(obs_dim, act_dim, DynamicsRewardConfig(steps=steps))
+    if checkpoint_path(run_dir, DYNAMICS_REWARD).is_file():
+        saved = load_checkpoint(run_dir, DYNAMICS_REWARD, required=("dynamics_reward",))
+        reward.load_state_dict(saved["dynamics_reward"])
+    else:
+        fit = reward.fit(real, model, generator=torch.Generator().manual_seed(seed))
+        save_checkpoint(run_dir, {"algo": algo, "dynamics_reward": reward.state_dict(), "fit": fit}, DYNAMICS_REWARD)
+    return lambda generator: TransitionFilter(model, reward, FilterConfig(), generator)
 
 
 @dataclasses.dataclass(frozen=True)

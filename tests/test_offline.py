@@ -81,3 +81,15 @@ def test_offline_bad_input(hopper_data, capsys):
         offline("mopo", extra=["agent.rollout_length=0"])
     assert main(["train", "sac", "--dataset", "hopper-random"]) == 2
     assert "for the offline algos" in capsys.readouterr().err
+
+
+def test_morec_mopo_fits_a_dynamics_reward_and_filters_rollouts(hopper_data):
+    sections = offline("mopo", total=60, extra=["agent.morec=true", "agent.rollout_length=10",
+                                                           "agent.morec_fit_steps=60"])
+    from cadence.world_models import DynamicsRewardConfig
+
+    assert DynamicsRewardConfig().history == 400 and DynamicsRewardConfig().every == 10  # DESIGN.md's ensemble
+    state = train("mopo", sections, hopper_data / "morec")
+    assert state.step == 60
+    saved = load_checkpoint(hopper_data / "morec", "dynamics_reward.pt")
+    assert "dynamics_reward" in saved and saved["fit"]

@@ -37,10 +37,12 @@ class OfflineModelBasedConfig(SACConfig):
     """Share of real transitions in each batch."""
     morec: bool = False
     """Choose model steps with MOREC's dynamics-reward filter and end rollouts below its threshold."""
+    morec_fit_steps: int = 5000
+    """Discriminator training steps of MOREC's dynamics reward (at least every * checkpoint_interval = 50)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("rollout_length", "rollout_batch_size", "rollout_every", "model_retain_rounds"):
+        for name in ("rollout_length", "rollout_batch_size", "rollout_every", "model_retain_rounds", "morec_fit_steps"):
             check_positive(self, name)
         check(0.0 <= self.real_ratio <= 1.0, "real_ratio", self.real_ratio, "in [0, 1]")
 

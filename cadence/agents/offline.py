@@ -99,7 +99,7 @@ def train_offline(
     config: OfflineTrainConfig,
     run_dir: str | Path,
     *,
-    choose: Choose | None = None,
+    choose: Callable[[torch.Generator], Choose] | None = None,
     resume: bool = False,
     score: Callable[[float], float] | None = None,
     callbacks: Sequence[Callable[[TrainState], None]] = (),
@@ -114,14 +114,15 @@ def train_offline(
         env_id: its id (for the termination function of model rollouts).
         config: loop settings.
         run_dir: the run folder.
-        choose: how a model step picks its next state (default: a random elite's sample; MOREC's filter).
+        choose: makes, from the loop's generator, how a model step picks its next state (default: a random
+            elite's sample; MOREC's filter).
         resume: continue from the run's last checkpoint.
         score: maps a mean return to a normalised score for logging (``eval/normalized_score``), if given.
     """
     run_dir, cfg = Path(run_dir), agent.config
     agent.model = model  # MOBILE's penalty needs it; MOPO ignores it
     generator = torch.Generator(device=config.device).manual_seed(config.seed)
-    choose = choose or random_elite_sample(model, generator)
+    choose_next = (choose or (lambda g: random_elite_sample(model, g)))(generator)
     model_buffer = ModelRolloutBuffer.for_rollouts(cfg.rollout_batch_size, cfg.rollout_length, cfg.model_retain_rounds,
                                                    real.obs_shape, real.act_shape, config.device)
     sampler = MixedSampler(real, model_buffer, cfg.real_ratio)
@@ -148,7 +149,7 @@ def train_offline(
         while state.step < config.total_steps:
             if state.step % cfg.rollout_every == 0:  # a round of model rollouts from real start states
                 start = real.sample(cfg.rollout_batch_size, generator)["obs"]
-                out = model_rollout(start, policy, choose, terminated, rollout, penalty)
+                out = model_rollout(start, policy, choose_next, terminated, rollout, penalty)
                 if len(out["obs"]):
                     model_buffer.add(out["obs"], out["action"], out["reward"], out["next_obs"], out["terminated"])
                 metrics["model/rollout_transitions"] = float(len(out["obs"]))
