@@ -164,8 +164,12 @@ def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: b
     obs_dim, act_dim = eval_env.observation_space.shape[0], eval_env.action_space.shape[0]
     model_path = checkpoint_path(run_dir, MODEL)
     if model_path.is_file():  # fitted before (this run, or the run it resumes): fitting is the expensive part
+        saved = load_checkpoint(run_dir, MODEL, required=("model", "env"))
+        if saved["env"] != env_id:
+            raise CheckpointError(f"{model_path} holds a model of {saved['env']}, but this run evaluates in {env_id}; "
+                                  "use another run folder")
         model = GaussianEnsemble(obs_dim, act_dim)
-        model.load_state_dict(load_checkpoint(run_dir, MODEL, required=("model",))["model"])
+        model.load_state_dict(saved["model"])
     else:
         model, fit = fit_model(real, obs_dim, act_dim, max_epochs=train_cfg.model_max_epochs, seed=train_cfg.seed)
         save_checkpoint(run_dir, {"algo": spec.name, "model": model.state_dict(), "fit": fit, "env": env_id}, MODEL)

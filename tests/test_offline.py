@@ -5,7 +5,7 @@ from gymnasium import spaces
 
 from cadence.agents import MOBILE, MOBILEConfig
 from cadence.agents.mobile import bellman_inconsistency
-from cadence.checkpoint import load_checkpoint
+from cadence.checkpoint import CheckpointError, load_checkpoint
 from cadence.cli import main
 from cadence.envs import make
 from cadence.replay import DatasetError
@@ -81,6 +81,11 @@ def test_offline_bad_input(hopper_data, capsys):
         offline("mopo", extra=["agent.rollout_length=0"])
     assert main(["train", "sac", "--dataset", "hopper-random"]) == 2
     assert "for the offline algos" in capsys.readouterr().err
+    # a run folder whose fitted model belongs to another env
+    (hopper_data / "other" / "checkpoints").mkdir(parents=True)
+    torch.save({"algo": "mopo", "model": {}, "env": "Walker2d-v5"}, hopper_data / "other" / "checkpoints" / "model.pt")
+    with pytest.raises(CheckpointError, match="holds a model of Walker2d-v5, but this run evaluates in Hopper-v5"):
+        train("mopo", offline("mopo"), hopper_data / "other")
 
 
 def test_morec_mopo_fits_a_dynamics_reward_and_filters_rollouts(hopper_data):
