@@ -3,7 +3,9 @@
 For each data set and seed both methods train as normal cadence run folders (resumable); the table reports
 the normalised score of the last and of the best evaluation, and one plot per data set shows the curves.
 The data sets must exist: ``cadence collect --env Hopper-v5 --kind medium`` (and ``--kind expert`` for the
-expert reference). Still to add: model error on held-out expert transitions with and without the filter.
+expert reference). With ``--heldout hopper-expert`` it also measures, for each MOREC run, the model's error on
+transitions of another policy: the next state of a random elite's sample (plain MBPO/MOPO) against the one
+MOREC's filter chooses.
 
     python benchmarks/offline_mbrl.py --datasets hopper-medium halfcheetah-medium --seeds 1 2 --steps 200000
 """
@@ -31,6 +33,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200_000, help="gradient steps per run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_offline_mbrl"))
+    parser.add_argument("--heldout", nargs="*", default=[],
+                        help="per data set, one of another policy for the model-error check (e.g. hopper-expert)")
     args = parser.parse_args()
 
     for dataset in args.datasets:
@@ -52,13 +56,45 @@ def main() -> None:
             table[method] = {"last_mean": float(np.mean(last)), "last_std": float(np.std(last)),
                              "best_mean": float(np.mean(best)), "best_std": float(np.std(best)),
                              "last": last, "best": best}
-        merge_result("offline_mbrl", dataset, {"steps": args.steps, "seeds": args.seeds, "methods": table,
-                                               "curves": curves})
+        result = {"steps": args.steps, "seeds": args.seeds, "methods": table, "curves": curves}
+        heldout = dict(zip(args.datasets, args.heldout, strict=False)).get(dataset)
+        if heldout:
+            result["heldout_model_error"] = {
+                str(seed): heldout_error(args.runs / f"MOREC-MOPO_{dataset}_s{seed}", heldout) for seed in args.seeds}
+        merge_result("offline_mbrl", dataset, result)
         plot_curves(curves, RESULTS / f"offline_mbrl_{dataset}.png", xlabel="gradient steps",
                     ylabel="normalised score", title=f"{dataset}: MOPO against MOREC-MOPO")
         for method, row in table.items():
             print(f"{dataset:22s} {method:12s} last {row['last_mean']:6.1f} ± {row['last_std']:4.1f}   "
                   f"best {row['best_mean']:6.1f} ± {row['best_std']:4.1f}")
+
+
+def heldout_error(run_dir: Path, heldout: str, rows: int = 5000, seed: int = 0) -> dict[str, float]:
+    """Mean absolute next-state error on ``rows`` transitions of ``heldout``: plain sample vs MOREC filter."""
+    import torch
+
+    from cadence.checkpoint import load_checkpoint
+    from cadence.replay import load_dataset
+    from cadence.world_models import DynamicsReward, DynamicsRewardConfig, FilterConfig, TransitionFilter
+    from cadence.world_models.ensemble import GaussianEnsemble
+    from cadence.world_models.rollout import random_elite_sample
+
+    data = load_dataset(heldout)
+    pick = np.random.default_rng(seed).choice(len(data), size=min(rows, len(data)), replace=False)
+    obs, act = torch.as_tensor(data.observations[pick]), torch.as_tensor(data.actions[pick])
+    true_next = torch.as_tensor(data.next_obs()[pick])
+    model = GaussianEnsemble(obs.shape[1], act.shape[1])
+    model.load_state_dict(load_checkpoint(run_dir, runs.MODEL)["model"])
+    saved = load_checkpoint(run_dir, runs.DYNAMICS_REWARD)
+    reward = DynamicsReward(obs.shape[1], act.shape[1], DynamicsRewardConfig())
+    reward.load_state_dict(saved["dynamics_reward"])
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        plain = random_elite_sample(model, generator)(obs, act)[0]
+        filtered, _, keep = TransitionFilter(model, reward, FilterConfig(), generator)(obs, act)
+    error = lambda pred: float((pred - true_next).abs().mean())
+    return {"plain_sample": error(plain), "morec_filter": error(filtered), "kept_fraction": float(keep.float().mean()),
+            "morec_filter_kept_rows": error(filtered[keep]) if keep.any() else float("nan")}
 
 
 def _env_of(dataset: str) -> str:
