@@ -21,12 +21,12 @@ import torch
 
 import cadence
 from cadence.agents.training import (
+    PeriodicLog,
     TrainState,
-    _evaluate_if_due,
-    _finish,
-    _PeriodicLog,
-    _progress,
-    _restore,
+    evaluate_if_due,
+    finish_run,
+    progress_bar,
+    restore_run,
 )
 from cadence.checkpoint import save_checkpoint
 from cadence.config import check, check_positive
@@ -132,7 +132,7 @@ def train_offline(
     policy = lambda obs: agent.actor(obs)[0]
     state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
     if resume:
-        bundle, state = _restore(run_dir, agent, model_buffer, "generator")
+        bundle, state = restore_run(run_dir, agent, model_buffer, "generator")
         generator.set_state(bundle["generator"])
     logger = RunLogger(run_dir, purge_step=state.step if resume else None, write_layout=not resume)
 
@@ -142,10 +142,10 @@ def train_offline(
                 "train_state": dataclasses.asdict(state), "cadence_version": cadence.__version__}
 
     metrics: dict[str, float] = {}
-    with _progress(config.progress) as progress:
+    with progress_bar(config.progress) as progress:
         task = progress.add_task(agent.algo.upper(), total=config.total_steps, completed=state.step,
                                  speed=0.0, ret=state.last_return)
-        log = _PeriodicLog(logger, progress, task, config.log_every, state.step)
+        log = PeriodicLog(logger, progress, task, config.log_every, state.step)
         while state.step < config.total_steps:
             if state.step % cfg.rollout_every == 0:  # a round of model rollouts from real start states
                 start = real.sample(cfg.rollout_batch_size, generator)["obs"]
@@ -162,7 +162,7 @@ def train_offline(
                 raise RuntimeError(f"{bad[0]} became {metrics[bad[0]]} at gradient step {state.step}; the last good "
                                    f"checkpoint is kept in {run_dir / 'checkpoints'}")
             log(state, metrics)
-            if _evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
+            if evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
                 break
             if score is not None and state.evals and state.evals[-1][0] == state.step:
                 logger.scalars({"eval/normalized_score": score(state.evals[-1][1])}, state.step)
@@ -171,5 +171,5 @@ def train_offline(
                 save_checkpoint(run_dir, bundle_now())
             for callback in callbacks:
                 callback(state)
-    _finish(agent, eval_env, config, state, logger, run_dir, bundle_now())
+    finish_run(agent, eval_env, config, state, logger, run_dir, bundle_now())
     return state

@@ -106,7 +106,7 @@ def checkpoint_bundle(agent: Any, buffer: ReplayBuffer, env: Any, state: TrainSt
     }
 
 
-def _progress(enabled: bool) -> Progress:
+def progress_bar(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[speed]:.0f} steps/s"), TextColumn("last return {task.fields[ret]:.1f}"),
@@ -114,7 +114,7 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-def _restore(run_dir: Path, agent: Any, buffer: ReplayBuffer, env_key: str) -> tuple[dict[str, Any], TrainState]:
+def restore_run(run_dir: Path, agent: Any, buffer: ReplayBuffer, env_key: str) -> tuple[dict[str, Any], TrainState]:
     """Load the last checkpoint into ``agent``, ``buffer`` and the global RNGs; the env part is the caller's."""
     bundle = load_checkpoint(run_dir, required=("algo", "agent", "buffer", "rng", env_key, "train_state"))
     if bundle["algo"] != agent.algo:
@@ -127,7 +127,7 @@ def _restore(run_dir: Path, agent: Any, buffer: ReplayBuffer, env_key: str) -> t
     return bundle, state
 
 
-class _PeriodicLog:
+class PeriodicLog:
     """Training metrics, steps/s and the progress bar, every ``every`` env steps."""
 
     def __init__(self, logger: RunLogger, progress: Progress, task: Any, every: int, step: int):
@@ -146,7 +146,7 @@ class _PeriodicLog:
         self.last_step, self.last_time = state.step, now
 
 
-def _learn(agent: Any, buffer: ReplayBuffer, transitions: int, state: TrainState, run_dir: Path) -> dict[str, float]:
+def learn(agent: Any, buffer: ReplayBuffer, transitions: int, state: TrainState, run_dir: Path) -> dict[str, float]:
     """``gradient_steps`` updates per new transition; stops on a non-finite loss, naming it and the step."""
     metrics: dict[str, float] = {}
     for _ in range(agent.config.gradient_steps * int(transitions)):
@@ -158,7 +158,7 @@ def _learn(agent: Any, buffer: ReplayBuffer, transitions: int, state: TrainState
     return metrics
 
 
-def _evaluate_if_due(agent: Any, eval_env: Any, config: TrainConfig, state: TrainState, logger: RunLogger,
+def evaluate_if_due(agent: Any, eval_env: Any, config: TrainConfig, state: TrainState, logger: RunLogger,
                      progress: Progress, run_dir: Path) -> bool:
     """Evaluate (and snapshot) when due; True when the evaluation reached ``config.stop_return``."""
     if not config.eval_every or state.step < state.next_eval:
@@ -174,7 +174,7 @@ def _evaluate_if_due(agent: Any, eval_env: Any, config: TrainConfig, state: Trai
     return mean_return >= config.stop_return
 
 
-def _finish(agent: Any, eval_env: Any, config: TrainConfig, state: TrainState, logger: RunLogger, run_dir: Path,
+def finish_run(agent: Any, eval_env: Any, config: TrainConfig, state: TrainState, logger: RunLogger, run_dir: Path,
             bundle: dict[str, Any]) -> None:
     """Final evaluation (unless one was just done), last checkpoint and the deployment checkpoint."""
     if not state.evals or state.evals[-1][0] != state.step:
@@ -222,7 +222,7 @@ def train_online(
     buffer = ReplayBuffer(agent_cfg.buffer_size, env.observation_space.shape, act_shape, config.device)
     state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
     if resume:
-        bundle, state = _restore(run_dir, agent, buffer, "env_rng")
+        bundle, state = restore_run(run_dir, agent, buffer, "env_rng")
         set_env_rng_state(env, bundle["env_rng"])
         obs, _ = env.reset()
     else:
@@ -232,10 +232,10 @@ def train_online(
 
     episode_return, episode_start = 0.0, True
     metrics: dict[str, float] = {}
-    with _progress(config.progress) as progress:
+    with progress_bar(config.progress) as progress:
         task = progress.add_task(agent.algo.upper(), total=config.total_steps, completed=state.step,
                                  speed=0.0, ret=state.last_return)
-        log = _PeriodicLog(logger, progress, task, config.log_every, state.step)
+        log = PeriodicLog(logger, progress, task, config.log_every, state.step)
         while state.step < config.total_steps:
             # act: uniform random actions until learning starts
             if state.step < agent_cfg.learning_starts:
@@ -258,13 +258,13 @@ def train_online(
 
             # learn: gradient_steps per stored transition (per primitive step for primitive learners)
             if state.step >= agent_cfg.learning_starts:
-                metrics = _learn(agent, buffer, info["primitive_steps"] if primitive else 1, state, run_dir) or metrics
+                metrics = learn(agent, buffer, info["primitive_steps"] if primitive else 1, state, run_dir) or metrics
 
             # log
             log(state, metrics)
 
             # evaluate
-            if _evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
+            if evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
                 break  # reached config.stop_return
 
             # episode end: log, checkpoint if one is due, reset. The checkpoint is written before
@@ -282,7 +282,7 @@ def train_online(
             for callback in callbacks:
                 callback(state)
 
-    _finish(agent, eval_env, config, state, logger, run_dir, checkpoint_bundle(agent, buffer, env, state))
+    finish_run(agent, eval_env, config, state, logger, run_dir, checkpoint_bundle(agent, buffer, env, state))
     return state
 
 
@@ -316,7 +316,7 @@ def train_batched(
     state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
     returns, starts = np.zeros(n), np.ones(n, bool)
     if resume:
-        bundle, state = _restore(run_dir, agent, buffer, "batched_env")
+        bundle, state = restore_run(run_dir, agent, buffer, "batched_env")
         env.load_state_dict(bundle["batched_env"])
         returns, starts = bundle["episode_returns"], bundle["episode_starts"]
         obs = env._out(env._obs).numpy()
@@ -330,10 +330,10 @@ def train_batched(
                 "train_state": dataclasses.asdict(state), "cadence_version": cadence.__version__}
 
     metrics: dict[str, float] = {}
-    with _progress(config.progress) as progress:
+    with progress_bar(config.progress) as progress:
         task = progress.add_task(f"{agent.algo.upper()} x{n}", total=config.total_steps, completed=state.step,
                                  speed=0.0, ret=state.last_return)
-        log = _PeriodicLog(logger, progress, task, config.log_every, state.step)
+        log = PeriodicLog(logger, progress, task, config.log_every, state.step)
         while state.step < config.total_steps:
             if state.step < agent_cfg.learning_starts:  # uniform actions (numpy's generator, checkpointed)
                 actions = np.random.uniform(low, high, (n, *low.shape)).astype(np.float32)
@@ -361,11 +361,11 @@ def train_batched(
             obs = next_obs_np
 
             if state.step >= agent_cfg.learning_starts:
-                metrics = _learn(agent, buffer, new_steps if primitive else n, state, run_dir) or metrics
+                metrics = learn(agent, buffer, new_steps if primitive else n, state, run_dir) or metrics
 
             log(state, metrics)
 
-            if _evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
+            if evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
                 break
 
             for i in np.flatnonzero(ended):
@@ -380,5 +380,5 @@ def train_batched(
             for callback in callbacks:
                 callback(state)
 
-    _finish(agent, eval_env, config, state, logger, run_dir, bundle_now())
+    finish_run(agent, eval_env, config, state, logger, run_dir, bundle_now())
     return state
