@@ -9,7 +9,7 @@ env and budget are kept, so seeds can be added one invocation at a time (``--see
 
     python benchmarks/srl_fas.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
     python benchmarks/srl_fas.py --env Reacher-v5 --seeds 1 2 3 --steps 30000
-    python benchmarks/srl_fas.py --env Hopper-v5 --seeds 1 --steps 100000
+    python benchmarks/srl_fas.py --env Hopper-v5 --seeds 1 --steps 50000
 """
 
 from __future__ import annotations
