@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/sac_throughput.py
 	$(PY) benchmarks/replay.py
 	$(PY) benchmarks/sac_learning.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
-	$(PY) benchmarks/sac_learning.py --env Hopper-v5 --seeds 1 --steps 300000
+	$(PY) benchmarks/sac_learning.py --env Hopper-v5 --seeds 1 2 --steps 300000
 	$(PY) benchmarks/srl_fas.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
 	$(PY) benchmarks/srl_fas.py --env Reacher-v5 --seeds 1 2 3 --steps 30000
 	$(PY) benchmarks/srl_fas.py --env Hopper-v5 --seeds 1 --steps 50000
