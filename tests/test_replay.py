@@ -92,3 +92,13 @@ def test_bad_input():
     buf.add(np.zeros(3), np.zeros(2), 0.0, np.zeros(3), False)
     with pytest.raises(ValueError, match="length"):
         buf.sample_sequences(4, 0)
+
+
+def test_atomic_writes_are_readable_like_plain_files(tmp_path):
+    from cadence.io import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "a.txt", "x")
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    path.chmod(0o640)
+    atomic_write_text(path, "y")
+    assert path.stat().st_mode & 0o777 == 0o640 and path.read_text() == "y"  # a replaced file keeps its mode
