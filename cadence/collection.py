@@ -98,8 +98,9 @@ def collect(cfg: CollectConfig, policy_overrides: tuple[str, ...] = ()) -> Path:
     if cfg.kind == "medium-expert":
         parts = [OfflineDataset.load_hdf5(collect(_with_kind(cfg, k), policy_overrides)) for k in ("medium", "expert")]
         data = concatenate(parts)
-        data.metadata = {**parts[0].metadata, "kind": "medium-expert", "policy": "medium then expert",
-                         "transitions": len(data), "parts": json.dumps([p.metadata for p in parts], default=str)}
+        data.metadata = provenance(cfg.env, "medium-expert", "medium then expert", cfg.policy_seed,
+                                   int(parts[1].metadata.get("policy_steps", 0)), data,
+                                   parts=json.dumps([p.metadata for p in parts], default=str))
         data.save_hdf5(target)
         return target
 

@@ -73,6 +73,9 @@ def test_collect_every_kind_from_one_small_sac_run(tmp_path, monkeypatch):
     medium, expert = load_dataset("hopper-medium"), load_dataset("hopper-expert", obs_shape=(11,), act_shape=(3,))
     both = load_dataset("hopper-medium-expert")
     assert len(both) == 240 and both.metadata["kind"] == "medium-expert"
+    assert both.metadata["episodes"] == len(medium.episode_returns()) + len(expert.episode_returns())
+    returns = np.r_[medium.episode_returns(), expert.episode_returns()]
+    assert both.metadata["mean_return"] == pytest.approx(returns.mean())  # of the whole file, not a part
     np.testing.assert_array_equal(both.observations[120:], expert.observations)
     evals = json.loads((tmp_path / "policies" / "sac_Hopper-v5_s1" / "metrics.json").read_text())["evals"]
     assert medium.metadata["policy_steps"] in [s for s, _ in evals]  # a snapshot of the same run
