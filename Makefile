@@ -26,11 +26,18 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/sac_throughput.py
 	$(PY) benchmarks/replay.py
+	$(PY) benchmarks/ensemble_throughput.py
+	$(PY) benchmarks/batched_rollout.py
+	$(PY) benchmarks/morec_synthetic.py
 	$(PY) benchmarks/sac_learning.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
 	$(PY) benchmarks/sac_learning.py --env Hopper-v5 --seeds 1 2 --steps 300000
 	$(PY) benchmarks/srl_fas.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
 	$(PY) benchmarks/srl_fas.py --env Reacher-v5 --seeds 1 2 3 --steps 30000
 	$(PY) benchmarks/srl_fas.py --env Hopper-v5 --seeds 1 --steps 50000
+	$(PY) benchmarks/srl_throughput.py --threads 1
+	$(VENV)/bin/cadence collect --env Hopper-v5 --kind random --record-reference
+	$(VENV)/bin/cadence collect --env Hopper-v5 --kind medium-expert --policy-steps 300000 --policy-seed 2 --record-reference
+	$(PY) benchmarks/offline_mbrl.py --datasets hopper-medium --seeds 1 2 --heldout hopper-expert
 
 dashboard: $(STAMP)
 	$(VENV)/bin/cadence dashboard --logdir runs
