@@ -33,6 +33,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200_000, help="gradient steps per run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_offline_mbrl"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run (e.g. train.model_max_epochs=2)")
+    parser.add_argument("--morec-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override for the MOREC runs only (e.g. agent.rollout_batch_size=200 on a CPU)")
     parser.add_argument("--heldout", nargs="*", default=[],
                         help="per data set, one of another policy for the model-error check (e.g. hopper-expert)")
     args = parser.parse_args()
@@ -47,7 +51,8 @@ def main() -> None:
             for seed in args.seeds:
                 base = {"train": {"dataset": dataset, "seed": seed, "total_steps": args.steps,
                                   "torch_threads": args.threads, "progress": False}}
-                sections = runs.resolve_config("mopo", base, None, [penalty, *overrides])
+                extra = [*args.set, *(args.morec_set if method.startswith("MOREC") else [])]
+                sections = runs.resolve_config("mopo", base, None, [penalty, *overrides, *extra])
                 evals = runs.train_or_resume("mopo", sections, args.runs / f"{method}_{dataset}_s{seed}")
                 scored = [(s, float(normalized_score(_env_of(dataset), r))) for s, r in evals]
                 curves[method].append(scored)
@@ -56,7 +61,9 @@ def main() -> None:
             table[method] = {"last_mean": float(np.mean(last)), "last_std": float(np.std(last)),
                              "best_mean": float(np.mean(best)), "best_std": float(np.std(best)),
                              "last": last, "best": best}
-        result = {"steps": args.steps, "seeds": args.seeds, "methods": table, "curves": curves}
+        result = {"steps": args.steps, "seeds": args.seeds, "methods": table, "curves": curves,
+                  "overrides": {"all": args.set, "morec": [*METHODS["MOREC-MOPO"], *args.morec_set],
+                                "penalty": penalty}}
         heldout = dict(zip(args.datasets, args.heldout, strict=False)).get(dataset)
         if heldout:
             result["heldout_model_error"] = {
