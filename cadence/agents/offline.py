@@ -21,6 +21,7 @@ import torch
 
 import cadence
 from cadence.agents.training import (
+    LoopConfig,
     PeriodicLog,
     TrainState,
     evaluate_if_due,
@@ -29,7 +30,7 @@ from cadence.agents.training import (
     restore_run,
 )
 from cadence.checkpoint import save_checkpoint
-from cadence.config import check, check_positive
+from cadence.config import check
 from cadence.envs.terminations import termination_fn
 from cadence.logging import RunLogger
 from cadence.replay import ReplayBuffer
@@ -41,44 +42,21 @@ from cadence.world_models.trainer import EnsembleTrainer, buffer_transitions
 
 
 @dataclass(frozen=True)
-class OfflineTrainConfig:
-    """The offline loop: data, budget in gradient steps, evaluation, logging and checkpoints."""
+class OfflineTrainConfig(LoopConfig):
+    """The offline loop: the data set, the model fit, and the shared loop settings counted in gradient steps."""
 
-    dataset: str = "hopper-medium"
-    """Data set name or path (see cadence.replay.load_dataset): hopper-medium, d4rl:NAME, minari:ID, a file."""
     env: str = ""
     """Env to evaluate in; empty: the data set's own (its env_id metadata)."""
-    seed: int = 1
-    """Seed for networks, sampling and evaluation."""
     total_steps: int = 500_000
     """Budget in gradient steps."""
-    eval_every: int = 10_000
-    """Evaluate every this many gradient steps (0 disables)."""
-    eval_episodes: int = 10
-    """Episodes per evaluation."""
-    checkpoint_every: int = 50_000
-    """Write a checkpoint every this many gradient steps."""
-    log_every: int = 1_000
-    """Log losses every this many gradient steps."""
+    dataset: str = "hopper-medium"
+    """Data set name or path (see cadence.replay.load_dataset): hopper-medium, d4rl:NAME, minari:ID, a file."""
     model_max_epochs: int = 0
     """Cap on the model's training epochs (0: the ensemble config's own cap)."""
-    torch_threads: int = 2
-    """torch intra-op threads (0 keeps torch's default)."""
-    device: str = "cpu"
-    """Torch device for networks and buffers."""
-    progress: bool = True
-    """Show a progress bar."""
-    snapshots: bool = False
-    """Also keep the deployable policy of every evaluation."""
-    stop_return: float = math.inf
-    """Stop early once an evaluation's mean return reaches this (inf: never)."""
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "eval_episodes", "checkpoint_every", "log_every"):
-            check_positive(self, name)
-        check(self.eval_every >= 0, "eval_every", self.eval_every, ">= 0")
+        super().__post_init__()
         check(self.model_max_epochs >= 0, "model_max_epochs", self.model_max_epochs, ">= 0")
-        check(self.seed >= 0, "seed", self.seed, ">= 0")
 
 
 def fit_model(real: ReplayBuffer, obs_dim: int, act_dim: int, model: GaussianEnsemble | None = None,

@@ -23,8 +23,8 @@ from cadence.seeding import rng_state, set_rng_state
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """The online training loop: budget, evaluation, logging and checkpoints."""
+class LoopConfig:
+    """What every training loop shares: budget, evaluation, logging and checkpoints."""
 
     env: str = "Hopper-v5"
     """Env id passed to cadence.envs.make."""
@@ -33,13 +33,13 @@ class TrainConfig:
     total_steps: int = 1_000_000
     """Budget in primitive env steps."""
     eval_every: int = 10_000
-    """Evaluate the deterministic policy every this many env steps (0 disables)."""
+    """Evaluate the deterministic policy every this many steps (0 disables)."""
     eval_episodes: int = 10
     """Episodes per evaluation."""
     checkpoint_every: int = 50_000
-    """Write a checkpoint at the first episode end after every this many env steps."""
+    """Write a checkpoint (at the next episode end, for a single env) after every this many steps."""
     log_every: int = 1_000
-    """Log training losses every this many env steps."""
+    """Log training losses every this many steps."""
     torch_threads: int = 2
     """torch intra-op threads (0 keeps torch's default)."""
     device: str = "cpu"
@@ -50,15 +50,25 @@ class TrainConfig:
     """Also keep the deployable policy of every evaluation, as checkpoints/agent_<step>.pt (for data collection)."""
     stop_return: float = math.inf
     """Stop early once an evaluation's mean return reaches this (inf: never)."""
-    num_envs: int = 1
-    """Worlds collecting experience at once; above 1 they run batched on the rollout backend (envs.batched)."""
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "eval_episodes", "checkpoint_every", "log_every", "num_envs"):
+        for name in ("total_steps", "eval_episodes", "checkpoint_every", "log_every"):
             check_positive(self, name)
         check(self.eval_every >= 0, "eval_every", self.eval_every, ">= 0")
         check(self.torch_threads >= 0, "torch_threads", self.torch_threads, ">= 0")
         check(self.seed >= 0, "seed", self.seed, ">= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig(LoopConfig):
+    """The online training loop."""
+
+    num_envs: int = 1
+    """Worlds collecting experience at once; above 1 they run batched on the rollout backend (envs.batched)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "num_envs")
 
 
 @dataclass
