@@ -121,9 +121,7 @@ def train_offline(
 
     metrics: dict[str, float] = {}
     with progress_bar(config.progress) as progress:
-        task = progress.add_task(agent.algo.upper(), total=config.total_steps, completed=state.step,
-                                 speed=0.0, ret=state.last_return)
-        log = PeriodicLog(logger, progress, task, config.log_every, state.step)
+        log = PeriodicLog(logger, progress, agent.algo.upper(), config, state)
         while state.step < config.total_steps:
             if state.step % cfg.rollout_every == 0:  # a round of model rollouts from real start states
                 start = real.sample(cfg.rollout_batch_size, generator)["obs"]

@@ -140,9 +140,11 @@ def restore_run(run_dir: Path, agent: Any, buffer: ReplayBuffer, env_key: str) -
 class PeriodicLog:
     """Training metrics, steps/s and the progress bar, every ``every`` env steps."""
 
-    def __init__(self, logger: RunLogger, progress: Progress, task: Any, every: int, step: int):
-        self.logger, self.progress, self.task, self.every = logger, progress, task, every
-        self.last_step, self.last_time = step, time.perf_counter()
+    def __init__(self, logger: RunLogger, progress: Progress, label: str, config: LoopConfig, state: TrainState):
+        self.task = progress.add_task(label, total=config.total_steps, completed=state.step, speed=0.0,
+                                      ret=state.last_return)
+        self.logger, self.progress, self.every = logger, progress, config.log_every
+        self.last_step, self.last_time = state.step, time.perf_counter()
 
     def __call__(self, state: TrainState, metrics: dict[str, float]) -> None:
         if state.step - self.last_step < self.every:
@@ -243,9 +245,7 @@ def train_online(
     episode_return, episode_start = 0.0, True
     metrics: dict[str, float] = {}
     with progress_bar(config.progress) as progress:
-        task = progress.add_task(agent.algo.upper(), total=config.total_steps, completed=state.step,
-                                 speed=0.0, ret=state.last_return)
-        log = PeriodicLog(logger, progress, task, config.log_every, state.step)
+        log = PeriodicLog(logger, progress, agent.algo.upper(), config, state)
         while state.step < config.total_steps:
             # act: uniform random actions until learning starts
             if state.step < agent_cfg.learning_starts:
@@ -341,9 +341,7 @@ def train_batched(
 
     metrics: dict[str, float] = {}
     with progress_bar(config.progress) as progress:
-        task = progress.add_task(f"{agent.algo.upper()} x{n}", total=config.total_steps, completed=state.step,
-                                 speed=0.0, ret=state.last_return)
-        log = PeriodicLog(logger, progress, task, config.log_every, state.step)
+        log = PeriodicLog(logger, progress, f"{agent.algo.upper()} x{n}", config, state)
         while state.step < config.total_steps:
             if state.step < agent_cfg.learning_starts:  # uniform actions (numpy's generator, checkpointed)
                 actions = np.random.uniform(low, high, (n, *low.shape)).astype(np.float32)
