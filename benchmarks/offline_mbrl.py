@@ -99,9 +99,10 @@ def heldout_error(run_dir: Path, heldout: str, rows: int = 5000, seed: int = 0) 
     with torch.no_grad():
         plain = random_elite_sample(model, generator)(obs, act)[0]
         filtered, _, keep = TransitionFilter(model, reward, FilterConfig(), generator)(obs, act)
-    error = lambda pred: float((pred - true_next).abs().mean())
+    error = lambda pred, rows=slice(None): float((pred[rows] - true_next[rows]).abs().mean())
     return {"plain_sample": error(plain), "morec_filter": error(filtered), "kept_fraction": float(keep.float().mean()),
-            "morec_filter_kept_rows": error(filtered[keep]) if keep.any() else float("nan")}
+            "plain_sample_kept_rows": error(plain, keep) if keep.any() else float("nan"),
+            "morec_filter_kept_rows": error(filtered, keep) if keep.any() else float("nan")}
 
 
 def _env_of(dataset: str) -> str:
