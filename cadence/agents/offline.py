@@ -24,12 +24,12 @@ from cadence.agents.training import (
     LoopConfig,
     PeriodicLog,
     TrainState,
+    end_of_step,
     evaluate_if_due,
     finish_run,
     progress_bar,
     restore_run,
 )
-from cadence.checkpoint import save_checkpoint
 from cadence.config import check
 from cadence.envs.terminations import termination_fn
 from cadence.logging import RunLogger
@@ -142,10 +142,6 @@ def train_offline(
                 break
             if score is not None and state.evals and state.evals[-1][0] == state.step:
                 logger.scalars({"eval/normalized_score": score(state.evals[-1][1])}, state.step)
-            if state.step >= state.next_checkpoint:
-                state.next_checkpoint = state.step + config.checkpoint_every
-                save_checkpoint(run_dir, bundle_now())
-            for callback in callbacks:
-                callback(state)
+            end_of_step(run_dir, config, state, bundle_now, callbacks)
     finish_run(agent, eval_env, config, state, logger, run_dir, bundle_now())
     return state

@@ -186,6 +186,16 @@ def evaluate_if_due(agent: Any, eval_env: Any, config: TrainConfig, state: Train
     return mean_return >= config.stop_return
 
 
+def end_of_step(run_dir: Path, config: LoopConfig, state: TrainState, bundle: Callable[[], dict[str, Any]],
+                callbacks: Sequence[Callable[[TrainState], None]]) -> None:
+    """Checkpoint when due (for loops whose checkpoints can be taken at any step), then run the callbacks."""
+    if state.step >= state.next_checkpoint:
+        state.next_checkpoint = state.step + config.checkpoint_every
+        save_checkpoint(run_dir, bundle())
+    for callback in callbacks:
+        callback(state)
+
+
 def finish_run(agent: Any, eval_env: Any, config: TrainConfig, state: TrainState, logger: RunLogger, run_dir: Path,
             bundle: dict[str, Any]) -> None:
     """Final evaluation (unless one was just done), last checkpoint and the deployment checkpoint."""
@@ -381,12 +391,8 @@ def train_batched(
                 state.last_return = float(returns[i])
                 logger.scalars({"episode_return": returns[i]}, state.step, prefix="train/")
                 returns[i] = 0.0
-            if state.step >= state.next_checkpoint:  # the worlds' states are saved: any step will do
-                state.next_checkpoint = state.step + config.checkpoint_every
-                save_checkpoint(run_dir, bundle_now())
-
-            for callback in callbacks:
-                callback(state)
+            # the worlds' states are saved: any step will do
+            end_of_step(run_dir, config, state, bundle_now, callbacks)
 
     finish_run(agent, eval_env, config, state, logger, run_dir, bundle_now())
     return state
