@@ -20,12 +20,17 @@ after ``--warmup`` untimed ones, per peer, interleaved over ``--repeats`` (order
 drift hits both. Reports gradient steps/s and transitions/s (members x batch per step).
 Writes ``benchmarks/results/ensemble_throughput.json`` and ``ensemble_throughput.png``.
 
-    python benchmarks/ensemble_throughput.py [--steps 200] [--repeats 3] [--threads 2]
+With ``--sweep 16 64 256 1024`` it also times both peers at other per-member batch sizes (same seeds, same
+steps), to show the regime: a small batch leaves the loop paying Python and kernel-launch overhead per member,
+a large one leaves both bound by the same matrix products. The headline ratio is at the training batch (256).
+
+    python benchmarks/ensemble_throughput.py [--steps 200] [--repeats 3] [--threads 2] [--sweep 16 64 256 1024]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import time
@@ -178,26 +183,9 @@ def rate(step: Callable[[Batch], float], draw: Callable[[], Batch], warmup: int,
     return steps / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=100_000, help="random transitions to draw batches from")
-    parser.add_argument("--steps", type=int, default=200, help="timed gradient steps per measurement")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed gradient steps before each measurement")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
-
-    cfg = EnsembleConfig()  # 7 members, [200]x4, batch 256, lr 1e-3, weight decay 1e-5
-    data = random_data(args.size)
-    draw_check = make_batches(data, cfg.n_members, cfg.batch_size, seed=1)
-    check = sanity_check(cfg, data, draw_check())
-    print(f"sanity check (identical weights, one batch): cadence loss {check['loss_cadence']:.6f}, "
-          f"loop loss {check['loss_loop']:.6f}, max relative grad error {check['max_relative_grad_error']:.2e}, "
-          f"after one Adam step {check['loss_after_step_cadence']:.6f} vs {check['loss_after_step_loop']:.6f}: "
-          f"{'passed' if check['passed'] else 'FAILED'}")
-
+def measure(cfg: EnsembleConfig, data: Batch, warmup: int, steps: int, repeats: int,
+            verbose: bool = False) -> dict[str, list[float]]:
+    """Gradient steps/s of cadence and of the loop, ``repeats`` times each, interleaved with alternating order."""
     torch.manual_seed(0)
     ours = GaussianEnsemble(OBS, ACT, cfg)
     ours.set_normalizer(data["obs"], data["action"])
@@ -220,12 +208,45 @@ def main() -> None:
 
     peers = {"cadence": cadence_step, "loop": loop_step}
     runs: dict[str, list[float]] = {k: [] for k in peers}
-    for r in range(args.repeats):
+    for r in range(repeats):
         order = list(peers) if r % 2 == 0 else list(peers)[::-1]  # alternate who goes first
         for name in order:
             draw = make_batches(data, cfg.n_members, cfg.batch_size, seed=100 + r)  # same batches for both
-            runs[name].append(rate(peers[name], draw, args.warmup, args.steps))
-        print(f"repeat {r}: cadence {runs['cadence'][-1]:.1f} steps/s, loop {runs['loop'][-1]:.1f} steps/s")
+            runs[name].append(rate(peers[name], draw, warmup, steps))
+        if verbose:
+            print(f"repeat {r}: cadence {runs['cadence'][-1]:.1f} steps/s, loop {runs['loop'][-1]:.1f} steps/s")
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=100_000, help="random transitions to draw batches from")
+    parser.add_argument("--steps", type=int, default=200, help="timed gradient steps per measurement")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed gradient steps before each measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sweep", type=int, nargs="*", default=[], help="other per-member batch sizes to time")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+
+    cfg = EnsembleConfig()  # 7 members, [200]x4, batch 256, lr 1e-3, weight decay 1e-5
+    data = random_data(args.size)
+    draw_check = make_batches(data, cfg.n_members, cfg.batch_size, seed=1)
+    check = sanity_check(cfg, data, draw_check())
+    print(f"sanity check (identical weights, one batch): cadence loss {check['loss_cadence']:.6f}, "
+          f"loop loss {check['loss_loop']:.6f}, max relative grad error {check['max_relative_grad_error']:.2e}, "
+          f"after one Adam step {check['loss_after_step_cadence']:.6f} vs {check['loss_after_step_loop']:.6f}: "
+          f"{'passed' if check['passed'] else 'FAILED'}")
+
+    runs = measure(cfg, data, args.warmup, args.steps, args.repeats, verbose=True)
+    sweep = {}
+    for batch_size in args.sweep:
+        swept = measure(dataclasses.replace(cfg, batch_size=batch_size), data, args.warmup, args.steps, args.repeats)
+        c_b, l_b = float(np.median(swept["cadence"])), float(np.median(swept["loop"]))
+        sweep[str(batch_size)] = {"cadence": c_b, "loop": l_b, "ratio": c_b / l_b}
+        print(f"batch {batch_size:5d}/member: cadence {c_b:7.1f} steps/s, loop {l_b:7.1f} steps/s, "
+              f"ratio {c_b / l_b:.2f}x")
 
     per_step = cfg.n_members * cfg.batch_size
     c, lp = float(np.median(runs["cadence"])), float(np.median(runs["loop"]))
@@ -239,13 +260,15 @@ def main() -> None:
         "sanity_check": check,
         "grad_steps_per_second": {"cadence": c, "loop": lp, "ratio": c / lp, "runs": runs},
         "transitions_per_second": {"cadence": c * per_step, "loop": lp * per_step},
-        "ratio_cadence_over_loop": c / lp, "target_ratio_at_least": TARGET_RATIO,
+        "ratio_cadence_over_loop": c / lp, "by_batch_size": sweep, "target_ratio_at_least": TARGET_RATIO,
         "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "load_average_before": load_before, "load_average_after": load_after},
     }
     atomic_write_json(RESULTS / "ensemble_throughput.json", result)
-    plot_bars({"gradient steps / s": {"cadence GaussianEnsemble": c, "per-member loop": lp}},
+    plot_bars({"gradient steps / s": {"cadence GaussianEnsemble": c, "per-member loop": lp},
+               **{f"batch {b}/member": {"cadence GaussianEnsemble": v["cadence"], "per-member loop": v["loop"]}
+                  for b, v in sweep.items()}},
               RESULTS / "ensemble_throughput.png", "gradient steps / s",
               f"{cfg.n_members} members, [200]x4, batch {cfg.batch_size}/member, {args.threads} threads: "
               f"{c / lp:.2f}x")

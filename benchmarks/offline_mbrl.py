@@ -2,10 +2,11 @@
 
 For each data set and seed both methods train as normal cadence run folders (resumable); the table reports
 the normalised score of the last and of the best evaluation, and one plot per data set shows the curves.
-The data sets must exist: ``cadence collect --env Hopper-v5 --kind medium`` (and ``--kind expert`` for the
-expert reference). With ``--heldout hopper-expert`` it also measures, for each MOREC run, the model's error on
-transitions of another policy: the next state of a random elite's sample (plain MBPO/MOPO) against the one
-MOREC's filter chooses.
+Both methods of one seed share one fitted ensemble (the MOPO run fits it), so the filter is the only
+difference. The data sets must exist: ``cadence collect --env Hopper-v5 --kind medium`` (and ``--kind
+expert`` for the expert reference). With ``--heldout hopper-expert`` it also measures, for each MOREC run,
+the model's error on transitions of another policy: the next state of a random elite's sample (plain
+MBPO/MOPO) against the one MOREC's filter chooses.
 
     python benchmarks/offline_mbrl.py --datasets hopper-medium halfcheetah-medium --seeds 1 2 --steps 200000
 """
@@ -14,14 +15,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from common import RESULTS, merge_result
 
 from cadence import runs
 from cadence.agents.mopo import PENALTY_BY_FAMILY
+from cadence.checkpoint import checkpoint_path
 from cadence.evaluation.plots import plot_curves
 from cadence.evaluation.scores import normalized_score
+from cadence.io import atomic_write_bytes
 
 METHODS = {"MOPO": [], "MOREC-MOPO": ["agent.morec=true", "agent.rollout_length=100"]}
 
@@ -45,22 +49,17 @@ def main() -> None:
         family = dataset.split("-")[0]
         penalty = f"agent.penalty_coef={PENALTY_BY_FAMILY.get(family, 1.0)}"
         curves: dict[str, list] = {m: [] for m in METHODS}
-        table: dict[str, dict] = {}
-        for method, overrides in METHODS.items():
-            last, best = [], []
-            for seed in args.seeds:
+        for seed in args.seeds:  # seed-major, so a cut-short benchmark still holds paired comparisons
+            for method, overrides in METHODS.items():
                 base = {"train": {"dataset": dataset, "seed": seed, "total_steps": args.steps,
                                   "torch_threads": args.threads, "progress": False}}
                 extra = [*args.set, *(args.morec_set if method.startswith("MOREC") else [])]
                 sections = runs.resolve_config("mopo", base, None, [penalty, *overrides, *extra])
-                evals = runs.train_or_resume("mopo", sections, args.runs / f"{method}_{dataset}_s{seed}")
-                scored = [(s, float(normalized_score(_env_of(dataset), r))) for s, r in evals]
-                curves[method].append(scored)
-                last.append(scored[-1][1])
-                best.append(max(v for _, v in scored))
-            table[method] = {"last_mean": float(np.mean(last)), "last_std": float(np.std(last)),
-                             "best_mean": float(np.mean(best)), "best_std": float(np.std(best)),
-                             "last": last, "best": best}
+                run_dir = args.runs / f"{method}_{dataset}_s{seed}"
+                share_model(args.runs / f"MOPO_{dataset}_s{seed}", run_dir)
+                evals = runs.train_or_resume("mopo", sections, run_dir)
+                curves[method].append([(s, float(normalized_score(_env_of(dataset), r))) for s, r in evals])
+        table = {method: summarize(scored) for method, scored in curves.items()}
         result = {"steps": args.steps, "seeds": args.seeds, "methods": table, "curves": curves,
                   "overrides": {"all": args.set, "morec": [*METHODS["MOREC-MOPO"], *args.morec_set],
                                 "penalty": penalty}}
@@ -74,6 +73,26 @@ def main() -> None:
         for method, row in table.items():
             print(f"{dataset:22s} {method:12s} last {row['last_mean']:6.1f} ± {row['last_std']:4.1f}   "
                   f"best {row['best_mean']:6.1f} ± {row['best_std']:4.1f}")
+
+
+def share_model(source: Path, run_dir: Path) -> None:
+    """Give ``run_dir`` the ensemble fitted in ``source``, so both methods of a seed plan through one model.
+
+    The model fit is the same for MOPO and MOREC-MOPO (same data, seed and config); sharing it halves the
+    fitting time and leaves the filter as the only difference between the two runs.
+    """
+    model = checkpoint_path(source, runs.MODEL)
+    target = checkpoint_path(run_dir, runs.MODEL)
+    if source != run_dir and model.is_file() and not target.exists():
+        atomic_write_bytes(target, model.read_bytes())
+
+
+def summarize(scored: list[list[tuple[int, float]]]) -> dict[str, Any]:
+    """Mean and std over seeds of the last and the best normalised score."""
+    last = [curve[-1][1] for curve in scored]
+    best = [max(v for _, v in curve) for curve in scored]
+    return {"last_mean": float(np.mean(last)), "last_std": float(np.std(last)),
+            "best_mean": float(np.mean(best)), "best_std": float(np.std(best)), "last": last, "best": best}
 
 
 def heldout_error(run_dir: Path, heldout: str, rows: int = 5000, seed: int = 0) -> dict[str, float]:

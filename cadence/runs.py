@@ -36,6 +36,7 @@ from cadence.world_models import (
     GaussianEnsemble,
     TransitionFilter,
 )
+from cadence.world_models.trainer import buffer_transitions
 
 CONFIG_FILE = "config.toml"
 MODEL = "model.pt"  # the fitted dynamics ensemble of offline model-based runs
@@ -176,7 +177,7 @@ def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: b
     choose = None
     if agent_cfg.morec:  # MOREC: a dynamics reward learned on the data against this model filters rollouts
         choose = _morec_filter(run_dir, spec.name, real, model, obs_dim, act_dim, train_cfg.seed,
-                               agent_cfg.morec_fit_steps)
+                               agent_cfg.morec_fit_steps, agent_cfg.morec_threshold_quantile)
     name = train_cfg.dataset
 
     def score(ret: float) -> float:
@@ -193,17 +194,28 @@ def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: b
 
 
 def _morec_filter(run_dir: Path, algo: str, real: Any, model: GaussianEnsemble, obs_dim: int, act_dim: int,
-                  seed: int, steps: int) -> Callable[[torch.Generator], TransitionFilter]:
-    """MOREC's transition filter (made with the loop's generator, so resume stays exact); its dynamics reward
-    is fitted once and kept in checkpoints/dynamics_reward.pt."""
+                  seed: int, steps: int, quantile: float) -> Callable[[torch.Generator], TransitionFilter]:
+    """MOREC's transition filter (made with the loop's generator, so resume stays exact); its dynamics reward and
+    threshold are fitted once and kept in checkpoints/dynamics_reward.pt."""
     reward = DynamicsReward(obs_dim, act_dim, DynamicsRewardConfig(steps=steps))
     if checkpoint_path(run_dir, DYNAMICS_REWARD).is_file():
-        saved = load_checkpoint(run_dir, DYNAMICS_REWARD, required=("dynamics_reward",))
+        saved = load_checkpoint(run_dir, DYNAMICS_REWARD, required=("dynamics_reward", "threshold"))
         reward.load_state_dict(saved["dynamics_reward"])
+        config = FilterConfig(threshold=saved["threshold"])
     else:
-        fit = reward.fit(real, model, generator=torch.Generator().manual_seed(seed))
-        save_checkpoint(run_dir, {"algo": algo, "dynamics_reward": reward.state_dict(), "fit": fit}, DYNAMICS_REWARD)
-    return lambda generator: TransitionFilter(model, reward, FilterConfig(), generator)
+        generator = torch.Generator().manual_seed(seed)
+        fit = reward.fit(real, model, generator=generator)
+        config = FilterConfig()
+        if quantile > 0:  # calibrate on (up to) 10k of the data's own (s, a) pairs
+            data = buffer_transitions(real)
+            rows = torch.randperm(len(data["obs"]), generator=generator)[:10_000]
+            filt = TransitionFilter(model, reward, config, generator)
+            config = filt.calibrated(data["obs"][rows], data["action"][rows], quantile).config
+        save_checkpoint(run_dir, {"algo": algo, "dynamics_reward": reward.state_dict(), "fit": fit,
+                                  "threshold": config.threshold, "threshold_quantile": quantile}, DYNAMICS_REWARD)
+        print(f"MOREC dynamics reward: mean {fit['model/dr_reward_data']:.3f} on data, "
+              f"{fit['model/dr_reward_model']:.3f} on model samples; rollouts end below {config.threshold:.3f}")
+    return lambda generator: TransitionFilter(model, reward, config, generator)
 
 
 @dataclasses.dataclass(frozen=True)

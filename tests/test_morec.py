@@ -143,6 +143,22 @@ def test_filter_takes_the_argmax_and_respects_the_threshold():
     assert torch.equal(next_obs, step.next_obs) and torch.equal(reward, step.reward) and torch.equal(keep, step.keep)
 
 
+def test_calibrated_threshold_is_the_quantile_of_chosen_rewards_on_the_given_pairs():
+    torch.manual_seed(0)
+    model = GaussianEnsemble(2, 1, EnsembleConfig(n_members=5, n_elites=3, hidden_sizes=(16,)))
+    obs, act = torch.randn(1000, 2), torch.randn(1000, 1)
+    base = TransitionFilter(model, KnownReward(), FilterConfig(threshold=0.6), torch.Generator().manual_seed(3))
+    calibrated = base.calibrated(obs, act, 0.1)
+    # the same draw, scored again: 10% of the pairs' chosen rewards lie below the new threshold
+    chosen = TransitionFilter(model, KnownReward(), FilterConfig(), torch.Generator().manual_seed(3)).filter(obs, act)
+    torch.testing.assert_close(torch.tensor(calibrated.config.threshold), chosen.dynamics_reward.quantile(0.1))
+    assert abs((chosen.dynamics_reward < calibrated.config.threshold).float().mean().item() - 0.1) < 0.002
+    assert calibrated.config.samples_per_elite == base.config.samples_per_elite  # only the threshold changes
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="quantile"):
+            base.calibrated(obs, act, bad)
+
+
 def test_candidates_follow_each_elites_gaussian(monkeypatch):
     model = GaussianEnsemble(2, 1, EnsembleConfig(n_members=4, n_elites=2, hidden_sizes=(8,)))
     model.elites.copy_(torch.tensor([3, 1]))
@@ -181,7 +197,8 @@ def test_filter_softmax_mode_and_termination_in_rollouts(fitted):
                                                                                                                  act)
     assert torch.equal(step.index, again.index)
     assert step.keep.float().mean() > 0.75  # on the data's own (s, a) most chosen steps are kept
-    # a reward below the threshold everywhere ends every rollout at once, above it none
+    # a reward below the threshold everywhere ends every rollout after its first step (stored as terminal), above
+    # it none
     policy = lambda o: torch.zeros(o.shape[0], 1)  # noqa: E731
     never = lambda s: torch.zeros(s.shape[0], dtype=torch.bool)  # noqa: E731
 
@@ -194,7 +211,8 @@ def test_filter_softmax_mode_and_termination_in_rollouts(fitted):
 
     low = model_rollout(obs[:8], policy, TransitionFilter(model, Constant(0.5)), never, RolloutConfig(length=4))
     high = model_rollout(obs[:8], policy, TransitionFilter(model, Constant(0.7)), never, RolloutConfig(length=4))
-    assert len(low["obs"]) == 0 and len(high["obs"]) == 32
+    assert len(low["obs"]) == 8 and low["terminated"].all() and (low["step"] == 0).all()
+    assert len(high["obs"]) == 32 and not high["terminated"].any()
 
 
 def test_state_dict_round_trip_gives_identical_rewards(fitted):

@@ -34,20 +34,26 @@ def offline(algo, total=150, extra=()):
     return resolve_config(algo, base, None, [*SMALL, *extra])
 
 
-def test_bellman_inconsistency_is_the_std_of_the_elites_targets(monkeypatch):
+def test_bellman_inconsistency_is_the_std_over_elites_of_their_mean_next_q(monkeypatch):
     torch.manual_seed(0)
     box = spaces.Box(-1, 1, (1,), np.float32)
-    agent = MOBILE(spaces.Box(-np.inf, np.inf, (2,), np.float32), box, MOBILEConfig(hidden_sizes=(8,), gamma=0.5))
+    agent = MOBILE(spaces.Box(-np.inf, np.inf, (2,), np.float32), box, MOBILEConfig(hidden_sizes=(8,)))
     model = GaussianEnsemble(2, 1, EnsembleConfig(n_members=3, n_elites=2, hidden_sizes=(8,)))
     model.elites.copy_(torch.tensor([0, 2]))
-    # deterministic model: elite 0 predicts reward 1, elite 2 reward 3 (zero deltas, no variance)
-    means = torch.zeros(3, 4, 3)
-    means[0, :, 2], means[2, :, 2] = 1.0, 3.0
-    monkeypatch.setattr(model, "forward", lambda o, a: (means, torch.full_like(means, -60.0)))
-    monkeypatch.setattr(agent, "critic_target", lambda o, a: torch.zeros(2, o.shape[0]))
-    monkeypatch.setattr(agent, "actor", lambda o: (torch.zeros(o.shape[0], 1), torch.zeros(o.shape[0])))
-    u = bellman_inconsistency(model, agent, torch.zeros(4, 2), torch.zeros(4, 1))
-    torch.testing.assert_close(u, torch.full((4,), float(np.std([1.0, 3.0], ddof=1))))  # targets 1 and 3
+    # elite 0 moves s_0 by +1, elite 2 by +3 (member 1 by +100, not an elite); elite 2 has std 2 on s_0, elite 0 none
+    means, logvars = torch.zeros(3, 4, 3), torch.full((3, 4, 3), -60.0)
+    means[0, :, 0], means[1, :, 0], means[2, :, 0] = 1.0, 100.0, 3.0
+    logvars[2, :, 0] = 2 * np.log(2.0)
+    monkeypatch.setattr(model, "forward", lambda o, a: (means, logvars))
+    # critics Q_1 = s'_0 + a and Q_2 = s'_0 + 5: the min is s'_0 (the actor's action is 0); rewards play no part
+    monkeypatch.setattr(agent, "critic_target", lambda o, a: torch.stack([o[:, 0] + a[:, 0], o[:, 0] + 5]))
+    monkeypatch.setattr(agent, "actor", lambda o: (torch.zeros(o.shape[0], 1), torch.full((o.shape[0],), 7.0)))
+    u = bellman_inconsistency(model, agent, torch.zeros(4, 2), torch.zeros(4, 1), samples=1)
+    assert u.shape == (4,) and not torch.allclose(u, torch.full((4,), float(np.std([1.0, 3.0], ddof=1))))
+    # with many draws elite 2's mean next Q tends to 3, so u tends to std([1, 3]) = sqrt(2)
+    u = bellman_inconsistency(model, agent, torch.zeros(4, 2), torch.zeros(4, 1), samples=20000,
+                              generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(u, torch.full((4,), float(np.std([1.0, 3.0], ddof=1))), atol=0.05, rtol=0)
 
 
 @pytest.mark.parametrize("algo", ["mopo", "mobile"])

@@ -41,7 +41,7 @@ def test_rollout_stops_rows_at_termination_and_penalises_rewards():
     torch.testing.assert_close(out["next_obs"], out["obs"] + 1)
 
 
-def test_rollout_drops_rows_the_choice_does_not_keep():
+def test_rollout_stores_a_row_the_choice_does_not_keep_as_terminal():
     calls = []
 
     def choose(obs, act):
@@ -51,7 +51,19 @@ def test_rollout_drops_rows_the_choice_does_not_keep():
     out = model_rollout(start, lambda o: torch.zeros(o.shape[0], 1), choose,
                         lambda s: torch.zeros(s.shape[0], dtype=torch.bool),
                         RolloutConfig(length=3))
-    assert calls == [3, 2, 2] and len(out["obs"]) == 6  # the dropped row leaves no transition
+    # the unkept row's step is stored once, as terminal (MOREC's early termination), and the row stops there
+    assert calls == [3, 2, 2] and len(out["obs"]) == 7
+    assert out["terminated"].tolist() == [False, True, False, False, False, False, False]
+    torch.testing.assert_close(out["obs"][1], torch.tensor([-1.0]))
+
+
+def test_rollout_clips_next_states():
+    choose = lambda obs, act: (obs * 100, torch.zeros(obs.shape[0]), torch.ones(obs.shape[0], dtype=torch.bool))
+    out = model_rollout(torch.tensor([[1.0, -1.0]]), lambda o: torch.zeros(o.shape[0], 1), choose,
+                        lambda s: torch.zeros(s.shape[0], dtype=torch.bool), RolloutConfig(length=2, clip=25.0))
+    torch.testing.assert_close(out["next_obs"], torch.tensor([[25.0, -25.0], [25.0, -25.0]]))
+    with pytest.raises(ValueError, match="clip"):
+        RolloutConfig(clip=0.0)
 
 
 def test_random_elite_sample_uses_elites_only_and_rollout_names_the_nan_step():

@@ -13,7 +13,7 @@ import torch
 
 from cadence.agents.mopo import OfflineModelBasedConfig
 from cadence.agents.sac import SAC
-from cadence.config import check
+from cadence.config import check, check_positive
 from cadence.replay import Batch
 from cadence.world_models.ensemble import GaussianEnsemble
 
@@ -24,30 +24,34 @@ class MOBILEConfig(OfflineModelBasedConfig):
 
     penalty_coef: float = 1.0
     """beta in y = r + gamma Q' - beta * u(s, a) for model transitions."""
+    penalty_samples: int = 10
+    """Draws per elite whose Q-values are averaged before the std over elites (MOBILE's code: 10)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.penalty_coef >= 0, "penalty_coef", self.penalty_coef, ">= 0")
+        check_positive(self, "penalty_samples")
 
 
 def bellman_inconsistency(model: GaussianEnsemble, agent: SAC, obs: torch.Tensor, act: torch.Tensor,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """u(s, a) = std over elites k of T_k = r_k + gamma (min_j Q'_j(s'_k, a'_k) - alpha log pi(a'_k | s'_k)),
+                          samples: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """u(s, a) = std over elites k of mean_n min_j Q'_j(s'_kn, a'_kn), shape ``[B]``,
 
-    with (s'_k, r_k) one sample of elite k's Gaussian and a'_k ~ pi(. | s'_k). Shape ``[B]``.
+    with s'_kn the n-th of ``samples`` draws from elite k's Gaussian and a'_kn ~ pi(. | s'_kn). This is the
+    authors' implementation (OfflineRL-Kit's ``compute_lcb``, also used by MOREC): averaging the draws per elite
+    keeps the std about the elites' disagreement (epistemic), not each Gaussian's noise; reward, gamma and the
+    entropy term are left out, as there.
     """
     with torch.no_grad():
         mean, logvar = model(obs, act)
-        mean, logvar = mean[model.elites], logvar[model.elites]  # [K, B, obs_dim + 1]
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        sample = mean + torch.exp(0.5 * logvar) * noise
-        next_obs, reward = obs + sample[..., : model.obs_dim], sample[..., model.obs_dim]
+        mean = mean[model.elites, :, : model.obs_dim]  # [K, B, obs_dim]
+        std = torch.exp(0.5 * logvar[model.elites, :, : model.obs_dim])
+        noise = torch.randn((samples, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
+        next_obs = obs + mean + std * noise  # [N, K, B, obs_dim]
         flat = next_obs.reshape(-1, model.obs_dim)
-        next_act, next_logp = agent.actor(flat)
-        next_q = agent.critic_target(flat, next_act).min(dim=0).values
-        soft_value = (next_q - agent.alpha * next_logp).reshape(reward.shape)
-        targets = reward + agent.config.gamma * soft_value
-        return targets.std(dim=0)
+        next_act, _ = agent.actor(flat)
+        next_q = agent.critic_target(flat, next_act).min(dim=0).values.reshape(next_obs.shape[:-1])
+        return next_q.mean(dim=0).std(dim=0)
 
 
 class MOBILE(SAC):
@@ -69,7 +73,7 @@ class MOBILE(SAC):
         penalty = torch.zeros_like(batch["reward"])
         if model_rows.any():
             penalty[model_rows] = bellman_inconsistency(self.model, self, batch["obs"][model_rows],
-                                                        batch["action"][model_rows])
+                                                        batch["action"][model_rows], self.config.penalty_samples)
         penalised = {**batch, "reward": batch["reward"] - self.config.penalty_coef * penalty}
         loss, metrics = super().critic_loss(penalised)
         metrics["penalty"] = penalty[model_rows].mean().item() if model_rows.any() else 0.0

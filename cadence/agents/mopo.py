@@ -39,12 +39,18 @@ class OfflineModelBasedConfig(SACConfig):
     """Choose model steps with MOREC's dynamics-reward filter and end rollouts below its threshold."""
     morec_fit_steps: int = 5000
     """Discriminator training steps of MOREC's dynamics reward (at least every * checkpoint_interval = 50)."""
+    morec_threshold_quantile: float = 0.05
+    """0: end rollouts below MOREC's absolute dynamics reward 0.6. q in (0, 1): below the q-quantile of the filter's
+    chosen rewards on the data's own (s, a) pairs, because cadence's reward, learned against a fixed model rather
+    than adversarially, is not calibrated to score data-like transitions near log 2 (TransitionFilter.calibrated)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("rollout_length", "rollout_batch_size", "rollout_every", "model_retain_rounds", "morec_fit_steps"):
             check_positive(self, name)
         check(0.0 <= self.real_ratio <= 1.0, "real_ratio", self.real_ratio, "in [0, 1]")
+        check(0.0 <= self.morec_threshold_quantile < 1.0, "morec_threshold_quantile", self.morec_threshold_quantile,
+              "in [0, 1)")
 
 
 @dataclass(frozen=True)

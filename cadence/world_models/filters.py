@@ -12,6 +12,7 @@ no loop over rows, elites or candidates. A ``TransitionFilter`` is a rollout ``C
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -138,6 +139,20 @@ class TransitionFilter:
             keep=chosen >= cfg.threshold,
             index=index,
         )
+
+    def calibrated(self, obs: Tensor, act: Tensor, quantile: float) -> TransitionFilter:
+        """This filter with its threshold set to the ``quantile`` of the chosen candidates' dynamics rewards on
+        ``(obs, act)``, typically the data's own pairs.
+
+        MOREC's 0.6 presumes a reward calibrated by adversarial training, where a data-like transition scores near
+        log 2. A discriminator trained against a fixed model (cadence's) separates model samples from data far more
+        sharply, so its absolute level says little; this threshold ends rollouts where the best candidate is less
+        plausible than all but a ``quantile`` share of in-distribution steps.
+        """
+        check(0.0 < quantile < 1.0, "quantile", quantile, "in (0, 1)")
+        threshold = float(torch.quantile(self.filter(obs, act).dynamics_reward.float(), quantile))
+        config = dataclasses.replace(self.config, threshold=threshold)
+        return TransitionFilter(self.model, self.dynamics_reward, config, self.generator)
 
     def __call__(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The rollout ``Choose``: chosen next state, its env reward and the keep mask."""

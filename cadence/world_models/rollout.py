@@ -3,6 +3,8 @@
 From start states drawn from real data, the policy acts in the learned model for ``length`` steps.
 Which next state a step takes is a ``choose`` function: by default one random elite's Gaussian sample
 (MBPO/MOPO); MOREC's transition filter plugs in instead, and may end rollouts early with its ``keep`` mask.
+A step the choice does not keep is still stored, as a terminal transition: the rollout ends there and the critic
+bootstraps nothing beyond it (MOREC's early termination, an implicit pessimism about unreliable regions).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from cadence.world_models.ensemble import GaussianEnsemble
 
 Tensor = torch.Tensor
-#: ``choose(obs, act) -> (next_obs, reward, keep)``; rows with ``keep == False`` end their rollout there
+#: ``choose(obs, act) -> (next_obs, reward, keep)``; a row with ``keep == False`` is stored as terminal and ends
 Choose = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 #: ``policy(obs) -> act`` (sampled, as SAC acts while collecting)
 Policy = Callable[[Tensor], Tensor]
@@ -64,6 +66,8 @@ class RolloutConfig:
     """Start states per rollout round."""
     penalty_coef: float = 1.0
     """lambda: the reward stored is r - lambda * penalty(s, a)."""
+    clip: float = 25.0
+    """Next states are clipped to [-clip, clip] (the MOPO/MOREC code's guard for D4RL MuJoCo tasks)."""
 
     def __post_init__(self) -> None:
         if self.length < 1:
@@ -72,6 +76,8 @@ class RolloutConfig:
             raise ValueError(f"rollout batch_size must be >= 1, got {self.batch_size}")
         if self.penalty_coef < 0:
             raise ValueError(f"penalty_coef must be >= 0, got {self.penalty_coef}")
+        if not self.clip > 0:
+            raise ValueError(f"rollout clip must be > 0, got {self.clip}")
 
 
 @torch.no_grad()
@@ -79,9 +85,10 @@ def model_rollout(start_obs: Tensor, policy: Policy, choose: Choose, termination
                   config: RolloutConfig = RolloutConfig(), penalty: Penalty | None = None) -> dict[str, Tensor]:
     """Roll ``policy`` through the model from ``start_obs``; returns every model transition taken.
 
-    Rows stop at a termination (``termination(next_obs)``) or when ``choose`` does not keep them. Fields:
-    ``obs, action, reward`` (penalised), ``next_obs, terminated, penalty`` and ``step`` (0-based depth),
-    each with one row per transition.
+    Rows stop at a termination (``termination(next_obs)``) or when ``choose`` does not keep them; either way the
+    step is stored with ``terminated`` set. Next states are clipped to ``[-clip, clip]`` (MOPO/MOREC: 25) so a
+    long rollout cannot run away. Fields: ``obs, action, reward`` (penalised), ``next_obs, terminated, penalty``
+    and ``step`` (0-based depth), each with one row per transition.
 
     Raises:
         ModelDiverged: a prediction was NaN or inf; the message names the rollout step.
@@ -97,11 +104,12 @@ def model_rollout(start_obs: Tensor, policy: Policy, choose: Choose, termination
         next_obs, reward, keep = choose(obs, act)
         if not (torch.isfinite(next_obs).all() and torch.isfinite(reward).all()):
             raise ModelDiverged(f"the model predicted NaN or inf at rollout step {step} of {config.length}")
+        next_obs = next_obs.clamp(-config.clip, config.clip)
         pen = penalty(obs, act) if penalty is not None else torch.zeros_like(reward)
-        terminated = termination(next_obs)
+        terminated = termination(next_obs) | ~keep
         for key, value in zip(out, (obs, act, reward - config.penalty_coef * pen, next_obs, terminated, pen,
                                     torch.full_like(reward, step, dtype=torch.int64)), strict=True):
-            out[key].append(value[keep])
-        alive = keep & ~terminated
+            out[key].append(value)
+        alive = ~terminated
         obs = next_obs
     return {k: torch.cat(v) if v else torch.zeros(0) for k, v in out.items()}
