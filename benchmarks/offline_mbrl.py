@@ -49,6 +49,7 @@ def main() -> None:
         family = dataset.split("-")[0]
         penalty = f"agent.penalty_coef={PENALTY_BY_FAMILY.get(family, 1.0)}"
         curves: dict[str, list] = {m: [] for m in METHODS}
+        rollouts: dict[str, list] = {m: [] for m in METHODS}
         for seed in args.seeds:  # seed-major, so a cut-short benchmark still holds paired comparisons
             for method, overrides in METHODS.items():
                 base = {"train": {"dataset": dataset, "seed": seed, "total_steps": args.steps,
@@ -59,8 +60,9 @@ def main() -> None:
                 share_model(args.runs / f"MOPO_{dataset}_s{seed}", run_dir)
                 evals = runs.train_or_resume("mopo", sections, run_dir)
                 curves[method].append([(s, float(normalized_score(_env_of(dataset), r))) for s, r in evals])
+                rollouts[method].append(rollout_stats(run_dir))
         table = {method: summarize(scored) for method, scored in curves.items()}
-        result = {"steps": args.steps, "seeds": args.seeds, "methods": table, "curves": curves,
+        result = {"steps": args.steps, "seeds": args.seeds, "methods": table, "curves": curves, "rollouts": rollouts,
                   "overrides": {"all": args.set, "morec": [*METHODS["MOREC-MOPO"], *args.morec_set],
                                 "penalty": penalty}}
         heldout = dict(zip(args.datasets, args.heldout, strict=False)).get(dataset)
@@ -95,6 +97,17 @@ def summarize(scored: list[list[tuple[int, float]]]) -> dict[str, Any]:
             "best_mean": float(np.mean(best)), "best_std": float(np.std(best)), "last": last, "best": best}
 
 
+def rollout_stats(run_dir: Path) -> dict[str, float]:
+    """Mean over rollout rounds of the model transitions stored and of the rollout length (from TensorBoard)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    return {tag.split("/")[-1]: float(np.mean([e.value for e in events.Scalars(tag)]))
+            for tag in ("model/rollout_transitions", "model/rollout_mean_length") if tag in tags}
+
+
 def heldout_error(run_dir: Path, heldout: str, rows: int = 5000, seed: int = 0) -> dict[str, float]:
     """Mean absolute next-state error on ``rows`` transitions of ``heldout``: plain sample vs MOREC filter."""
     import torch
@@ -117,9 +130,11 @@ def heldout_error(run_dir: Path, heldout: str, rows: int = 5000, seed: int = 0) 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         plain = random_elite_sample(model, generator)(obs, act)[0]
-        filtered, _, keep = TransitionFilter(model, reward, FilterConfig(), generator)(obs, act)
+        config = FilterConfig(threshold=saved["threshold"])  # the run's calibrated threshold
+        filtered, _, keep = TransitionFilter(model, reward, config, generator)(obs, act)
     error = lambda pred, rows=slice(None): float((pred[rows] - true_next[rows]).abs().mean())
     return {"plain_sample": error(plain), "morec_filter": error(filtered), "kept_fraction": float(keep.float().mean()),
+            "threshold": float(saved["threshold"]),
             "plain_sample_kept_rows": error(plain, keep) if keep.any() else float("nan"),
             "morec_filter_kept_rows": error(filtered, keep) if keep.any() else float("nan")}
 
