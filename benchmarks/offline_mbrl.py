@@ -73,8 +73,9 @@ def main() -> None:
         plot_curves(curves, RESULTS / f"offline_mbrl_{dataset}.png", xlabel="gradient steps",
                     ylabel="normalised score", title=f"{dataset}: MOPO against MOREC-MOPO")
         for method, row in table.items():
+            length = np.mean([r.get("rollout_mean_length", np.nan) for r in rollouts[method]])
             print(f"{dataset:22s} {method:12s} last {row['last_mean']:6.1f} ± {row['last_std']:4.1f}   "
-                  f"best {row['best_mean']:6.1f} ± {row['best_std']:4.1f}")
+                  f"best {row['best_mean']:6.1f} ± {row['best_std']:4.1f}   mean rollout length {length:5.2f}")
 
 
 def share_model(source: Path, run_dir: Path) -> None:
