@@ -69,6 +69,28 @@ def test_learns_a_linear_system_and_picks_elites():
     assert metrics["model/epochs"] >= 1 and metrics["model/holdout_mse"] < 5e-3
 
 
+def test_each_member_gets_back_its_own_best_weights(monkeypatch):
+    torch.manual_seed(0)
+    model = GaussianEnsemble(2, 1, EnsembleConfig(n_members=2, n_elites=1, hidden_sizes=(8,), patience=2,
+                                                  max_epochs=10, batch_size=16))
+    data = linear_system(64)
+    # holdout errors at the start and after each epoch: member 0 improves in epoch 1 only, member 1 in epoch 2
+    errors = iter([[10.0, 10.0], [5.0, 10.0], [6.0, 5.0], [7.0, 6.0], [8.0, 7.0]])
+    seen = []
+
+    def member_errors(batch):
+        seen.append({k: v.clone() for k, v in model.net.state_dict().items()})
+        return torch.tensor(next(errors, [9.0, 9.0]))
+
+    monkeypatch.setattr(model, "member_errors", member_errors)
+    metrics = EnsembleTrainer(model, torch.Generator().manual_seed(0)).fit(data)
+    assert metrics["model/epochs"] == 4  # two epochs without improvement after epoch 2
+    for name, value in model.net.state_dict().items():
+        torch.testing.assert_close(value[0], seen[1][name][0])  # member 0: its weights after epoch 1
+        torch.testing.assert_close(value[1], seen[2][name][1])  # member 1: its weights after epoch 2
+        assert not torch.equal(seen[1][name][0], seen[4][name][0])  # training did move member 0 afterwards
+
+
 def test_bad_input():
     with pytest.raises(ConfigError, match="n_elites"):
         EnsembleConfig(n_members=3, n_elites=5)

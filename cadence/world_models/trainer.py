@@ -24,9 +24,11 @@ class EnsembleTrainer:
     """Trains a GaussianEnsemble on transition data.
 
     Each member sees the training split in its own random order. After every epoch the holdout
-    error is measured; training stops after ``patience`` epochs without a 1% improvement for
-    any member, the best weights are restored and the elites are the members with the lowest
-    holdout error.
+    error is measured, and each member that improved by 1% has its own weights saved (as the
+    MOPO/MOBILE code does, member by member); training stops after ``patience`` epochs without
+    such an improvement for any member, every member gets back its best weights and the elites
+    are the members with the lowest holdout error. The shared log-variance bounds and the input
+    normaliser are not per member and keep their last values.
     """
 
     def __init__(self, model: GaussianEnsemble, generator: torch.Generator | None = None):
@@ -52,7 +54,7 @@ class EnsembleTrainer:
         cfg, members = self.config, self.model.config.n_members
         n_train = n - n_hold
         best = self.model.member_errors(hold)
-        best_state = copy.deepcopy(self.model.state_dict())
+        best_members = copy.deepcopy(self.model.net.state_dict())  # every tensor is [members, ...]
         stale, epochs, last_loss = 0, 0, float("nan")
         for _ in range(max_epochs or cfg.max_epochs):
             order = torch.stack([torch.randperm(n_train, generator=self.generator) for _ in range(members)])
@@ -68,13 +70,15 @@ class EnsembleTrainer:
             improved = (best - errors) / best.clamp_min(1e-12) > 0.01
             if improved.any():
                 best = torch.where(improved, errors, best)
-                best_state = copy.deepcopy(self.model.state_dict())
+                with torch.no_grad():
+                    for name, value in self.model.net.state_dict().items():
+                        best_members[name][improved] = value[improved]
                 stale = 0
             else:
                 stale += 1
                 if stale >= cfg.patience:
                     break
-        self.model.load_state_dict(best_state)
+        self.model.net.load_state_dict(best_members)
         errors = self.model.member_errors(hold)
         self.model.elites.copy_(torch.argsort(errors)[: cfg.n_elites])
         return {
