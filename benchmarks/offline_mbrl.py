@@ -28,6 +28,8 @@ from cadence.evaluation.scores import normalized_score
 from cadence.io import atomic_write_bytes
 
 METHODS = {"MOPO": [], "MOREC-MOPO": ["agent.morec=true", "agent.rollout_length=100"]}
+#: with --ablation: MOREC's choice of next state without its early termination (same reward as MOREC-MOPO's run)
+ABLATION = {"MOREC-choice-only": [*METHODS["MOREC-MOPO"], "agent.morec_early_termination=false"]}
 
 
 def main() -> None:
@@ -41,23 +43,28 @@ def main() -> None:
                         help="config override for every run (e.g. train.model_max_epochs=2)")
     parser.add_argument("--morec-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override for the MOREC runs only (e.g. agent.rollout_batch_size=200 on a CPU)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also run MOREC-choice-only: the filter's choice without early termination")
     parser.add_argument("--heldout", nargs="*", default=[],
                         help="per data set, one of another policy for the model-error check (e.g. hopper-expert)")
     args = parser.parse_args()
 
+    methods = {**METHODS, **(ABLATION if args.ablation else {})}
     for dataset in args.datasets:
         family = dataset.split("-")[0]
         penalty = f"agent.penalty_coef={PENALTY_BY_FAMILY.get(family, 1.0)}"
-        curves: dict[str, list] = {m: [] for m in METHODS}
-        rollouts: dict[str, list] = {m: [] for m in METHODS}
+        curves: dict[str, list] = {m: [] for m in methods}
+        rollouts: dict[str, list] = {m: [] for m in methods}
         for seed in args.seeds:  # seed-major, so a cut-short benchmark still holds paired comparisons
-            for method, overrides in METHODS.items():
+            for method, overrides in methods.items():
                 base = {"train": {"dataset": dataset, "seed": seed, "total_steps": args.steps,
                                   "torch_threads": args.threads, "progress": False}}
                 extra = [*args.set, *(args.morec_set if method.startswith("MOREC") else [])]
                 sections = runs.resolve_config("mopo", base, None, [penalty, *overrides, *extra])
                 run_dir = args.runs / f"{method}_{dataset}_s{seed}"
                 share_model(args.runs / f"MOPO_{dataset}_s{seed}", run_dir)
+                if method in ABLATION:
+                    share_model(args.runs / f"MOREC-MOPO_{dataset}_s{seed}", run_dir, runs.DYNAMICS_REWARD)
                 evals = runs.train_or_resume("mopo", sections, run_dir)
                 curves[method].append([(s, float(normalized_score(_env_of(dataset), r))) for s, r in evals])
                 rollouts[method].append(rollout_stats(run_dir))
@@ -78,14 +85,15 @@ def main() -> None:
                   f"best {row['best_mean']:6.1f} ± {row['best_std']:4.1f}   mean rollout length {length:5.2f}")
 
 
-def share_model(source: Path, run_dir: Path) -> None:
-    """Give ``run_dir`` the ensemble fitted in ``source``, so both methods of a seed plan through one model.
+def share_model(source: Path, run_dir: Path, name: str = runs.MODEL) -> None:
+    """Give ``run_dir`` the ensemble (or, with ``name``, the dynamics reward) fitted in ``source``, so the methods of
+    a seed plan through one model.
 
     The model fit is the same for MOPO and MOREC-MOPO (same data, seed and config); sharing it halves the
     fitting time and leaves the filter as the only difference between the two runs.
     """
-    model = checkpoint_path(source, runs.MODEL)
-    target = checkpoint_path(run_dir, runs.MODEL)
+    model = checkpoint_path(source, name)
+    target = checkpoint_path(run_dir, name)
     if source != run_dir and model.is_file() and not target.exists():
         atomic_write_bytes(target, model.read_bytes())
 

@@ -177,7 +177,8 @@ def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: b
     choose = None
     if agent_cfg.morec:  # MOREC: a dynamics reward learned on the data against this model filters rollouts
         choose = _morec_filter(run_dir, spec.name, real, model, obs_dim, act_dim, train_cfg.seed,
-                               agent_cfg.morec_fit_steps, agent_cfg.morec_threshold_quantile)
+                               agent_cfg.morec_fit_steps, agent_cfg.morec_threshold_quantile,
+                               agent_cfg.morec_early_termination)
     name = train_cfg.dataset
 
     def score(ret: float) -> float:
@@ -194,9 +195,11 @@ def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: b
 
 
 def _morec_filter(run_dir: Path, algo: str, real: Any, model: GaussianEnsemble, obs_dim: int, act_dim: int,
-                  seed: int, steps: int, quantile: float) -> Callable[[torch.Generator], TransitionFilter]:
+                  seed: int, steps: int, quantile: float,
+                  early_termination: bool = True) -> Callable[[torch.Generator], TransitionFilter]:
     """MOREC's transition filter (made with the loop's generator, so resume stays exact); its dynamics reward and
-    threshold are fitted once and kept in checkpoints/dynamics_reward.pt."""
+    threshold are fitted once and kept in checkpoints/dynamics_reward.pt (without early termination the threshold
+    is -inf)."""
     reward = DynamicsReward(obs_dim, act_dim, DynamicsRewardConfig(steps=steps))
     if checkpoint_path(run_dir, DYNAMICS_REWARD).is_file():
         saved = load_checkpoint(run_dir, DYNAMICS_REWARD, required=("dynamics_reward", "threshold"))
@@ -215,6 +218,8 @@ def _morec_filter(run_dir: Path, algo: str, real: Any, model: GaussianEnsemble, 
                                   "threshold": config.threshold, "threshold_quantile": quantile}, DYNAMICS_REWARD)
         print(f"MOREC dynamics reward: mean {fit['model/dr_reward_data']:.3f} on data, "
               f"{fit['model/dr_reward_model']:.3f} on model samples; rollouts end below {config.threshold:.3f}")
+    if not early_termination:  # the ablation: the same reward and choice, no rollout ends early
+        config = FilterConfig(threshold=float("-inf"))
     return lambda generator: TransitionFilter(model, reward, config, generator)
 
 

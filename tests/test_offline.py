@@ -104,3 +104,18 @@ def test_morec_mopo_fits_a_dynamics_reward_and_filters_rollouts(hopper_data):
     assert state.step == 60
     saved = load_checkpoint(hopper_data / "morec", "dynamics_reward.pt")
     assert "dynamics_reward" in saved and saved["fit"]
+    # the threshold is the 5% quantile of the chosen rewards on data pairs (see TransitionFilter.calibrated)
+    assert saved["threshold_quantile"] == 0.05 and np.isfinite(saved["threshold"])
+    from cadence.runs import _morec_filter
+
+    model = GaussianEnsemble(11, 3)
+    model.load_state_dict(load_checkpoint(hopper_data / "morec", "model.pt")["model"])
+    kept = _morec_filter(hopper_data / "morec", "mopo", None, model, 11, 3, 0, 60, 0.05)(torch.Generator())
+    assert kept.config.threshold == saved["threshold"]  # loaded, not refitted (no data was given)
+    # the ablation: the same reward and choice, and no rollout ends early
+    ablation = _morec_filter(hopper_data / "morec", "mopo", None, model, 11, 3, 0, 60, 0.05,
+                             early_termination=False)(torch.Generator())
+    obs, act = torch.randn(64, 11), torch.rand(64, 3) * 2 - 1
+    assert ablation.config.threshold == float("-inf") and ablation.filter(obs, act).keep.all()
+    torch.testing.assert_close(ablation.dynamics_reward.reward(obs, act, obs),
+                               kept.dynamics_reward.reward(obs, act, obs))

@@ -43,6 +43,9 @@ class OfflineModelBasedConfig(SACConfig):
     """0: end rollouts below MOREC's absolute dynamics reward 0.6. q in (0, 1): below the q-quantile of the filter's
     chosen rewards on the data's own (s, a) pairs, because cadence's reward, learned against a fixed model rather
     than adversarially, is not calibrated to score data-like transitions near log 2 (TransitionFilter.calibrated)."""
+    morec_early_termination: bool = True
+    """End rollouts (storing the step as terminal) below the threshold; False keeps only the filter's choice of
+    next state (an ablation that separates the choice from the termination's pessimism)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
