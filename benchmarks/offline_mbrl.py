@@ -28,8 +28,12 @@ from cadence.evaluation.scores import normalized_score
 from cadence.io import atomic_write_bytes
 
 METHODS = {"MOPO": [], "MOREC-MOPO": ["agent.morec=true", "agent.rollout_length=100"]}
-#: with --ablation: MOREC's choice of next state without its early termination (same reward as MOREC-MOPO's run)
-ABLATION = {"MOREC-choice-only": [*METHODS["MOREC-MOPO"], "agent.morec_early_termination=false"]}
+#: with --ablation: MOREC's choice of next state without its early termination (same reward as MOREC-MOPO's run),
+#: and plain MOPO with the MOREC runs' rollout shape (--morec-set), to separate the filter from the longer rollouts
+ABLATION = {"MOREC-choice-only": [*METHODS["MOREC-MOPO"], "agent.morec_early_termination=false"],
+            "MOPO-long-rollouts": []}
+#: the methods that take --morec-set (the MOREC rollout shape)
+MOREC_SHAPED = {"MOREC-MOPO", *ABLATION}
 
 
 def main() -> None:
@@ -44,7 +48,8 @@ def main() -> None:
     parser.add_argument("--morec-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override for the MOREC runs only (e.g. agent.rollout_batch_size=200 on a CPU)")
     parser.add_argument("--ablation", action="store_true",
-                        help="also run MOREC-choice-only: the filter's choice without early termination")
+                        help="also run MOREC-choice-only (the filter's choice without early termination) and "
+                             "MOPO-long-rollouts (plain MOPO with the --morec-set rollout shape)")
     parser.add_argument("--heldout", nargs="*", default=[],
                         help="per data set, one of another policy for the model-error check (e.g. hopper-expert)")
     args = parser.parse_args()
@@ -59,7 +64,7 @@ def main() -> None:
             for method, overrides in methods.items():
                 base = {"train": {"dataset": dataset, "seed": seed, "total_steps": args.steps,
                                   "torch_threads": args.threads, "progress": False}}
-                extra = [*args.set, *(args.morec_set if method.startswith("MOREC") else [])]
+                extra = [*args.set, *(args.morec_set if method in MOREC_SHAPED else [])]
                 sections = runs.resolve_config("mopo", base, None, [penalty, *overrides, *extra])
                 run_dir = args.runs / f"{method}_{dataset}_s{seed}"
                 share_model(args.runs / f"MOPO_{dataset}_s{seed}", run_dir)
