@@ -46,15 +46,19 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (e.g. train.model_max_epochs=2)")
     parser.add_argument("--morec-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for the MOREC runs only (e.g. agent.rollout_batch_size=200 on a CPU)")
+                        help="override for MOREC-MOPO and the ablations (e.g. agent.rollout_length=20)")
     parser.add_argument("--ablation", action="store_true",
                         help="also run MOREC-choice-only (the filter's choice without early termination) and "
                              "MOPO-long-rollouts (plain MOPO with the --morec-set rollout shape)")
+    parser.add_argument("--methods", nargs="+", default=[], choices=[*METHODS, *ABLATION],
+                        help="run only these (default: MOPO and MOREC-MOPO, plus the ablations with --ablation)")
     parser.add_argument("--heldout", nargs="*", default=[],
                         help="per data set, one of another policy for the model-error check (e.g. hopper-expert)")
     args = parser.parse_args()
 
     methods = {**METHODS, **(ABLATION if args.ablation else {})}
+    if args.methods:
+        methods = {m: o for m, o in {**METHODS, **ABLATION}.items() if m in args.methods}
     for dataset in args.datasets:
         family = dataset.split("-")[0]
         penalty = f"agent.penalty_coef={PENALTY_BY_FAMILY.get(family, 1.0)}"
