@@ -4,7 +4,8 @@ Same hyperparameters as cadence's SAC defaults (DESIGN.md: hidden [256, 256], lr
 tau 0.005, automatic alpha, buffer 1e6, 10k random steps, one gradient step per env step) and the same
 evaluation: the mean return of the deterministic policy over 10 episodes every 10k steps, episode i reset
 with seed + 100000 + i. The curve is written to ``benchmarks/results/sb3_sac_learning.json`` (per env and
-seed) after every evaluation, so a cut-short run still leaves its partial curve.
+seed) after every evaluation, so a cut-short run still leaves its partial curve, and plotted beside cadence's
+curves from ``sac_learning.json`` in ``sac_vs_sb3_<env>.png``.
 
     python benchmarks/sb3_sac_learning.py --env Hopper-v5 --seed 1 --steps 300000
 """
@@ -21,6 +22,7 @@ from common import RESULTS
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
+from cadence.evaluation.plots import plot_curves
 from cadence.io import atomic_write_json
 
 
@@ -60,6 +62,19 @@ class EvalCurve(BaseCallback):
                         "10k random steps, train_freq 1, gradient_steps 1",
         }
         atomic_write_json(path, merged)
+        plot_against_cadence(self.env_id)
+
+
+def plot_against_cadence(env_id: str) -> None:
+    """cadence's stored seeds (``sac_learning.json``) and SB3's on one plot, with the issue's target."""
+    ours = json.loads((RESULTS / "sac_learning.json").read_text()).get(env_id, {}) if (
+        RESULTS / "sac_learning.json").is_file() else {}
+    theirs = json.loads((RESULTS / "sb3_sac_learning.json").read_text()).get(env_id, {})
+    curves = {f"cadence SAC (seeds {', '.join(ours.get('curves', {}))})": list(ours.get("curves", {}).values()),
+              f"SB3 SAC (seeds {', '.join(theirs)})": [run["curve"] for run in theirs.values()]}
+    plot_curves({k: v for k, v in curves.items() if v}, RESULTS / f"sac_vs_sb3_{env_id}.png",
+                ylabel="evaluation return", title=f"{env_id}: cadence SAC and stable-baselines3 SAC, same settings",
+                hline=ours.get("target_return"))
 
 
 def main() -> None:
