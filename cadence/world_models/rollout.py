@@ -17,7 +17,7 @@ import torch
 from cadence.world_models.ensemble import GaussianEnsemble
 
 Tensor = torch.Tensor
-#: ``choose(obs, act) -> (next_obs, reward, keep)``; a row with ``keep == False`` is stored as terminal and ends
+#: ``choose(obs, act) -> (next_obs, reward, keep)``; a row with ``keep == False`` is stored as terminal and stops
 Choose = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 #: ``policy(obs) -> act`` (sampled, as SAC acts while collecting)
 Policy = Callable[[Tensor], Tensor]
