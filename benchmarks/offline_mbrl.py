@@ -130,29 +130,23 @@ def heldout_error(run_dir: Path, heldout: str, rows: int = 5000, seed: int = 0) 
     """Mean absolute next-state error on ``rows`` transitions of ``heldout``: plain sample vs MOREC filter."""
     import torch
 
-    from cadence.checkpoint import load_checkpoint
     from cadence.replay import load_dataset
-    from cadence.world_models import DynamicsReward, DynamicsRewardConfig, FilterConfig, TransitionFilter
-    from cadence.world_models.ensemble import GaussianEnsemble
+    from cadence.world_models import TransitionFilter
     from cadence.world_models.rollout import random_elite_sample
 
     data = load_dataset(heldout)
     pick = np.random.default_rng(seed).choice(len(data), size=min(rows, len(data)), replace=False)
     obs, act = torch.as_tensor(data.observations[pick]), torch.as_tensor(data.actions[pick])
     true_next = torch.as_tensor(data.next_obs()[pick])
-    model = GaussianEnsemble(obs.shape[1], act.shape[1])
-    model.load_state_dict(load_checkpoint(run_dir, runs.MODEL)["model"])
-    saved = load_checkpoint(run_dir, runs.DYNAMICS_REWARD)
-    reward = DynamicsReward(obs.shape[1], act.shape[1], DynamicsRewardConfig())
-    reward.load_state_dict(saved["dynamics_reward"])
+    model = runs.load_model(run_dir, obs.shape[1], act.shape[1])
+    reward, config = runs.load_dynamics_reward(run_dir, obs.shape[1], act.shape[1])  # the run's own threshold
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         plain = random_elite_sample(model, generator)(obs, act)[0]
-        config = FilterConfig(threshold=saved["threshold"])  # the run's calibrated threshold
         filtered, _, keep = TransitionFilter(model, reward, config, generator)(obs, act)
     error = lambda pred, rows=slice(None): float((pred[rows] - true_next[rows]).abs().mean())
     return {"plain_sample": error(plain), "morec_filter": error(filtered), "kept_fraction": float(keep.float().mean()),
-            "threshold": float(saved["threshold"]),
+            "threshold": config.threshold,
             "plain_sample_kept_rows": error(plain, keep) if keep.any() else float("nan"),
             "morec_filter_kept_rows": error(filtered, keep) if keep.any() else float("nan")}
 

@@ -165,12 +165,7 @@ def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: b
     obs_dim, act_dim = eval_env.observation_space.shape[0], eval_env.action_space.shape[0]
     model_path = checkpoint_path(run_dir, MODEL)
     if model_path.is_file():  # fitted before (this run, or the run it resumes): fitting is the expensive part
-        saved = load_checkpoint(run_dir, MODEL, required=("model", "env"))
-        if saved["env"] != env_id:
-            raise CheckpointError(f"{model_path} holds a model of {saved['env']}, but this run evaluates in {env_id}; "
-                                  "use another run folder")
-        model = GaussianEnsemble(obs_dim, act_dim)
-        model.load_state_dict(saved["model"])
+        model = load_model(run_dir, obs_dim, act_dim, env_id)
     else:
         model, fit = fit_model(real, obs_dim, act_dim, max_epochs=train_cfg.model_max_epochs, seed=train_cfg.seed)
         save_checkpoint(run_dir, {"algo": spec.name, "model": model.state_dict(), "fit": fit, "env": env_id}, MODEL)
@@ -200,12 +195,10 @@ def _morec_filter(run_dir: Path, algo: str, real: Any, model: GaussianEnsemble, 
     """MOREC's transition filter (made with the loop's generator, so resume stays exact); its dynamics reward and
     threshold are fitted once and kept in checkpoints/dynamics_reward.pt (without early termination the threshold
     is -inf)."""
-    reward = DynamicsReward(obs_dim, act_dim, DynamicsRewardConfig(steps=steps))
     if checkpoint_path(run_dir, DYNAMICS_REWARD).is_file():
-        saved = load_checkpoint(run_dir, DYNAMICS_REWARD, required=("dynamics_reward", "threshold"))
-        reward.load_state_dict(saved["dynamics_reward"])
-        config = FilterConfig(threshold=saved["threshold"])
+        reward, config = load_dynamics_reward(run_dir, obs_dim, act_dim)
     else:
+        reward = DynamicsReward(obs_dim, act_dim, DynamicsRewardConfig(steps=steps))
         generator = torch.Generator().manual_seed(seed)
         fit = reward.fit(real, model, generator=generator)
         config = FilterConfig()
@@ -221,6 +214,25 @@ def _morec_filter(run_dir: Path, algo: str, real: Any, model: GaussianEnsemble, 
     if not early_termination:  # the ablation: the same reward and choice, no rollout ends early
         config = FilterConfig(threshold=float("-inf"))
     return lambda generator: TransitionFilter(model, reward, config, generator)
+
+
+def load_dynamics_reward(run_dir: str | Path, obs_dim: int, act_dim: int) -> tuple[DynamicsReward, FilterConfig]:
+    """A MOREC run's fitted dynamics reward (``checkpoints/dynamics_reward.pt``) and its filter settings."""
+    saved = load_checkpoint(run_dir, DYNAMICS_REWARD, required=("dynamics_reward", "threshold"))
+    reward = DynamicsReward(obs_dim, act_dim)
+    reward.load_state_dict(saved["dynamics_reward"])
+    return reward, FilterConfig(threshold=saved["threshold"])
+
+
+def load_model(run_dir: str | Path, obs_dim: int, act_dim: int, env_id: str | None = None) -> GaussianEnsemble:
+    """An offline run's fitted dynamics ensemble (``checkpoints/model.pt``), refused if fitted for another env."""
+    saved = load_checkpoint(run_dir, MODEL, required=("model", "env"))
+    if env_id is not None and saved["env"] != env_id:
+        raise CheckpointError(f"{checkpoint_path(run_dir, MODEL)} holds a model of {saved['env']}, but this run "
+                              f"evaluates in {env_id}; use another run folder")
+    model = GaussianEnsemble(obs_dim, act_dim)
+    model.load_state_dict(saved["model"])
+    return model
 
 
 @dataclasses.dataclass(frozen=True)

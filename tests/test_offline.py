@@ -106,10 +106,9 @@ def test_morec_mopo_fits_a_dynamics_reward_and_filters_rollouts(hopper_data):
     assert "dynamics_reward" in saved and saved["fit"]
     # the threshold is the 5% quantile of the chosen rewards on data pairs (see TransitionFilter.calibrated)
     assert saved["threshold_quantile"] == 0.05 and np.isfinite(saved["threshold"])
-    from cadence.runs import _morec_filter
+    from cadence.runs import _morec_filter, load_model
 
-    model = GaussianEnsemble(11, 3)
-    model.load_state_dict(load_checkpoint(hopper_data / "morec", "model.pt")["model"])
+    model = load_model(hopper_data / "morec", 11, 3, "Hopper-v5")
     kept = _morec_filter(hopper_data / "morec", "mopo", None, model, 11, 3, 0, 60, 0.05)(torch.Generator())
     assert kept.config.threshold == saved["threshold"]  # loaded, not refitted (no data was given)
     # the ablation: the same reward and choice, and no rollout ends early
