@@ -165,7 +165,7 @@ def _train_offline(spec: Any, sections: dict[str, Any], run_dir: Path, resume: b
     obs_dim, act_dim = eval_env.observation_space.shape[0], eval_env.action_space.shape[0]
     model_path = checkpoint_path(run_dir, MODEL)
     if model_path.is_file():  # fitted before (this run, or the run it resumes): fitting is the expensive part
-        model = load_model(run_dir, obs_dim, act_dim, env_id)
+        model = load_model(run_dir, obs_dim, act_dim, env_id, device=train_cfg.device)
     else:
         model, fit = fit_model(real, obs_dim, act_dim, max_epochs=train_cfg.model_max_epochs, seed=train_cfg.seed)
         save_checkpoint(run_dir, {"algo": spec.name, "model": model.state_dict(), "fit": fit, "env": env_id}, MODEL)
@@ -195,16 +195,17 @@ def _morec_filter(run_dir: Path, algo: str, real: Any, model: GaussianEnsemble, 
     """MOREC's transition filter (made with the loop's generator, so resume stays exact); its dynamics reward and
     threshold are fitted once and kept in checkpoints/dynamics_reward.pt (without early termination the threshold
     is -inf)."""
+    device = next(model.parameters()).device  # the reward lives beside the model it judges
     if checkpoint_path(run_dir, DYNAMICS_REWARD).is_file():
-        reward, config = load_dynamics_reward(run_dir, obs_dim, act_dim)
+        reward, config = load_dynamics_reward(run_dir, obs_dim, act_dim, device=device)
     else:
-        reward = DynamicsReward(obs_dim, act_dim, DynamicsRewardConfig(steps=steps))
-        generator = torch.Generator().manual_seed(seed)
+        reward = DynamicsReward(obs_dim, act_dim, DynamicsRewardConfig(steps=steps), device=device)
+        generator = torch.Generator(device=device).manual_seed(seed)  # it draws batches on the data's device
         fit = reward.fit(real, model, generator=generator)
         config = FilterConfig()
         if quantile > 0:  # calibrate on (up to) 10k of the data's own (s, a) pairs
             data = buffer_transitions(real)
-            rows = torch.randperm(len(data["obs"]), generator=generator)[:10_000]
+            rows = torch.randperm(len(data["obs"]), generator=generator, device=device)[:10_000]
             filt = TransitionFilter(model, reward, config, generator)
             config = filt.calibrated(data["obs"][rows], data["action"][rows], quantile).config
         save_checkpoint(run_dir, {"algo": algo, "dynamics_reward": reward.state_dict(), "fit": fit,
@@ -216,15 +217,17 @@ def _morec_filter(run_dir: Path, algo: str, real: Any, model: GaussianEnsemble, 
     return lambda generator: TransitionFilter(model, reward, config, generator)
 
 
-def load_dynamics_reward(run_dir: str | Path, obs_dim: int, act_dim: int) -> tuple[DynamicsReward, FilterConfig]:
+def load_dynamics_reward(run_dir: str | Path, obs_dim: int, act_dim: int,
+                         device: str | torch.device = "cpu") -> tuple[DynamicsReward, FilterConfig]:
     """A MOREC run's fitted dynamics reward (``checkpoints/dynamics_reward.pt``) and its filter settings."""
     saved = load_checkpoint(run_dir, DYNAMICS_REWARD, required=("dynamics_reward", "threshold"))
-    reward = DynamicsReward(obs_dim, act_dim)
+    reward = DynamicsReward(obs_dim, act_dim, device=device)
     reward.load_state_dict(saved["dynamics_reward"])
     return reward, FilterConfig(threshold=saved["threshold"])
 
 
-def load_model(run_dir: str | Path, obs_dim: int, act_dim: int, env_id: str | None = None) -> GaussianEnsemble:
+def load_model(run_dir: str | Path, obs_dim: int, act_dim: int, env_id: str | None = None,
+               device: str | torch.device = "cpu") -> GaussianEnsemble:
     """An offline run's fitted dynamics ensemble (``checkpoints/model.pt``), refused if fitted for another env."""
     saved = load_checkpoint(run_dir, MODEL, required=("model", "env"))
     if env_id is not None and saved["env"] != env_id:
@@ -232,7 +235,7 @@ def load_model(run_dir: str | Path, obs_dim: int, act_dim: int, env_id: str | No
                               f"evaluates in {env_id}; use another run folder")
     model = GaussianEnsemble(obs_dim, act_dim)
     model.load_state_dict(saved["model"])
-    return model
+    return model.to(device)
 
 
 @dataclasses.dataclass(frozen=True)

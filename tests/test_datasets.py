@@ -53,16 +53,38 @@ def test_hand_written_d4rl_file_loads(tmp_path):
 
 
 def test_to_buffer_and_task_slices():
-    data = OfflineDataset(**episodes(), task_ids=np.array([0, 0, 0, 1, 1, 1, 1]))
+    arrays = episodes()
+    data = OfflineDataset(**arrays, next_observations=arrays["observations"] + 1.0,
+                          task_ids=np.array([0, 0, 0, 1, 1, 1, 1]))
     buf = data.to_buffer()
     assert len(buf) == 7
     assert buf.storage["episode_start"].tolist() == [True, False, False, True, False, False, False]
     assert buf.storage["terminated"][2] and buf.storage["truncated"][6]
     torch.testing.assert_close(buf.storage["obs"], torch.as_tensor(data.observations))
+    torch.testing.assert_close(buf.storage["next_obs"], torch.as_tensor(data.next_observations))
     task1 = data.task(1)
     assert len(task1) == 4 and (task1.task_ids == 1).all()
     with pytest.raises(DatasetError, match="no rows of task 5"):
         data.task(5)
+
+
+def test_rows_without_a_known_successor_are_dropped_like_d4rl_qlearning_dataset():
+    # episodes of 3 (terminal), 1 (timeout), 4 (timeout), then 2 rows cut off by the file's end
+    arrays = episodes(lengths=(3, 1, 4, 2))
+    arrays["timeouts"][9], arrays["terminals"][9] = False, False
+    for row in (3, 7):
+        arrays["timeouts"][row], arrays["terminals"][row] = True, False
+    obs = arrays["observations"]
+    data = OfflineDataset(**arrays).with_known_next()
+    kept = [0, 1, 2, 4, 5, 6, 8]  # the timeout rows 3 and 7 and the last row 9 need a successor nobody stored
+    np.testing.assert_array_equal(data.observations, obs[kept])
+    np.testing.assert_array_equal(data.next_observations, obs[[1, 2, 2, 5, 6, 7, 9]])  # terminal row 2: s' = s
+    assert data.terminals.tolist() == [False, False, True, False, False, False, False]
+    assert data.timeouts.tolist() == [False, False, False, False, False, True, True]  # rows 6 and 8 end episodes
+    buf = OfflineDataset(**arrays).to_buffer()
+    assert len(buf) == 7 and buf.storage["episode_start"].tolist() == [True, False, False, True, False, False, True]
+    stored = OfflineDataset(**arrays, next_observations=obs + 1.0)
+    assert stored.with_known_next() is stored
 
 
 @pytest.mark.parametrize("corrupt, key, problem", [

@@ -118,3 +118,13 @@ def test_morec_mopo_fits_a_dynamics_reward_and_filters_rollouts(hopper_data):
     assert ablation.config.threshold == float("-inf") and ablation.filter(obs, act).keep.all()
     torch.testing.assert_close(ablation.dynamics_reward.reward(obs, act, obs),
                                kept.dynamics_reward.reward(obs, act, obs))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("algo", ["mopo", "mobile"])
+def test_offline_run_with_morec_trains_on_cuda(hopper_data, algo):
+    extra = ["train.device=cuda", "agent.morec=true", "agent.morec_fit_steps=30"]
+    state = train(algo, offline(algo, total=60, extra=extra), hopper_data / algo)
+    assert state.step == 60 and np.isfinite(state.evals[-1][1])
+    resumed = train(algo, offline(algo, total=80, extra=extra), hopper_data / algo, resume=True)
+    assert resumed.step == 80

@@ -61,8 +61,8 @@ class OfflineTrainConfig(LoopConfig):
 
 def fit_model(real: ReplayBuffer, obs_dim: int, act_dim: int, model: GaussianEnsemble | None = None,
               max_epochs: int = 0, seed: int = 0) -> tuple[GaussianEnsemble, dict[str, Any]]:
-    """Fit a GaussianEnsemble (DESIGN.md defaults) on every transition of ``real``."""
-    model = model or GaussianEnsemble(obs_dim, act_dim)
+    """Fit a GaussianEnsemble (DESIGN.md defaults) on every transition of ``real``, on ``real``'s device."""
+    model = (model or GaussianEnsemble(obs_dim, act_dim)).to(real.device)
     trainer = EnsembleTrainer(model, torch.Generator().manual_seed(seed))
     metrics = trainer.fit(buffer_transitions(real), max_epochs=max_epochs or None)
     return model, metrics

@@ -99,6 +99,30 @@ class OfflineDataset:
         nxt[ends] = self.observations[ends]
         return nxt
 
+    def with_known_next(self) -> OfflineDataset:
+        """This data set with every row's next observation known; itself when ``next_observations`` is stored.
+
+        D4RL files store no next observations. Inside an episode the next row's observation is the successor.
+        A row that ends an episode by a timeout (or the file's last row) has no stored successor and its target
+        must bootstrap, so it is dropped and the row before it becomes the episode's timeout, as D4RL's
+        ``qlearning_dataset`` drops it. A terminal row keeps s' = s: a terminal target does not bootstrap.
+        """
+        if self.next_observations is not None:
+            return self
+        terminals, timeouts = np.asarray(self.terminals, bool), np.asarray(self.timeouts, bool).copy()
+        ends = terminals | timeouts
+        unknown = ends.copy()
+        unknown[-1] = True
+        nxt = np.empty_like(self.observations)
+        nxt[:-1] = self.observations[1:]
+        nxt[unknown] = self.observations[unknown]
+        drop = unknown & ~terminals
+        before = np.flatnonzero(drop) - 1
+        timeouts[before[(before >= 0) & ~ends[before]]] = True  # the dropped row's predecessor in its episode
+        arrays = {**self.arrays(), "timeouts": timeouts, "next_observations": nxt}
+        return OfflineDataset(**{k: v[~drop] for k, v in arrays.items()}, metadata=dict(self.metadata),
+                              source=self.source)
+
     def episode_starts(self) -> np.ndarray:
         ends = np.asarray(self.terminals, bool) | np.asarray(self.timeouts, bool)
         starts = np.zeros(len(self), dtype=bool)
@@ -127,11 +151,13 @@ class OfflineDataset:
                               source=f"{self.source}[{label}]")
 
     def to_buffer(self, capacity: int | None = None, device: str = "cpu") -> ReplayBuffer:
-        """A ReplayBuffer holding every transition (capacity defaults to the data set's size)."""
-        buf = ReplayBuffer(capacity or len(self), self.observations.shape[1:], self.actions.shape[1:], device)
-        task = self.task_ids if self.task_ids is not None else 0
-        buf.add(self.observations, self.actions, self.rewards, self.next_obs(), np.asarray(self.terminals, bool),
-                np.asarray(self.timeouts, bool), task_id=task, episode_start=self.episode_starts())
+        """A ReplayBuffer holding every transition whose next observation is known (see :meth:`with_known_next`);
+        the capacity defaults to their number."""
+        data = self.with_known_next()
+        buf = ReplayBuffer(capacity or len(data), data.observations.shape[1:], data.actions.shape[1:], device)
+        task = data.task_ids if data.task_ids is not None else 0
+        buf.add(data.observations, data.actions, data.rewards, data.next_observations, np.asarray(data.terminals, bool),
+                np.asarray(data.timeouts, bool), task_id=task, episode_start=data.episode_starts())
         return buf
 
     # --- files ---------------------------------------------------------------------------------------

@@ -46,7 +46,9 @@ class EnsembleTrainer:
         n_hold = max(1, int(n * self.config.holdout_ratio))
         if n - n_hold < 1:
             raise ValueError(f"need at least 2 transitions to fit a model, got {n}")
-        perm = torch.randperm(n, generator=self.generator, device=data["obs"].device)
+        device = data["obs"].device
+        # permutations are drawn on the generator's own device (a CPU generator cannot draw on CUDA)
+        perm = torch.randperm(n, generator=self.generator).to(device)
         hold = {k: v[perm[:n_hold]] for k, v in data.items()}
         train = {k: v[perm[n_hold:]] for k, v in data.items()}
         self.model.set_normalizer(train["obs"], train["action"])
@@ -57,7 +59,7 @@ class EnsembleTrainer:
         best_members = copy.deepcopy(self.model.net.state_dict())  # every tensor is [members, ...]
         stale, epochs, last_loss = 0, 0, float("nan")
         for _ in range(max_epochs or cfg.max_epochs):
-            order = torch.stack([torch.randperm(n_train, generator=self.generator) for _ in range(members)])
+            order = torch.stack([torch.randperm(n_train, generator=self.generator) for _ in range(members)]).to(device)
             for start in range(0, n_train, cfg.batch_size):
                 idx = order[:, start : start + cfg.batch_size]  # [members, B]: a different batch per member
                 loss, _ = self.model.loss({k: v[idx] for k, v in train.items()})
