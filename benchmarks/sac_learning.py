@@ -39,12 +39,14 @@ def main() -> None:
     args = parser.parse_args()
 
     overrides = ENV_OVERRIDES.get(args.env, [])
+    trained = {seed: train_or_resume("sac", args.env, seed, args.steps, overrides,
+                                     args.runs / f"sac_{args.env}_s{seed}", args.threads) for seed in args.seeds}
+    # read after training, so that seeds run in parallel processes (one per core) keep each other's curves
     path = RESULTS / "sac_learning.json"
     stored = json.loads(path.read_text()).get(args.env, {}) if path.is_file() else {}
     curves = {int(s): [tuple(p) for p in c] for s, c in stored.get("curves", {}).items()
               if stored.get("steps") == args.steps and int(s) not in args.seeds}
-    curves.update({seed: train_or_resume("sac", args.env, seed, args.steps, overrides,
-                                         args.runs / f"sac_{args.env}_s{seed}", args.threads) for seed in args.seeds})
+    curves.update(trained)
     curves = dict(sorted(curves.items()))
     target = TARGETS.get(args.env)
     summary = {
@@ -57,7 +59,9 @@ def main() -> None:
         },
         "note": "Gymnasium v5 tasks; evaluation = mean return of the deterministic policy over the eval episodes",
     }
-    summary["all_seeds_reach_target"] = all(v is not None for v in summary["first_step_reaching_target"].values())
+    reached = [v is not None for v in summary["first_step_reaching_target"].values()]
+    summary["seeds_reaching_target"] = f"{sum(reached)} of {len(reached)}"
+    summary["all_seeds_reach_target"] = all(reached)
     merge_result("sac_learning", args.env, summary)
     plot_curves({f"seed {s}": [c] for s, c in curves.items()}, RESULTS / f"sac_learning_{args.env}.png",
                 title=f"cadence SAC on {args.env}", hline=target)

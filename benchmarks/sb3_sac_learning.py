@@ -83,7 +83,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--steps", type=int, default=300_000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from the stored results")
     args = parser.parse_args()
+    if args.plot_only:
+        plot_against_cadence(args.env)
+        return
     torch.set_num_threads(args.threads)
     model = SAC("MlpPolicy", gym.make(args.env), learning_rate=3e-4, buffer_size=1_000_000, learning_starts=10_000,
                 batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto",
