@@ -12,18 +12,27 @@ ACT = spaces.Box(np.array([-2.0, 0.0], dtype=np.float32), np.array([2.0, 1.0], d
 SMALL = SACConfig(hidden_sizes=(32, 32), batch_size=64, learning_starts=0)
 
 
-def test_log_prob_matches_torch_distributions():
+def test_log_prob_is_that_of_the_normalised_action():
     torch.manual_seed(0)
     agent = SAC(OBS, ACT, SMALL)
     obs = torch.randn(16, 3)
+    torch.manual_seed(1)
     action, logp = agent.actor(obs)
     mean, log_std = agent.actor.net(obs).chunk(2, dim=-1)
-    dist = TransformedDistribution(Normal(mean, log_std.clamp(-5, 2).exp()), [
-        TanhTransform(), AffineTransform(agent.actor.bias, agent.actor.scale)])
-    expected = dist.log_prob(action.clamp(-2 + 1e-6, 2 - 1e-6)).sum(-1)
+    dist = TransformedDistribution(Normal(mean, log_std.clamp(-5, 2).exp()), [TanhTransform()])
+    normalised = (action - agent.actor.bias) / agent.actor.scale
+    expected = dist.log_prob(normalised.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
     torch.testing.assert_close(logp, expected, atol=2e-3, rtol=1e-3)
     low, high = torch.as_tensor(ACT.low), torch.as_tensor(ACT.high)
     assert ((action >= low) & (action <= high)).all()
+    # the same network under [-1, 1] bounds gives the same log-probability: the entropy target does not
+    # depend on the env's action units
+    unit = SAC(OBS, spaces.Box(-1.0, 1.0, (2,), np.float32), SMALL)
+    unit.actor.net.load_state_dict(agent.actor.net.state_dict())
+    torch.manual_seed(1)
+    unit_action, unit_logp = unit.actor(obs)
+    torch.testing.assert_close(unit_logp, logp)
+    torch.testing.assert_close(unit_action * agent.actor.scale + agent.actor.bias, action)
 
 
 def test_critic_loss_on_terminal_batch_is_plain_regression():

@@ -83,15 +83,18 @@ def squashed_gaussian(mean: torch.Tensor, log_std: torch.Tensor, scale: torch.Te
                       deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample a = tanh(u) * scale + bias, u ~ N(mean, exp(log_std)) (reparameterised).
 
-    Returns ``(action, log_prob, tanh(u))``; log_prob includes the tanh and scale Jacobians,
-    log N(u) - sum log(scale (1 - tanh(u)^2)), the latter in a numerically stable form.
+    Returns ``(action, log_prob, tanh(u))``. log_prob is the density of the normalised action tanh(u)
+    in [-1, 1]^d, log N(u) - sum log(1 - tanh(u)^2) (the tanh Jacobian, in a numerically stable form),
+    so a target entropy of -act_dim means the same for any action bounds, as in stable-baselines3.
+    Including the scale Jacobian (as CleanRL does) would shift the effective target by sum log(scale):
+    by -1.1 nats on InvertedPendulum's [-3, 3].
     """
     log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
     std = log_std.exp()
     u = mean if deterministic else mean + std * torch.randn_like(mean)
     y = torch.tanh(u)
     normal_logp = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
-    log_det = (2.0 * (np.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1) + scale.log().sum()
+    log_det = (2.0 * (np.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
     return y * scale + bias, normal_logp - log_det, y
 
 
@@ -105,7 +108,7 @@ class SquashedGaussianActor(nn.Module):
         self.register_buffer("bias", torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(action, log_prob)``; log_prob includes the tanh and scale Jacobians."""
+        """Return ``(action, log_prob)``; log_prob is that of the normalised action (see ``squashed_gaussian``)."""
         mean, log_std = self.net(obs).chunk(2, dim=-1)
         action, logp, _ = squashed_gaussian(mean, log_std, self.scale, self.bias, deterministic)
         return action, logp
