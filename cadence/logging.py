@@ -29,12 +29,15 @@ class RunLogger:
 
     Args:
         run_dir: the run folder; event files are written there.
-        purge_step: on resume, the step of the checkpoint: events logged after it by the
-            interrupted process are discarded so curves are not double-counted.
+        resume_step: on resume, the step of the checkpoint: events the interrupted process logged
+            after it are discarded so curves are not double-counted. Those logged at that step came
+            before the checkpoint was written, so they stay.
+        write_layout: write the custom-scalars dashboard layout (once, at a run's start).
     """
 
-    def __init__(self, run_dir: str | Path, purge_step: int | None = None, write_layout: bool = False):
+    def __init__(self, run_dir: str | Path, resume_step: int | None = None, write_layout: bool = False):
         self.run_dir = Path(run_dir)
+        purge_step = None if resume_step is None else resume_step + 1
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
         if write_layout:
             self.writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)

@@ -113,7 +113,7 @@ def _close_run(algo: str, sections: dict[str, Any], run_dir: Path, state: TrainS
                "episodes": state.episodes, "final_eval_return": state.evals[-1][1], "evals": state.evals,
                "stopped_early": state.step < train_cfg.total_steps}
     write_metrics(run_dir, metrics)
-    logger = RunLogger(run_dir, purge_step=None)
+    logger = RunLogger(run_dir)
     flat = {f"{name}.{k}": v for name, cfg in sections.items() for k, v in to_dict(cfg).items()}
     logger.hparams({"algo": algo, **flat}, {"hparams/final_eval_return": state.evals[-1][1]})
     logger.close()
@@ -315,7 +315,7 @@ def evaluate_fas(run_dir: str | Path, asl_grid: Sequence[int] = ASL_GRID, episod
     atomic_write_json(run_dir / f"fas{suffix}.json", result.to_dict())
     plot_fas({label: result}, run_dir / f"fas{suffix}.png")
     write_metrics(run_dir, {f"fas{suffix}": result.fas})
-    logger = RunLogger(run_dir, purge_step=None)
+    logger = RunLogger(run_dir)
     logger.scalars({f"eval/fas{suffix}": result.fas}, step=sections["train"].total_steps)
     logger.close()
     return result

@@ -104,3 +104,27 @@ def test_run_episodes_is_seeded():
     np.testing.assert_array_equal(r1, r2)
     np.testing.assert_array_equal(l1, l2)
     assert (l1 >= 1).all()
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Reacher-v5"])
+def test_episode_state_round_trip_continues_exactly(env_id):
+    from cadence.envs import episode_state, set_episode_state
+
+    env = make(env_id, decision_interval=2)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(7):
+        env.step(env.action_space.sample())
+    saved = episode_state(env)
+    actions = [env.action_space.sample() for _ in range(15)]
+    expected = [env.step(a) for a in actions]
+    other = make(env_id, decision_interval=2)
+    other.reset(seed=123)
+    set_episode_state(other, saved)
+    for a, (obs, reward, terminated, truncated, _) in zip(actions, expected):
+        got = other.step(a)
+        np.testing.assert_array_equal(got[0], obs)
+        assert (got[1], got[2], got[3]) == (reward, terminated, truncated)
+    assert other.unwrapped.np_random.bit_generator.state == env.unwrapped.np_random.bit_generator.state
+    with pytest.raises(ValueError, match="physics state"):
+        set_episode_state(make("Ant-v5"), saved)

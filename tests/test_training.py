@@ -211,3 +211,20 @@ def test_batched_collection_resumes_exactly_mid_episode(tmp_path, algo):
     assert (resumed.step, resumed.episodes, resumed.evals) == (full.step, full.episodes, full.evals)
     pf, pr = actor_params(tmp_path / "full"), actor_params(tmp_path / "cut")
     assert all(torch.equal(pf[k], pr[k]) for k in pf)
+
+
+def test_finished_run_extended_equals_one_longer_run(tmp_path):
+    """A finished run stops mid-episode; extending it continues that episode, physics included."""
+    full = train("sac", tiny(600), tmp_path / "full")
+    short = train("sac", tiny(333), tmp_path / "ext")  # 333: not an episode end, not a checkpoint step
+    assert short.step == 333
+    extended = train("sac", tiny(600), tmp_path / "ext", resume=True)
+    assert (extended.step, extended.episodes) == (full.step, full.episodes)
+    assert [e for e in extended.evals if e[0] != 333] == full.evals  # the short run's final evaluation is extra
+    pf, pe = actor_params(tmp_path / "full"), actor_params(tmp_path / "ext")
+    assert all(torch.equal(pf[k], pe[k]) for k in pf)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "ext"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/return")] == [200, 333, 400, 600]  # nothing purged at 333

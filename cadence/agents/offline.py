@@ -112,7 +112,7 @@ def train_offline(
     if resume:
         bundle, state = restore_run(run_dir, agent, model_buffer, "generator")
         generator.set_state(bundle["generator"])
-    logger = RunLogger(run_dir, purge_step=state.step if resume else None, write_layout=not resume)
+    logger = RunLogger(run_dir, resume_step=state.step if resume else None, write_layout=not resume)
 
     def bundle_now() -> dict[str, Any]:
         return {"algo": agent.algo, "agent": agent.state_dict(), "buffer": model_buffer.state_dict(),

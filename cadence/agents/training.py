@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import cadence
 from cadence.checkpoint import DEPLOY, load_checkpoint, save_checkpoint
 from cadence.config import check, check_positive
-from cadence.envs import env_rng_state, run_episodes, set_env_rng_state
+from cadence.envs import env_rng_state, episode_state, run_episodes, set_env_rng_state, set_episode_state
 from cadence.logging import RunLogger
 from cadence.replay import ReplayBuffer
 from cadence.seeding import rng_state, set_rng_state
@@ -220,8 +220,10 @@ def train_online(
 ) -> TrainState:
     """Off-policy online training: act, store, update, evaluate, checkpoint.
 
-    Checkpoints are taken at episode ends, so resuming needs no physics snapshot: the env's
-    generators are restored and the next episode starts exactly as it would have.
+    Periodic checkpoints are taken at episode ends, so resuming from them needs no physics snapshot: the
+    env's generators are restored and the next episode starts exactly as it would have. The final checkpoint
+    holds the episode in progress (physics included), so a finished run extended with more steps continues
+    exactly as one longer run would have.
 
     Args:
         agent: has ``act``, ``update``, ``state_dict``, ``load_state_dict`` and ``config``
@@ -243,16 +245,20 @@ def train_online(
     act_shape = env.primitive_action_space.shape if primitive else env.action_space.shape
     buffer = ReplayBuffer(agent_cfg.buffer_size, env.observation_space.shape, act_shape, config.device)
     state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
+    episode_return, episode_start = 0.0, True
     if resume:
         bundle, state = restore_run(run_dir, agent, buffer, "env_rng")
-        set_env_rng_state(env, bundle["env_rng"])
-        obs, _ = env.reset()
+        if "episode" in bundle:  # the final checkpoint of a finished run: continue its episode
+            set_episode_state(env, bundle["episode"]["env"])
+            obs, episode_return, episode_start = (bundle["episode"][k] for k in ("obs", "return", "start"))
+        else:  # a checkpoint taken at an episode end
+            set_env_rng_state(env, bundle["env_rng"])
+            obs, _ = env.reset()
     else:
         obs, _ = env.reset(seed=config.seed)
         env.action_space.seed(config.seed)
-    logger = RunLogger(run_dir, purge_step=state.step if resume else None, write_layout=not resume)
+    logger = RunLogger(run_dir, resume_step=state.step if resume else None, write_layout=not resume)
 
-    episode_return, episode_start = 0.0, True
     metrics: dict[str, float] = {}
     with progress_bar(config.progress) as progress:
         log = PeriodicLog(logger, progress, agent.algo.upper(), config, state)
@@ -302,7 +308,10 @@ def train_online(
             for callback in callbacks:
                 callback(state)
 
-    finish_run(agent, eval_env, config, state, logger, run_dir, checkpoint_bundle(agent, buffer, env, state))
+    # the run may stop mid-episode: keep that episode, so that extending the run continues exactly
+    final = {**checkpoint_bundle(agent, buffer, env, state),
+             "episode": {"env": episode_state(env), "obs": obs, "return": episode_return, "start": episode_start}}
+    finish_run(agent, eval_env, config, state, logger, run_dir, final)
     return state
 
 
@@ -342,7 +351,7 @@ def train_batched(
         obs = env._out(env._obs).numpy()
     else:
         obs = env.reset(seed=config.seed * 100_003).numpy()  # far from the eval episodes' seeds
-    logger = RunLogger(run_dir, purge_step=state.step if resume else None, write_layout=not resume)
+    logger = RunLogger(run_dir, resume_step=state.step if resume else None, write_layout=not resume)
 
     def bundle_now() -> dict[str, Any]:
         return {"algo": agent.algo, "agent": agent.state_dict(), "buffer": buffer.state_dict(), "rng": rng_state(),

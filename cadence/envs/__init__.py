@@ -14,6 +14,6 @@ __all__ = [
     "run_episodes",
 ]
 
-from cadence.envs.state import env_rng_state, set_env_rng_state
+from cadence.envs.state import env_rng_state, episode_state, set_env_rng_state, set_episode_state
 
-__all__ += ["env_rng_state", "set_env_rng_state"]
+__all__ += ["env_rng_state", "episode_state", "set_env_rng_state", "set_episode_state"]
