@@ -228,3 +228,15 @@ def test_finished_run_extended_equals_one_longer_run(tmp_path):
     events = EventAccumulator(str(tmp_path / "ext"))
     events.Reload()
     assert [e.step for e in events.Scalars("eval/return")] == [200, 333, 400, 600]  # nothing purged at 333
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rng_state_covers_cuda_generators():
+    from cadence.seeding import rng_state, set_rng_state
+
+    torch.rand(1, device="cuda")  # initialise CUDA
+    saved = rng_state()
+    assert "torch_cuda" in saved
+    first = torch.rand(4, device="cuda")
+    set_rng_state(saved)
+    torch.testing.assert_close(torch.rand(4, device="cuda"), first, rtol=0, atol=0)
