@@ -115,12 +115,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         algo, sections = read_run_config(args.resume)
         if algo != args.algo:
             raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
-        ignored = [flag for flag, value in (("--env", args.env), ("--seed", args.seed), ("--config", args.config))
-                   if value is not None] + (["--set"] if args.set else [])
+        given = {"--env": args.env, "--seed": args.seed, "--config": args.config, "--dataset": args.dataset,
+                 "--sequence-length": args.sequence_length, "--run-dir": args.run_dir}
+        ignored = [flag for flag, value in given.items() if value is not None]
+        ignored += (["--set"] if args.set else []) + (["--morec"] if args.morec else [])
         if ignored:
-            raise ConfigError(f"--resume continues the run's own config; drop {', '.join(ignored)}")
+            raise ConfigError(f"--resume continues the run's own config in its own folder; drop {', '.join(ignored)}")
         if args.total_steps is not None:
             sections["train"] = dataclasses.replace(sections["train"], total_steps=args.total_steps)
+        if args.no_progress:  # display only: the numbers do not change
+            sections["train"] = dataclasses.replace(sections["train"], progress=False)
         run_dir = args.resume
     else:
         base = {"train": {k: v for k, v in (("env", args.env), ("seed", args.seed),

@@ -7,6 +7,7 @@ A run's config is a set of named sections (for training: ``train`` and ``agent``
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -28,8 +29,28 @@ def check(condition: bool, name: str, value: Any, expectation: str) -> None:
 
 
 def check_positive(config: Any, name: str) -> None:
+    """``config.name`` must be a finite number above 0."""
     value = getattr(config, name)
-    check(value > 0, name, value, "> 0")
+    check(value > 0 and math.isfinite(value), name, value, "> 0 and finite")
+
+
+def check_device(name: str, value: str) -> None:
+    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``); whether it exists is checked when used."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        device = None
+    check(device is not None and device.type in ("cpu", "cuda", "mps"), name, value, "cpu, cuda, cuda:N or mps")
+
+
+def _parse_scalar(text: str) -> Any:
+    """A TOML scalar (``128``, ``3e-4``, ``true``) from text, else the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
@@ -49,8 +70,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"invalid config value {name}={value!r}")
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split()]
+        if isinstance(value, str):  # "256,256" from the command line
+            value = [_parse_scalar(v) for v in value.replace(",", " ").split()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"invalid config value {name}={value!r}: must be a list")
         elem = typing.get_args(hint)[0]
@@ -58,26 +79,18 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
         raise ConfigError(f"invalid config value {name}={value!r}: must be true or false")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"invalid config value {name}={value!r}: must be an integer")
-        try:
-            as_float = float(value)
-        except ValueError:
-            raise ConfigError(f"invalid config value {name}={value!r}: must be an integer") from None
+        as_float = float(value)
         if not as_float.is_integer():
             raise ConfigError(f"invalid config value {name}={value!r}: must be an integer")
         return int(as_float)
     if hint is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"invalid config value {name}={value!r}: must be a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"invalid config value {name}={value!r}: must be a number") from None
+        return float(value)
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"invalid config value {name}={value!r}: must be a string")
@@ -125,11 +138,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value")
     key, raw = (s.strip() for s in text.split("=", 1))
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
+    return key, _parse_scalar(raw)
 
 
 def load_sections(

@@ -85,6 +85,7 @@ def train(
         load_checkpoint(run_dir)  # fail before anything is written if the checkpoint is missing or corrupt
     elif checkpoint_path(run_dir, LAST).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
+    _require_device(train_cfg.device)
     if train_cfg.torch_threads > 0:
         torch.set_num_threads(train_cfg.torch_threads)
     seed_everything(train_cfg.seed)
@@ -103,6 +104,17 @@ def train(
     atomic_write_text(run_dir / CONFIG_FILE, to_toml({"algo": _AlgoSection(algo), **sections}))
     state = loop(agent, env, eval_env, train_cfg, run_dir, resume=resume, callbacks=callbacks)
     return _close_run(algo, sections, run_dir, state, train_cfg.env)
+
+
+def _require_device(name: str) -> None:
+    """Fail before any work when ``train.device`` names hardware this machine lacks."""
+    device = torch.device(name)
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}[device.type]
+    if device.type == "cuda" and available and device.index is not None:
+        available = device.index < torch.cuda.device_count()
+    if not available:
+        raise ConfigError(f"train.device={name!r} is not available on this machine (torch {torch.__version__}); "
+                          "use train.device=cpu")
 
 
 def _close_run(algo: str, sections: dict[str, Any], run_dir: Path, state: TrainState, env_id: str,

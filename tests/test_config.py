@@ -12,6 +12,8 @@ def test_defaults_and_overrides():
     assert cfg["agent"].batch_size == 64 and cfg["train"].eval_every == 500
     assert cfg["agent"].hidden_sizes == (32, 32)
     assert cfg["agent"].gamma == 0.99
+    cfg = load_sections(SCHEMA, overrides=["hidden_sizes=64,32", "train.device=cuda:1", "stop_return=inf"])
+    assert cfg["agent"].hidden_sizes == (64, 32) and cfg["train"].device == "cuda:1"
 
 
 def test_unknown_key_names_it_and_lists_valid_keys():
@@ -29,6 +31,13 @@ def test_unknown_key_names_it_and_lists_valid_keys():
     ("train.total_steps=-1", "total_steps=-1: must be > 0"),
     ("agent.autotune_alpha=maybe", "true or false"),
     ("agent.action_repeat=0", "action_repeat=0"),
+    ("agent.actor_lr=inf", "actor_lr=inf: must be > 0 and finite"),
+    ("agent.critic_lr=nan", "critic_lr=nan"),
+    ('agent.batch_size="256"', "batch_size='256': must be an integer"),
+    ('agent.gamma="0.9"', "must be a number"),
+    ("train.progress=1", "true or false"),
+    ("train.device=gpu", "device='gpu': must be cpu, cuda"),
+    ("train.device=cuda:x", "device='cuda:x'"),
 ])
 def test_bad_values_fail_before_work(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -133,6 +133,10 @@ def test_cli_train_then_eval_fas(tmp_path, capsys):
     # resuming a finished run with a larger budget continues it
     assert main(["train", "sac", "--resume", str(run), "--total-steps", "400", "--no-progress"]) == 0
     assert json.loads((run / "metrics.json").read_text())["steps"] == 400
+    # flags that would change the run are refused on resume, not silently ignored
+    assert main(["train", "sac", "--resume", str(run), "--run-dir", str(tmp_path / "other"), "--morec"]) == 2
+    assert "drop --run-dir, --morec" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -143,6 +147,10 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["eval", "fas", str(tmp_path)]) == 2
     assert "not a cadence run folder" in capsys.readouterr().err
     assert main(["eval", "fas", str(tmp_path), "--asl", "4,2"]) == 2
+    if not torch.cuda.is_available():
+        assert main(["train", "sac", "--set", "train.device=cuda", "--run-dir", str(tmp_path / "z")]) == 2
+        assert "train.device='cuda' is not available" in capsys.readouterr().err
+        assert not (tmp_path / "z").exists()
 
 
 def test_srl_run_fas_and_planner(tmp_path):

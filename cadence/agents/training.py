@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import cadence
 from cadence.checkpoint import DEPLOY, load_checkpoint, save_checkpoint
-from cadence.config import check, check_positive
+from cadence.config import check, check_device, check_positive
 from cadence.envs import env_rng_state, episode_state, run_episodes, set_env_rng_state, set_episode_state
 from cadence.logging import RunLogger
 from cadence.replay import ReplayBuffer
@@ -57,6 +57,7 @@ class LoopConfig:
         check(self.eval_every >= 0, "eval_every", self.eval_every, ">= 0")
         check(self.torch_threads >= 0, "torch_threads", self.torch_threads, ">= 0")
         check(self.seed >= 0, "seed", self.seed, ">= 0")
+        check_device("device", self.device)
 
 
 @dataclass(frozen=True)
