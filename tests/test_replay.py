@@ -30,6 +30,12 @@ def test_circular_overwrite_keeps_newest():
         buf.add([i], [0.0], float(i), [i + 1], False)
     assert len(buf) == 5 and buf.pos == 2
     assert sorted(buf.storage["reward"].tolist()) == [7, 8, 9, 10, 11]
+    # one batch larger than the buffer leaves what the same rows added one by one leave
+    batch = ReplayBuffer(5, (1,), (1,))
+    batch.add([[0.0]], [0.0], 0.0, [[1.0]], False)
+    batch.add(np.arange(1, 12.0)[:, None], np.zeros((11, 1)), np.arange(1, 12.0), np.arange(2, 13.0)[:, None], False)
+    assert batch.pos == buf.pos and batch.storage["reward"].tolist() == buf.storage["reward"].tolist()
+    assert batch.storage["obs"].tolist() == buf.storage["obs"].tolist()
 
 
 @pytest.mark.parametrize("truncate", [False, True])

@@ -96,12 +96,14 @@ class ReplayBuffer:
             raise ValueError(
                 f"obs must have shape {self.obs_shape} or [n, *{self.obs_shape}], got {tuple(obs_t.shape)}"
             )
-        idx = (self.pos + torch.arange(n)) % self.capacity
+        # a batch larger than the buffer keeps its last `capacity` rows, as adding them one by one would
+        keep = min(n, self.capacity)
+        idx = (self.pos + (n - keep) + torch.arange(keep)) % self.capacity
         idx = idx.to(self.device)
         for key, value in values.items():
             store = self.storage[key]
             t = torch.as_tensor(np.asarray(value), dtype=store.dtype).to(self.device)
-            store[idx] = t.reshape(n, *store.shape[1:]) if t.numel() > 1 or n == 1 else t.expand(n)
+            store[idx] = t.reshape(n, *store.shape[1:])[n - keep:] if t.numel() > 1 or n == 1 else t.expand(keep)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
