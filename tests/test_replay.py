@@ -56,6 +56,22 @@ def test_sequences_never_cross_episode_end(truncate):
         np.testing.assert_array_equal(obs[i, :valid, 1].numpy(), np.arange(t0, t0 + valid))
 
 
+def test_sequences_do_not_cross_interleaved_worlds():
+    """A batched loop stores each decision's records world by world: chunks of 3 from world 0, then world 1."""
+    buf = ReplayBuffer(1000, (2,), (1,))
+    for decision in range(10):
+        for world in (0, 1):
+            t = np.arange(3 * decision, 3 * decision + 3, dtype=np.float32)
+            obs = np.stack([np.full(3, world, np.float32), t], axis=1)
+            buf.add(obs, np.zeros((3, 1)), t, obs + [0, 1], np.zeros(3, bool), episode_start=(t == 0))
+    batch = buf.sample_sequences(300, 5, torch.Generator().manual_seed(0))
+    for obs, mask in zip(batch["obs"], batch["mask"]):
+        valid = int(mask.sum())
+        assert (obs[:, 0] == obs[0, 0]).all()  # one world per window
+        assert valid == 3 - int(obs[0, 1]) % 3  # cut at the end of the world's chunk
+        np.testing.assert_array_equal(obs[:valid, 1].numpy(), obs[0, 1].item() + np.arange(valid))
+
+
 def test_sequences_do_not_wrap_into_old_data():
     buf = ReplayBuffer(10, (2,), (1,))
     fill_episodes(buf, [13])  # one long episode overwrites its own start; newest step is t=12 at pos 2

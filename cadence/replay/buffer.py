@@ -118,8 +118,9 @@ class ReplayBuffer:
         """Draw ``n`` windows of ``length`` consecutive transitions that never cross an episode end.
 
         A window is cut where an episode ends (terminated or truncated), where a new episode
-        starts, or at the newest transition. Positions past the cut repeat the window's last
-        valid transition and have ``mask == 0``, so no data from another episode leaks in.
+        starts, where a row's obs is not the previous row's next_obs (rows of several worlds
+        interleaved by a batched loop), or at the newest transition. Positions past the cut repeat
+        the window's last valid transition and have ``mask == 0``, so no data from another episode leaks in.
 
         Returns:
             Every field with shape ``[n, length, ...]``, plus ``mask`` of shape ``[n, length]``.
@@ -133,12 +134,11 @@ class ReplayBuffer:
         raw = (start[:, None] + offsets) % self.capacity
         # transitions from start up to the newest one, before wrapping into the oldest data
         available = (self.pos - start - 1) % self.capacity + 1 if self.size == self.capacity else self.size - start
-        # the flag bytes of every window position in one gather: terminated, truncated, episode_start
-        flag_column = self.block[:, sum(self._widths[:4])]
-        flags = flag_column.index_select(0, raw.reshape(-1)).view(torch.uint8).view(torch.bool).view(n, length, 4)
-        ended = flags[..., 0] | flags[..., 1]
+        rows = self._fields(self.block.index_select(0, raw.reshape(-1)).view(n, length, self.row_size))
+        ended = rows["terminated"] | rows["truncated"]
+        discontinuous = (rows["obs"][:, 1:] != rows["next_obs"][:, :-1]).flatten(2).any(dim=-1)
         breaks = torch.zeros_like(ended)
-        breaks[:, 1:] = ended[:, :-1] | flags[:, 1:, 2]
+        breaks[:, 1:] = ended[:, :-1] | rows["episode_start"][:, 1:] | discontinuous
         breaks |= offsets[None, :] >= available[:, None]
         mask = torch.cumsum(breaks.to(torch.int64), dim=1) == 0
         valid = mask.sum(dim=1)
