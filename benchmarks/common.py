@@ -13,6 +13,19 @@ from cadence.runs import resolve_config
 RESULTS = Path(__file__).parent / "results"
 
 
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() is empty on Linux)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def train_or_resume(algo: str, env_id: str, seed: int, steps: int, overrides: list[str], run_dir: Path,
                     threads: int = 2) -> list[tuple[int, float]]:
     """Train ``algo`` in ``run_dir`` unless a finished run is there; resume an interrupted one.

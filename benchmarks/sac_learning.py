@@ -8,6 +8,9 @@ and budget are kept, so seeds can be added one invocation at a time.
 
     python benchmarks/sac_learning.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
     python benchmarks/sac_learning.py --env Hopper-v5 --seeds 1 --steps 300000 --threads 1
+    python benchmarks/sac_learning.py --env Hopper-v5 --seeds 1 --steps 300000 --precision bf16-mixed
+
+A ``--precision bf16-mixed`` run is recorded under its own key (``"Hopper-v5 bf16-mixed"``) and plot.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from common import RESULTS, merge_result, train_or_resume
 
 from cadence.evaluation.plots import plot_curves
+from cadence.nn import PRECISIONS
 
 TARGETS = {"InvertedPendulum-v5": 1000.0, "Hopper-v5": 2500.0}
 #: Settings per env: InvertedPendulum learns in a few thousand steps, so warm-up is short there.
@@ -36,21 +40,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_sac_learning"))
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="train.precision of the runs")
     args = parser.parse_args()
 
-    overrides = ENV_OVERRIDES.get(args.env, [])
+    overrides = [*ENV_OVERRIDES.get(args.env, []), f"train.precision={args.precision}"]
+    label = args.env if args.precision == "fp32" else f"{args.env} {args.precision}"
+    suffix = "" if args.precision == "fp32" else f"_{args.precision}"
     trained = {seed: train_or_resume("sac", args.env, seed, args.steps, overrides,
-                                     args.runs / f"sac_{args.env}_s{seed}", args.threads) for seed in args.seeds}
+                                     args.runs / f"sac_{args.env}_s{seed}{suffix}", args.threads)
+               for seed in args.seeds}
     # read after training, so that seeds run in parallel processes (one per core) keep each other's curves
     path = RESULTS / "sac_learning.json"
-    stored = json.loads(path.read_text()).get(args.env, {}) if path.is_file() else {}
+    stored = json.loads(path.read_text()).get(label, {}) if path.is_file() else {}
     curves = {int(s): [tuple(p) for p in c] for s, c in stored.get("curves", {}).items()
               if stored.get("steps") == args.steps and int(s) not in args.seeds}
     curves.update(trained)
     curves = dict(sorted(curves.items()))
     target = TARGETS.get(args.env)
     summary = {
-        "env": args.env, "steps": args.steps, "seeds": list(curves), "target_return": target,
+        "env": args.env, "precision": args.precision, "steps": args.steps, "seeds": list(curves),
+        "target_return": target,
         "curves": {str(s): c for s, c in curves.items()},
         "best_eval_return": {str(s): max(r for _, r in c) for s, c in curves.items()},
         "final_eval_return": {str(s): c[-1][1] for s, c in curves.items()},
@@ -62,9 +71,10 @@ def main() -> None:
     reached = [v is not None for v in summary["first_step_reaching_target"].values()]
     summary["seeds_reaching_target"] = f"{sum(reached)} of {len(reached)}"
     summary["all_seeds_reach_target"] = all(reached)
-    merge_result("sac_learning", args.env, summary)
-    plot_curves({f"seed {s}": [c] for s, c in curves.items()}, RESULTS / f"sac_learning_{args.env}.png",
-                title=f"cadence SAC on {args.env}", hline=target)
+    merge_result("sac_learning", label, summary)
+    plot_curves({f"seed {s}": [c] for s, c in curves.items()}, RESULTS / f"sac_learning_{args.env}{suffix}.png",
+                title=f"cadence SAC on {args.env}" + ("" if args.precision == "fp32" else f" ({args.precision})"),
+                hline=target)
     finals = np.array(list(summary["best_eval_return"].values()))
     print(f"{args.env}: best eval return per seed {finals.round(1).tolist()}, target {target}, "
           f"first step at target {summary['first_step_reaching_target']}")

@@ -3,6 +3,8 @@
 Both use Hopper-v5, hidden [256, 256], batch 256, lr 3e-4, gamma 0.99, tau 0.005, automatic alpha,
 one gradient step per env step and the same torch thread count. Each is timed over ``--steps`` steps
 after ``--warmup`` random steps (the warm-up, which has no gradient steps, is not timed).
+cadence is timed twice: in float32 like SB3, and with ``train.precision=bf16-mixed`` (bfloat16 matrix
+products under autocast; different numerics, so it is reported beside the like-for-like ratio, not instead).
 
     python benchmarks/sac_throughput.py [--steps 3000] [--threads 2]
 """
@@ -13,17 +15,16 @@ import argparse
 import platform
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import RESULTS, cpu_name
 
-RESULTS = Path(__file__).parent / "results"
 
-
-def time_cadence(env_id: str, warmup: int, steps: int, seed: int) -> float:
+def time_cadence(env_id: str, warmup: int, steps: int, seed: int, precision: str = "fp32") -> float:
     from cadence.agents import SAC, SACConfig
     from cadence.envs import make
+    from cadence.nn import mixed_precision
     from cadence.replay import ReplayBuffer
 
     torch.manual_seed(seed)
@@ -40,7 +41,8 @@ def time_cadence(env_id: str, warmup: int, steps: int, seed: int) -> float:
         buffer.add(obs, action, reward, next_obs, terminated, truncated)
         obs = env.reset()[0] if terminated or truncated else next_obs
         if i >= warmup:
-            agent.update(buffer.sample(256))
+            with mixed_precision(precision, "cpu"):
+                agent.update(buffer.sample(256))
     return steps / (time.perf_counter() - t0)
 
 
@@ -75,26 +77,31 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    cadence_sps, sb3_sps = [], []
-    for r in range(args.repeats):  # interleaved so drift in machine load hits both
+    cadence_sps, bf16_sps, sb3_sps = [], [], []
+    for r in range(args.repeats):  # interleaved so drift in machine load hits all three
         cadence_sps.append(time_cadence(args.env, args.warmup, args.steps, seed=r))
+        bf16_sps.append(time_cadence(args.env, args.warmup, args.steps, seed=r, precision="bf16-mixed"))
         sb3_sps.append(time_sb3(args.env, args.warmup, args.steps, seed=r))
-        print(f"repeat {r}: cadence {cadence_sps[-1]:.1f} steps/s, SB3 {sb3_sps[-1]:.1f} steps/s")
-    c, s = float(np.median(cadence_sps)), float(np.median(sb3_sps))
+        print(f"repeat {r}: cadence {cadence_sps[-1]:.1f} steps/s, cadence bf16-mixed {bf16_sps[-1]:.1f} steps/s, "
+              f"SB3 {sb3_sps[-1]:.1f} steps/s", flush=True)
+    c, b, s = (float(np.median(x)) for x in (cadence_sps, bf16_sps, sb3_sps))
     result = {
         "env": args.env, "timed_steps": args.steps, "torch_threads": args.threads, "repeats": args.repeats,
         "cadence_steps_per_s": c, "sb3_steps_per_s": s, "ratio_cadence_over_sb3": c / s,
-        "cadence_runs": cadence_sps, "sb3_runs": sb3_sps, "target_ratio": 1.5,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "cadence_bf16_mixed_steps_per_s": b, "ratio_cadence_bf16_mixed_over_sb3": b / s,
+        "cadence_runs": cadence_sps, "cadence_bf16_mixed_runs": bf16_sps, "sb3_runs": sb3_sps, "target_ratio": 1.5,
+        "machine": f"{platform.machine()} ({cpu_name()}), {torch.get_num_threads()} torch threads, "
+                   f"torch {torch.__version__}",
     }
-    print(f"cadence {c:.1f} steps/s, SB3 {s:.1f} steps/s, ratio {c / s:.2f}x (target 1.5x)")
+    print(f"cadence {c:.1f} steps/s ({c / s:.2f}x), cadence bf16-mixed {b:.1f} steps/s ({b / s:.2f}x), "
+          f"SB3 {s:.1f} steps/s (target 1.5x)")
 
     from cadence.evaluation.plots import plot_bars
     from cadence.io import atomic_write_json
 
     atomic_write_json(RESULTS / "sac_throughput.json", result)
-    plot_bars({args.env: {"cadence SAC": c, "SB3 SAC": s}}, RESULTS / "sac_throughput.png",
-              "env + gradient steps / s", f"{args.threads} torch threads: {c / s:.2f}x")
+    plot_bars({args.env: {"cadence SAC": c, "cadence SAC bf16-mixed": b, "SB3 SAC": s}}, RESULTS / "sac_throughput.png",
+              "env + gradient steps / s", f"{args.threads} torch threads: {c / s:.2f}x fp32, {b / s:.2f}x bf16-mixed")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+#: ``train.precision`` values: plain float32, or bfloat16 matrix products under autocast
+PRECISIONS = ("fp32", "bf16-mixed")
+
+
+def mixed_precision(precision: str, device: str | torch.device) -> torch.autocast:
+    """The autocast context of a ``train.precision`` value (disabled for fp32).
+
+    Under bf16-mixed, linear layers and batched matmuls run in bfloat16; networks whose outputs feed a loss
+    cast them back to float32, so targets, losses and optimiser steps stay in float32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """A plain MLP: Linear-activation blocks, then a linear output."""

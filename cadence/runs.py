@@ -86,6 +86,8 @@ def train(
     elif checkpoint_path(run_dir, LAST).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
     _require_device(train_cfg.device)
+    if train_cfg.precision != "fp32" and algo != "sac":
+        raise ConfigError(f"train.precision={train_cfg.precision!r} is supported for sac only, not {algo}")
     if train_cfg.torch_threads > 0:
         torch.set_num_threads(train_cfg.torch_threads)
     seed_everything(train_cfg.seed)

@@ -38,6 +38,7 @@ def test_unknown_key_names_it_and_lists_valid_keys():
     ("train.progress=1", "true or false"),
     ("train.device=gpu", "device='gpu': must be cpu, cuda"),
     ("train.device=cuda:x", "device='cuda:x'"),
+    ("train.precision=fp16", "precision='fp16': must be fp32 or bf16-mixed"),
 ])
 def test_bad_values_fail_before_work(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
+from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from cadence.agents import SAC, SACConfig
 from cadence.replay import ReplayBuffer
@@ -107,3 +107,25 @@ def test_bad_config_values():
         SACConfig(num_critics=1)
     with pytest.raises(ConfigError, match="hidden_sizes"):
         SACConfig(hidden_sizes=())
+
+
+def test_bf16_mixed_update_keeps_fp32_state_and_close_losses():
+    from cadence.nn import mixed_precision
+
+    torch.manual_seed(0)
+    agent = SAC(OBS, ACT, SMALL)
+    batch = {"obs": torch.randn(64, 3), "action": torch.rand(64, 2), "reward": torch.randn(64),
+             "next_obs": torch.randn(64, 3), "terminated": torch.zeros(64, dtype=torch.bool)}
+    torch.manual_seed(1)
+    exact, _ = agent.critic_loss(batch)
+    torch.manual_seed(1)
+    with mixed_precision("bf16-mixed", "cpu"):
+        mixed, _ = agent.critic_loss(batch)
+        assert agent.critic(batch["obs"], batch["action"]).dtype == torch.float32  # outputs cast back
+        metrics = agent.update(batch)
+    assert mixed.dtype == torch.float32 and mixed.item() != exact.item()  # autocast was active
+    torch.testing.assert_close(mixed, exact, rtol=0.05, atol=0.0)
+    assert all(p.dtype == torch.float32 for p in [*agent.actor.parameters(), *agent.critic.parameters()])
+    assert all(np.isfinite(v) for v in metrics.values())
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        mixed_precision("fp16", "cpu")

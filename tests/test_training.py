@@ -60,6 +60,19 @@ def test_same_seed_same_numbers(tmp_path):
     assert not all(torch.equal(pa[k], pc[k]) for k in pa)
 
 
+def test_bf16_mixed_precision_run(tmp_path):
+    mixed = train("sac", tiny(300, extra=["train.precision=bf16-mixed"]), tmp_path / "bf16")
+    assert mixed.step == 300 and all(np.isfinite(r) for _, r in mixed.evals)
+    train("sac", tiny(300), tmp_path / "fp32")
+    pm, pf = actor_params(tmp_path / "bf16"), actor_params(tmp_path / "fp32")
+    assert all(v.dtype == torch.float32 for v in pm.values())
+    assert not all(torch.equal(pm[k], pf[k]) for k in pm)  # the gradient steps did run in bfloat16
+    with pytest.raises(ConfigError, match="supported for sac only"):
+        train("srl", resolve_config("srl", {"train": {"env": "InvertedPendulum-v5", "total_steps": 100}}, None,
+                                    ["train.precision=bf16-mixed"]), tmp_path / "srl")
+    assert not (tmp_path / "srl").exists()
+
+
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     full = train("sac", tiny(600), tmp_path / "full")
 

@@ -109,7 +109,7 @@ class SquashedGaussianActor(nn.Module):
 
     def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(action, log_prob)``; log_prob is that of the normalised action (see ``squashed_gaussian``)."""
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        mean, log_std = self.net(obs).float().chunk(2, dim=-1)  # float32 under bf16-mixed autocast too
         action, logp, _ = squashed_gaussian(mean, log_std, self.scale, self.bias, deterministic)
         return action, logp
 
@@ -122,7 +122,7 @@ class EnsembleCritic(nn.Module):
         self.net = EnsembleMLP(n, obs_dim + act_dim, hidden, 1)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1).float()  # float32 under autocast too
 
 
 class SoftActorCriticAgent:
