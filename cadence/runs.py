@@ -17,7 +17,7 @@ import torch
 
 from cadence.agents import agent_spec
 from cadence.agents.planning import CEMConfig, CEMPlanner
-from cadence.agents.training import TrainConfig, TrainState, train_batched, train_online
+from cadence.agents.training import TrainConfig, TrainState, check_precision, train_batched, train_online
 from cadence.checkpoint import DEPLOY, LAST, CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError, load_sections, read_toml, to_dict, to_toml
 from cadence.envs import make
@@ -86,8 +86,7 @@ def train(
     elif checkpoint_path(run_dir, LAST).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
     _require_device(train_cfg.device)
-    if train_cfg.precision != "fp32" and algo != "sac":
-        raise ConfigError(f"train.precision={train_cfg.precision!r} is supported for sac only, not {algo}")
+    check_precision(spec.agent_cls, train_cfg.precision)
     if train_cfg.torch_threads > 0:
         torch.set_num_threads(train_cfg.torch_threads)
     seed_everything(train_cfg.seed)

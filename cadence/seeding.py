@@ -35,7 +35,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "torch_cuda" in state:
         if torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["torch_cuda"])
+            # a machine with fewer GPUs than the one that saved the checkpoint restores the ones it has
+            for index, cuda_state in enumerate(state["torch_cuda"][:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(cuda_state, index)
         else:
             warnings.warn("the checkpoint holds CUDA generator states but CUDA is not available here: "
                           "the resumed run will not repeat the uninterrupted one exactly", stacklevel=2)

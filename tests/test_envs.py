@@ -106,7 +106,7 @@ def test_run_episodes_is_seeded():
     assert (l1 >= 1).all()
 
 
-@pytest.mark.parametrize("env_id", ["Hopper-v5", "Reacher-v5"])
+@pytest.mark.parametrize("env_id", GYMNASIUM_IDS)
 def test_episode_state_round_trip_continues_exactly(env_id):
     from cadence.envs import episode_state, set_episode_state
 
@@ -126,5 +126,6 @@ def test_episode_state_round_trip_continues_exactly(env_id):
         np.testing.assert_array_equal(got[0], obs)
         assert (got[1], got[2], got[3]) == (reward, terminated, truncated)
     assert other.unwrapped.np_random.bit_generator.state == env.unwrapped.np_random.bit_generator.state
-    with pytest.raises(ValueError, match="physics state"):
-        set_episode_state(make("Ant-v5"), saved)
+    if "physics" in saved:
+        with pytest.raises(ValueError, match="physics state"):
+            set_episode_state(make("Ant-v5" if env_id != "Ant-v5" else "Hopper-v5"), saved)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +72,41 @@ def test_bf16_mixed_precision_run(tmp_path):
         train("srl", resolve_config("srl", {"train": {"env": "InvertedPendulum-v5", "total_steps": 100}}, None,
                                     ["train.precision=bf16-mixed"]), tmp_path / "srl")
     assert not (tmp_path / "srl").exists()
+    from cadence.agents.mopo import MOPO
+    from cadence.agents.srl import SRL
+    from cadence.agents.training import check_precision
+
+    for cls in (SRL, MOPO):  # the loops themselves refuse them too, for callers that skip runs.train
+        with pytest.raises(ConfigError, match="supported for sac only"):
+            check_precision(cls, "bf16-mixed")
+
+
+def test_bf16_mixed_updates_use_fresh_weights_each_step():
+    """Several updates in one learn() call equal the same updates one call at a time (autocast's bfloat16
+    weight cache must not outlive an optimiser step)."""
+    from gymnasium import spaces
+
+    from cadence.agents import SAC, SACConfig
+    from cadence.agents.training import TrainState, learn
+    from cadence.replay import ReplayBuffer
+
+    obs_space, act_space = spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2,), np.float32)
+    buffer = ReplayBuffer(500, (3,), (2,))
+    rng = np.random.default_rng(0)
+    buffer.add(rng.normal(size=(500, 3)), rng.uniform(-1, 1, (500, 2)), rng.normal(size=500),
+               rng.normal(size=(500, 3)), np.zeros(500, bool))
+    config = SACConfig(hidden_sizes=(32, 32), batch_size=64)
+    torch.manual_seed(0)
+    together, apart = SAC(obs_space, act_space, config), SAC(obs_space, act_space, config)
+    apart.load_state_dict(together.state_dict())
+    torch.manual_seed(1)
+    learn(together, buffer, 3, TrainState(), Path("."), "bf16-mixed")
+    torch.manual_seed(1)
+    for _ in range(3):
+        learn(apart, buffer, 1, TrainState(), Path("."), "bf16-mixed")
+    for name in ("actor", "critic"):
+        a, b = getattr(together, name).state_dict(), getattr(apart, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):

@@ -62,6 +62,7 @@ class MOBILE(SAC):
     """
 
     algo = "mobile"
+    SUPPORTS_BF16_MIXED = False  # the offline loop and the model rollouts run in float32 only
     model: GaussianEnsemble | None = None
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:

@@ -72,3 +72,4 @@ class MOPO(SAC):
     """SAC trained by :func:`cadence.agents.offline.train_offline` on real data and penalised model rollouts."""
 
     algo = "mopo"
+    SUPPORTS_BF16_MIXED = False  # the offline loop and the model rollouts run in float32 only

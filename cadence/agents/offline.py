@@ -138,10 +138,11 @@ def train_offline(
                 raise RuntimeError(f"{bad[0]} became {metrics[bad[0]]} at gradient step {state.step}; the last good "
                                    f"checkpoint is kept in {run_dir / 'checkpoints'}")
             log(state, metrics)
-            if evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
-                break
+            reached = evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir)
             if score is not None and state.evals and state.evals[-1][0] == state.step:
                 logger.scalars({"eval/normalized_score": score(state.evals[-1][1])}, state.step)
             end_of_step(run_dir, config, state, bundle_now, callbacks)
+            if reached:  # config.stop_return
+                break
     finish_run(agent, eval_env, config, state, logger, run_dir, bundle_now())
     return state

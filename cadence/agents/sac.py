@@ -173,6 +173,8 @@ class SAC(SoftActorCriticAgent):
     """
 
     algo = "sac"
+    #: its actor and critics cast their outputs to float32, so train.precision=bf16-mixed is safe
+    SUPPORTS_BF16_MIXED = True
 
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, config: SACConfig = SACConfig(),
                  device: str | torch.device = "cpu"):

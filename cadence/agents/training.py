@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import cadence
 from cadence.checkpoint import DEPLOY, load_checkpoint, save_checkpoint
-from cadence.config import check, check_device, check_positive
+from cadence.config import ConfigError, check, check_device, check_positive
 from cadence.envs import env_rng_state, episode_state, run_episodes, set_env_rng_state, set_episode_state
 from cadence.logging import RunLogger
 from cadence.nn import PRECISIONS, mixed_precision
@@ -165,12 +165,21 @@ class PeriodicLog:
         self.last_step, self.last_time = state.step, now
 
 
+def check_precision(agent: Any, precision: str) -> None:
+    """Refuse ``train.precision`` values the agent (an instance or its class) was not built for: under
+    bf16-mixed its networks must cast their outputs back to float32 (``SUPPORTS_BF16_MIXED``)."""
+    if precision != "fp32" and not getattr(agent, "SUPPORTS_BF16_MIXED", False):
+        name = getattr(agent, "algo", type(agent).__name__)
+        raise ConfigError(f"train.precision={precision!r} is supported for sac only, not {name}")
+
+
 def learn(agent: Any, buffer: ReplayBuffer, transitions: int, state: TrainState, run_dir: Path,
           precision: str = "fp32") -> dict[str, float]:
     """``gradient_steps`` updates per new transition; stops on a non-finite loss, naming it and the step."""
     metrics: dict[str, float] = {}
-    with mixed_precision(precision, buffer.device):
-        for _ in range(agent.config.gradient_steps * int(transitions)):
+    for _ in range(agent.config.gradient_steps * int(transitions)):
+        # one autocast block per update: its cached bfloat16 weights must not outlive an optimiser step
+        with mixed_precision(precision, buffer.device):
             metrics = agent.update(buffer.sample(agent.config.batch_size))
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
@@ -248,6 +257,7 @@ def train_online(
         The final :class:`TrainState`.
     """
     run_dir = Path(run_dir)
+    check_precision(agent, config.precision)
     agent_cfg = agent.config
     # agents that learn from primitive transitions (SRL) store info["primitive"]; others store decisions
     primitive = getattr(agent, "stores_primitive", False)
@@ -299,9 +309,8 @@ def train_online(
             # log
             log(state, metrics)
 
-            # evaluate
-            if evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
-                break  # reached config.stop_return
+            # evaluate; stopping early (config.stop_return) waits for this step's episode bookkeeping
+            reached = evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir)
 
             # episode end: log, checkpoint if one is due, reset. The checkpoint is written before
             # the reset so that a resumed run draws the same next episode.
@@ -317,10 +326,14 @@ def train_online(
 
             for callback in callbacks:
                 callback(state)
+            if reached:
+                break
 
     # the run may stop mid-episode: keep that episode, so that extending the run continues exactly
-    final = {**checkpoint_bundle(agent, buffer, env, state),
-             "episode": {"env": episode_state(env), "obs": obs, "return": episode_return, "start": episode_start}}
+    final = checkpoint_bundle(agent, buffer, env, state)
+    in_progress = episode_state(env)
+    if in_progress is not None:
+        final["episode"] = {"env": in_progress, "obs": obs, "return": episode_return, "start": episode_start}
     finish_run(agent, eval_env, config, state, logger, run_dir, final)
     return state
 
@@ -343,6 +356,7 @@ def train_batched(
     Checkpoints hold the worlds' physics states, so a resumed run continues exactly, mid-episode included.
     """
     run_dir = Path(run_dir)
+    check_precision(agent, config.precision)
     agent_cfg, n = agent.config, env.n
     primitive = getattr(agent, "stores_primitive", False)
     act_dim = env.single_action_space.shape[0]
@@ -403,8 +417,7 @@ def train_batched(
 
             log(state, metrics)
 
-            if evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir):
-                break
+            reached = evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir)
 
             for i in np.flatnonzero(ended):
                 state.episodes += 1
@@ -413,6 +426,8 @@ def train_batched(
                 returns[i] = 0.0
             # the worlds' states are saved: any step will do
             end_of_step(run_dir, config, state, bundle_now, callbacks)
+            if reached:  # config.stop_return
+                break
 
     finish_run(agent, eval_env, config, state, logger, run_dir, bundle_now())
     return state

@@ -3,6 +3,7 @@ so a resumed run draws the same episodes and continues the one it stopped in."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -35,15 +36,26 @@ def _wrappers(env: gym.Env) -> list[gym.Env]:
     return chain
 
 
-def episode_state(env: gym.Env) -> dict[str, Any]:
-    """The state of the episode in progress: MuJoCo's integration state, the time limit's step count and the
-    decision wrapper's last observation (plus the generators, as :func:`env_rng_state`)."""
+def episode_state(env: gym.Env) -> dict[str, Any] | None:
+    """The state of the episode in progress, or None for an env whose state cadence cannot capture.
+
+    For MuJoCo envs: the integration state (mj_getState), the body positions that some envs read before
+    stepping (Ant's ``xpos``, Humanoid's ``xipos``: after a step they still hold the last substep's values,
+    which a fresh mj_forward would change), the time limit's step count, the decision wrapper's last
+    observation and the generators. Classic-control envs (Pendulum) keep their dynamic state in ``.state``.
+    """
     base = env.unwrapped
-    physics = np.empty(mujoco.mj_stateSize(base.model, PHYSICS_STATE))
-    mujoco.mj_getState(base.model, base.data, physics, PHYSICS_STATE)
+    if hasattr(base, "model") and hasattr(base, "data"):
+        physics = np.empty(mujoco.mj_stateSize(base.model, PHYSICS_STATE))
+        mujoco.mj_getState(base.model, base.data, physics, PHYSICS_STATE)
+        dynamics = {"physics": physics, "xpos": base.data.xpos.copy(), "xipos": base.data.xipos.copy()}
+    elif hasattr(base, "state"):
+        dynamics = {"classic_state": copy.deepcopy(base.state)}
+    else:
+        return None
     chain = _wrappers(env)
     return {
-        "physics": physics,
+        **dynamics,
         "elapsed_steps": [getattr(w, "_elapsed_steps", None) for w in chain if isinstance(w, gym.wrappers.TimeLimit)],
         "last_obs": [w._last_obs.copy() for w in chain if isinstance(w, DecisionIntervalWrapper)],
         "rng": env_rng_state(env),
@@ -55,11 +67,15 @@ def set_episode_state(env: gym.Env, state: dict[str, Any]) -> None:
     wrappers accept steps; the reset's random draws are then undone)."""
     env.reset()
     base = env.unwrapped
-    expected = mujoco.mj_stateSize(base.model, PHYSICS_STATE)
-    if state["physics"].shape != (expected,):
-        raise ValueError(f"saved physics state has {state['physics'].size} values; {env.spec.id} needs {expected}")
-    mujoco.mj_setState(base.model, base.data, np.asarray(state["physics"], dtype=np.float64), PHYSICS_STATE)
-    mujoco.mj_forward(base.model, base.data)
+    if "physics" in state:
+        expected = mujoco.mj_stateSize(base.model, PHYSICS_STATE)
+        if state["physics"].shape != (expected,):
+            raise ValueError(f"saved physics state has {state['physics'].size} values; {env.spec.id} needs {expected}")
+        mujoco.mj_setState(base.model, base.data, np.asarray(state["physics"], dtype=np.float64), PHYSICS_STATE)
+        mujoco.mj_forward(base.model, base.data)
+        base.data.xpos[:], base.data.xipos[:] = state["xpos"], state["xipos"]
+    else:
+        base.state = copy.deepcopy(state["classic_state"])
     chain = _wrappers(env)
     for wrapper, steps in zip([w for w in chain if isinstance(w, gym.wrappers.TimeLimit)], state["elapsed_steps"]):
         wrapper._elapsed_steps = steps
