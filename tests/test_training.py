@@ -297,3 +297,13 @@ def test_rng_state_covers_cuda_generators():
     first = torch.rand(4, device="cuda")
     set_rng_state(saved)
     torch.testing.assert_close(torch.rand(4, device="cuda"), first, rtol=0, atol=0)
+
+
+def test_stop_return_stops_at_the_first_good_evaluation(tmp_path):
+    # seed 7: an episode ends on step 200, the step whose evaluation stops the run
+    state = train("sac", tiny(600, seed=7, extra=["train.stop_return=-1"]), tmp_path / "stop")
+    assert state.step == 200 and [s for s, _ in state.evals] == [200]  # the first evaluation already reached it
+    assert json.loads((tmp_path / "stop" / "metrics.json").read_text())["stopped_early"] is True
+    episode = load_checkpoint(tmp_path / "stop")["episode"]
+    # that episode is counted and closed before stopping: the saved one is the next, fresh episode
+    assert episode["start"] and episode["return"] == 0.0
