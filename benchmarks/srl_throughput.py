@@ -2,7 +2,8 @@
 
 Both learn from the same replay buffer of Hopper-v5-shaped primitive transitions (random data);
 each is timed over ``--updates`` gradient updates after a warm-up. SRL's update also trains its
-dynamics model and unrolls the sequence actor J steps through it (temporal recall).
+dynamics model and unrolls the sequence actor J steps through it (temporal recall). Each is also timed
+with ``train.precision=bf16-mixed`` (its updates under bfloat16 autocast).
 
     python benchmarks/srl_throughput.py [--updates 200] [--threads 2] [--sequence-length 8]
 """
@@ -15,20 +16,25 @@ import time
 
 import numpy as np
 import torch
-from common import RESULTS, merge_result
+from common import RESULTS, cpu_name, merge_result
 from gymnasium import spaces
 
 from cadence.agents import SAC, SRL, SACConfig, SRLConfig
 from cadence.evaluation.plots import plot_bars
+from cadence.nn import mixed_precision
 from cadence.replay import ReplayBuffer
 
 
-def updates_per_second(agent, buffer: ReplayBuffer, updates: int, warmup: int = 10) -> float:
+def updates_per_second(agent, buffer: ReplayBuffer, updates: int, warmup: int = 10, precision: str = "fp32") -> float:
+    def update() -> None:
+        with mixed_precision(precision, "cpu"):  # one autocast block per update, as in training
+            agent.update(buffer.sample(agent.config.batch_size))
+
     for _ in range(warmup):
-        agent.update(buffer.sample(agent.config.batch_size))
+        update()
     t0 = time.perf_counter()
     for _ in range(updates):
-        agent.update(buffer.sample(agent.config.batch_size))
+        update()
     return updates / (time.perf_counter() - t0)
 
 
@@ -49,23 +55,30 @@ def main() -> None:
                np.random.randn(n, obs_dim), np.zeros(n, dtype=bool))
     sac = SAC(obs_space, spaces.Box(-1, 1, (act_dim,), np.float32), SACConfig())
     srl = SRL(obs_space, spaces.Box(-1, 1, (J * act_dim,), np.float32), SRLConfig(sequence_length=J))
-    sac_ups, srl_ups = [], []
-    for r in range(args.repeats):  # interleaved so drift in machine load hits both
+    sac_ups, srl_ups, sac_bf16, srl_bf16 = [], [], [], []
+    for r in range(args.repeats):  # interleaved so drift in machine load hits all four
         sac_ups.append(updates_per_second(sac, buffer, args.updates))
         srl_ups.append(updates_per_second(srl, buffer, args.updates))
-        print(f"repeat {r}: SAC {sac_ups[-1]:.1f} updates/s, SRL-{J} {srl_ups[-1]:.1f} updates/s")
-    s, q = float(np.median(sac_ups)), float(np.median(srl_ups))
+        sac_bf16.append(updates_per_second(sac, buffer, args.updates, precision="bf16-mixed"))
+        srl_bf16.append(updates_per_second(srl, buffer, args.updates, precision="bf16-mixed"))
+        print(f"repeat {r}: SAC {sac_ups[-1]:.1f}, SRL-{J} {srl_ups[-1]:.1f} updates/s; bf16-mixed: SAC "
+              f"{sac_bf16[-1]:.1f}, SRL-{J} {srl_bf16[-1]:.1f}", flush=True)
+    s, q, sb, qb = (float(np.median(x)) for x in (sac_ups, srl_ups, sac_bf16, srl_bf16))
     result = {
         "sequence_length": J, "updates": args.updates, "torch_threads": args.threads,
         "sac_updates_per_s": s, "srl_updates_per_s": q, "ratio_srl_over_sac": q / s,
         "sac_runs": sac_ups, "srl_runs": srl_ups,
+        "bf16_mixed": {"sac_updates_per_s": sb, "srl_updates_per_s": qb, "sac_speedup": sb / s, "srl_speedup": qb / q,
+                       "sac_runs": sac_bf16, "srl_runs": srl_bf16},
         "srl_settings": {k: getattr(srl.config, k) for k in
                          ("gru_size", "actor_batch_size", "model_members", "model_hidden_sizes")},
-        "machine": f"{platform.machine()}, torch {torch.__version__}",
+        "machine": f"{platform.machine()} ({cpu_name()}), torch {torch.__version__}",
     }
     merge_result("srl_throughput", f"J={J}", result)
-    print(f"SAC {s:.1f} updates/s, SRL-{J} {q:.1f} updates/s: SRL runs at {q / s:.2f}x SAC's update rate")
-    plot_bars({"updates": {"SAC": s, f"SRL-{J}": q}}, RESULTS / "srl_throughput.png", "gradient updates / s",
+    print(f"SAC {s:.1f} updates/s, SRL-{J} {q:.1f} updates/s: SRL runs at {q / s:.2f}x SAC's update rate; "
+          f"bf16-mixed: SAC {sb:.1f} ({sb / s:.2f}x), SRL-{J} {qb:.1f} ({qb / q:.2f}x)")
+    plot_bars({"fp32": {"SAC": s, f"SRL-{J}": q}, "bf16-mixed": {"SAC": sb, f"SRL-{J}": qb}},
+              RESULTS / "srl_throughput.png", "gradient updates / s",
               f"{args.threads} torch threads: SRL {q / s:.2f}x SAC")
 
 

@@ -88,3 +88,25 @@ def test_bad_input():
         SRL(OBS, spaces.Box(-1, 1, (3,), np.float32), SMALL)
     with pytest.raises(ValueError, match="sequence length must be >= 1"):
         SRL(OBS, SEQ_ACT, SMALL).act_sequence(np.zeros(4, dtype=np.float32), 0)
+
+
+def test_bf16_mixed_update_is_float32_and_close_to_fp32():
+    from cadence.nn import mixed_precision
+
+    batch = {"obs": torch.randn(32, 4), "action": torch.rand(32, 2) * 2 - 1, "reward": torch.randn(32),
+             "next_obs": torch.randn(32, 4), "terminated": torch.zeros(32, dtype=torch.bool)}
+    results = {}
+    for precision in ("fp32", "bf16-mixed"):
+        torch.manual_seed(0)
+        agent = SRL(OBS, SEQ_ACT, SMALL)
+        with mixed_precision(precision, "cpu"):
+            model_loss, _ = agent.model_loss(batch)
+            actor_loss, logp = agent.actor_loss(batch)
+        assert model_loss.dtype == actor_loss.dtype == logp.dtype == torch.float32
+        results[precision] = (model_loss.item(), actor_loss.item())
+        with mixed_precision(precision, "cpu"):
+            metrics = agent.update(batch)
+        assert all(np.isfinite(v) for v in metrics.values())
+        assert all(p.dtype == torch.float32 for p in agent.model.parameters())
+    assert results["fp32"] != results["bf16-mixed"]  # autocast was active
+    np.testing.assert_allclose(results["bf16-mixed"], results["fp32"], rtol=0.05)

@@ -68,16 +68,16 @@ def test_bf16_mixed_precision_run(tmp_path):
     pm, pf = actor_params(tmp_path / "bf16"), actor_params(tmp_path / "fp32")
     assert all(v.dtype == torch.float32 for v in pm.values())
     assert not all(torch.equal(pm[k], pf[k]) for k in pm)  # the gradient steps did run in bfloat16
-    with pytest.raises(ConfigError, match="supported for sac only"):
-        train("srl", resolve_config("srl", {"train": {"env": "InvertedPendulum-v5", "total_steps": 100}}, None,
-                                    ["train.precision=bf16-mixed"]), tmp_path / "srl")
-    assert not (tmp_path / "srl").exists()
+    with pytest.raises(ConfigError, match="supported for sac and srl only, not mopo"):
+        train("mopo", resolve_config("mopo", {"train": {"dataset": "hopper-medium", "total_steps": 100}}, None,
+                                     ["train.precision=bf16-mixed"]), tmp_path / "mopo")
+    assert not (tmp_path / "mopo").exists()
+    from cadence.agents.mobile import MOBILE
     from cadence.agents.mopo import MOPO
-    from cadence.agents.srl import SRL
     from cadence.agents.training import check_precision
 
-    for cls in (SRL, MOPO):  # the loops themselves refuse them too, for callers that skip runs.train
-        with pytest.raises(ConfigError, match="supported for sac only"):
+    for cls in (MOPO, MOBILE):  # the loops themselves refuse them too, for callers that skip runs.train
+        with pytest.raises(ConfigError, match="supported for sac and srl only"):
             check_precision(cls, "bf16-mixed")
 
 

@@ -84,7 +84,7 @@ class SequenceActor(nn.Module):
         actions, logps = [], []
         for _ in range(length):
             h = self.gru(prev, h)
-            mean, log_std = self.head(h).chunk(2, dim=-1)
+            mean, log_std = self.head(h).float().chunk(2, dim=-1)  # float32 under bf16-mixed autocast too
             action, logp, prev = squashed_gaussian(mean, log_std, self.scale, self.bias, deterministic)
             actions.append(action)
             logps.append(logp)
@@ -104,6 +104,8 @@ class SRL(SoftActorCriticAgent):
 
     algo = "srl"
     stores_primitive = True
+    #: the actor head, critics and model cast their outputs to float32, so train.precision=bf16-mixed is safe
+    SUPPORTS_BF16_MIXED = True
 
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, config: SRLConfig = SRLConfig(),
                  device: str | torch.device = "cpu"):

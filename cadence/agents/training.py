@@ -48,7 +48,7 @@ class LoopConfig:
     precision: str = "fp32"
     """fp32, or bf16-mixed: the networks' matrix products in bfloat16 under torch.autocast during gradient
     steps (parameters, optimiser states, losses and acting stay fp32). Faster on CPUs with AVX512-BF16 or
-    AMX and on GPUs; sac only."""
+    AMX and on GPUs; sac and srl (online training) only."""
     progress: bool = True
     """Show a progress bar with steps/s and the last return."""
     snapshots: bool = False
@@ -170,7 +170,7 @@ def check_precision(agent: Any, precision: str) -> None:
     bf16-mixed its networks must cast their outputs back to float32 (``SUPPORTS_BF16_MIXED``)."""
     if precision != "fp32" and not getattr(agent, "SUPPORTS_BF16_MIXED", False):
         name = getattr(agent, "algo", type(agent).__name__)
-        raise ConfigError(f"train.precision={precision!r} is supported for sac only, not {name}")
+        raise ConfigError(f"train.precision={precision!r} is supported for sac and srl only, not {name}")
 
 
 def learn(agent: Any, buffer: ReplayBuffer, transitions: int, state: TrainState, run_dir: Path,

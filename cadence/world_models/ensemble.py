@@ -84,7 +84,7 @@ class GaussianEnsemble(nn.Module):
         ``obs`` and ``act`` are ``[B, ...]`` (shared by members) or ``[n_members, B, ...]``.
         """
         x = (torch.cat([obs, act], dim=-1) - self.in_mean) / self.in_std
-        mean, raw_logvar = self.net(x).chunk(2, dim=-1)
+        mean, raw_logvar = self.net(x).float().chunk(2, dim=-1)  # float32 under bf16-mixed autocast too
         logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar
