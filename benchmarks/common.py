@@ -17,13 +17,10 @@ def cpu_name() -> str:
     """The CPU model as /proc/cpuinfo names it (platform.processor() is empty on Linux)."""
     import platform
 
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else (platform.processor() or platform.machine())
 
 
 def train_or_resume(algo: str, env_id: str, seed: int, steps: int, overrides: list[str], run_dir: Path,
