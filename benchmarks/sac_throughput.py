@@ -15,6 +15,7 @@ import argparse
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,8 +24,8 @@ from common import RESULTS, cpu_name
 
 def time_cadence(env_id: str, warmup: int, steps: int, seed: int, precision: str = "fp32") -> float:
     from cadence.agents import SAC, SACConfig
+    from cadence.agents.training import TrainState, learn
     from cadence.envs import make
-    from cadence.nn import mixed_precision
     from cadence.replay import ReplayBuffer
 
     torch.manual_seed(seed)
@@ -32,6 +33,7 @@ def time_cadence(env_id: str, warmup: int, steps: int, seed: int, precision: str
     agent = SAC(env.observation_space, env.action_space, SACConfig(learning_starts=warmup))
     buffer = ReplayBuffer(warmup + steps, env.observation_space.shape, env.action_space.shape)
     obs, _ = env.reset(seed=seed)
+    state = TrainState()
     t0 = None
     for i in range(warmup + steps):
         if i == warmup:
@@ -40,9 +42,8 @@ def time_cadence(env_id: str, warmup: int, steps: int, seed: int, precision: str
         next_obs, reward, terminated, truncated, _ = env.step(action)
         buffer.add(obs, action, reward, next_obs, terminated, truncated)
         obs = env.reset()[0] if terminated or truncated else next_obs
-        if i >= warmup:
-            with mixed_precision(precision, "cpu"):
-                agent.update(buffer.sample(256))
+        if i >= warmup:  # the training loop's own gradient step (batch 256, autocast per update)
+            learn(agent, buffer, 1, state, Path("."), precision)
     return steps / (time.perf_counter() - t0)
 
 

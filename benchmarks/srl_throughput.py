@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,21 +21,17 @@ from common import RESULTS, cpu_name, merge_result
 from gymnasium import spaces
 
 from cadence.agents import SAC, SRL, SACConfig, SRLConfig
+from cadence.agents.training import TrainState, learn
 from cadence.evaluation.plots import plot_bars
-from cadence.nn import mixed_precision
 from cadence.replay import ReplayBuffer
 
 
 def updates_per_second(agent, buffer: ReplayBuffer, updates: int, warmup: int = 10, precision: str = "fp32") -> float:
-    def update() -> None:
-        with mixed_precision(precision, "cpu"):  # one autocast block per update, as in training
-            agent.update(buffer.sample(agent.config.batch_size))
-
-    for _ in range(warmup):
-        update()
+    """Gradient updates per second through the training loop's own ``learn`` (one autocast block per update)."""
+    state = TrainState()
+    learn(agent, buffer, warmup, state, Path("."), precision)
     t0 = time.perf_counter()
-    for _ in range(updates):
-        update()
+    learn(agent, buffer, updates, state, Path("."), precision)
     return updates / (time.perf_counter() - t0)
 
 

@@ -29,11 +29,12 @@ def set_env_rng_state(env: gym.Env, state: dict[str, Any]) -> None:
     env.action_space.np_random.bit_generator.state = state["action_space"]
 
 
-def _wrappers(env: gym.Env) -> list[gym.Env]:
+def _wrappers(env: gym.Env, kind: type) -> list[gym.Env]:
+    """The wrappers of type ``kind`` in ``env``'s chain, outermost first."""
     chain = [env]
     while isinstance(chain[-1], gym.Wrapper):
         chain.append(chain[-1].env)
-    return chain
+    return [w for w in chain if isinstance(w, kind)]
 
 
 def episode_state(env: gym.Env) -> dict[str, Any] | None:
@@ -53,11 +54,10 @@ def episode_state(env: gym.Env) -> dict[str, Any] | None:
         dynamics = {"classic_state": copy.deepcopy(base.state)}
     else:
         return None
-    chain = _wrappers(env)
     return {
         **dynamics,
-        "elapsed_steps": [getattr(w, "_elapsed_steps", None) for w in chain if isinstance(w, gym.wrappers.TimeLimit)],
-        "last_obs": [w._last_obs.copy() for w in chain if isinstance(w, DecisionIntervalWrapper)],
+        "elapsed_steps": [getattr(w, "_elapsed_steps", None) for w in _wrappers(env, gym.wrappers.TimeLimit)],
+        "last_obs": [w._last_obs.copy() for w in _wrappers(env, DecisionIntervalWrapper)],
         "rng": env_rng_state(env),
     }
 
@@ -76,9 +76,8 @@ def set_episode_state(env: gym.Env, state: dict[str, Any]) -> None:
         base.data.xpos[:], base.data.xipos[:] = state["xpos"], state["xipos"]
     else:
         base.state = copy.deepcopy(state["classic_state"])
-    chain = _wrappers(env)
-    for wrapper, steps in zip([w for w in chain if isinstance(w, gym.wrappers.TimeLimit)], state["elapsed_steps"]):
+    for wrapper, steps in zip(_wrappers(env, gym.wrappers.TimeLimit), state["elapsed_steps"]):
         wrapper._elapsed_steps = steps
-    for wrapper, obs in zip([w for w in chain if isinstance(w, DecisionIntervalWrapper)], state["last_obs"]):
+    for wrapper, obs in zip(_wrappers(env, DecisionIntervalWrapper), state["last_obs"]):
         wrapper._last_obs = obs.copy()
     set_env_rng_state(env, state["rng"])

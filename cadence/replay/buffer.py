@@ -134,7 +134,8 @@ class ReplayBuffer:
         raw = (start[:, None] + offsets) % self.capacity
         # transitions from start up to the newest one, before wrapping into the oldest data
         available = (self.pos - start - 1) % self.capacity + 1 if self.size == self.capacity else self.size - start
-        rows = self._fields(self.block.index_select(0, raw.reshape(-1)).view(n, length, self.row_size))
+        window = self.block.index_select(0, raw.reshape(-1)).view(n, length, self.row_size)
+        rows = self._fields(window)
         ended = rows["terminated"] | rows["truncated"]
         discontinuous = (rows["obs"][:, 1:] != rows["next_obs"][:, :-1]).flatten(2).any(dim=-1)
         breaks = torch.zeros_like(ended)
@@ -142,8 +143,9 @@ class ReplayBuffer:
         breaks |= offsets[None, :] >= available[:, None]
         mask = torch.cumsum(breaks.to(torch.int64), dim=1) == 0
         valid = mask.sum(dim=1)
-        idx = (start[:, None] + torch.minimum(offsets[None, :], valid[:, None] - 1)) % self.capacity
-        batch = self._fields(self.block.index_select(0, idx.reshape(-1)).view(n, length, self.row_size))
+        # positions past the cut repeat the last valid row: taken from the window already gathered
+        last = torch.minimum(offsets[None, :], valid[:, None] - 1)
+        batch = self._fields(window.gather(1, last[..., None].expand(-1, -1, self.row_size)))
         batch["mask"] = mask.to(torch.float32)
         return batch
 
