@@ -26,6 +26,7 @@ from cadence.checkpoint import checkpoint_path
 from cadence.evaluation.plots import plot_curves
 from cadence.evaluation.scores import normalized_score
 from cadence.io import atomic_write_bytes
+from cadence.recipes import load_model
 
 METHODS = {"MOPO": [], "MOREC-MOPO": ["agent.morec=true", "agent.rollout_length=100"]}
 #: with --ablation: MOREC's choice of next state without its early termination (same reward as MOREC-MOPO's run),
@@ -138,7 +139,7 @@ def heldout_error(run_dir: Path, heldout: str, rows: int = 5000, seed: int = 0) 
     pick = np.random.default_rng(seed).choice(len(data), size=min(rows, len(data)), replace=False)
     obs, act = torch.as_tensor(data.observations[pick]), torch.as_tensor(data.actions[pick])
     true_next = torch.as_tensor(data.next_obs()[pick])
-    model = runs.load_model(run_dir, obs.shape[1], act.shape[1])
+    model = load_model(run_dir)
     reward, config = runs.load_dynamics_reward(run_dir, obs.shape[1], act.shape[1])  # the run's own threshold
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

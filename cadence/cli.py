@@ -21,13 +21,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cadence.agents import AGENTS, agent_spec
 from cadence.agents.planning import CEMConfig
 from cadence.checkpoint import CheckpointError
 from cadence.collection import KINDS as COLLECT_KINDS
 from cadence.collection import CollectConfig
 from cadence.config import ConfigError, field_docs, to_dict
 from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, FASResult, env_family
+from cadence.recipes import RECIPES, recipe
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_train = sub.add_parser("train", help="train an agent; writes a run folder")
-    p_train.add_argument("algo", choices=sorted(AGENTS))
+    p_train.add_argument("algo", choices=sorted(RECIPES))
     p_train.add_argument("--env", help="env id, e.g. Hopper-v5")
     p_train.add_argument("--seed", type=int)
     p_train.add_argument("--total-steps", type=int,
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_col.add_argument("--no-progress", action="store_true")
 
     p_cfg = sub.add_parser("config", help="print an agent's config with its defaults and documentation")
-    p_cfg.add_argument("algo", choices=sorted(AGENTS))
+    p_cfg.add_argument("algo", choices=sorted(RECIPES))
 
     p_dash = sub.add_parser("dashboard", help="start TensorBoard on a runs folder")
     p_dash.add_argument("--logdir", type=Path, default=Path("runs"))
@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                                             ("total_steps", args.total_steps)) if v is not None}}
         if args.no_progress:
             base["train"]["progress"] = False
-        offline = agent_spec(args.algo).offline
+        offline = recipe(args.algo).offline
         if (args.dataset is not None or args.morec) and not offline:
             raise ConfigError(f"--dataset and --morec are for the offline algos (mopo, mobile), not {args.algo}")
         if offline and args.dataset is not None:
@@ -148,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         run_dir = args.run_dir or default_run_dir(args.algo, label, t.seed)
     console.print(f"[bold]run folder[/bold] {run_dir}")
     state = train(args.algo, sections, run_dir, resume=args.resume is not None)
-    unit = "gradient steps" if agent_spec(args.algo).offline else f"env steps, {state.episodes} episodes"
+    unit = "gradient steps" if recipe(args.algo).offline else f"env steps, {state.episodes} episodes"
     console.print(f"done: {state.step} {unit}, final eval return {state.evals[-1][1]:.1f}")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
 
@@ -206,7 +206,7 @@ def cmd_eval_fas(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    spec = agent_spec(args.algo)
+    spec = recipe(args.algo)
     for section, cls in (("train", spec.train_config_cls), ("agent", spec.config_cls)):
         docs = field_docs(cls)
         print(f"[{section}]")

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 
 import cadence
-from cadence.agents.training import snapshot_name
 from cadence.checkpoint import load_checkpoint
 from cadence.config import check, check_positive
 from cadence.envs import make
 from cadence.envs.episodes import run_episodes
 from cadence.evaluation import scores
+from cadence.loops.common import snapshot_name
 from cadence.replay.buffer import ReplayBuffer
 from cadence.replay.collect import buffer_to_dataset, collect_transitions, concatenate, provenance, uniform_policy
 from cadence.replay.datasets import OfflineDataset, data_dir

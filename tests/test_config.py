@@ -1,7 +1,7 @@
 import pytest
 
 from cadence.agents import SACConfig
-from cadence.agents.training import TrainConfig
+from cadence.loops import TrainConfig
 from cadence.config import ConfigError, load_sections, read_toml, to_toml
 
 SCHEMA = {"train": TrainConfig, "agent": SACConfig}

@@ -64,7 +64,7 @@ def test_offline_run_end_to_end_and_exact_resume(hopper_data, algo):
     buffer = load_checkpoint(hopper_data / "full")["buffer"]
     assert buffer["size"] > 32  # model rollouts were stored (3 rounds of up to 32 x 3 transitions)
 
-    class Interrupt(Exception):
+    class Interrupt(BaseException):
         pass
 
     def stop(state):
@@ -106,13 +106,13 @@ def test_morec_mopo_fits_a_dynamics_reward_and_filters_rollouts(hopper_data):
     assert "dynamics_reward" in saved and saved["fit"]
     # the threshold is the 5% quantile of the chosen rewards on data pairs (see TransitionFilter.calibrated)
     assert saved["threshold_quantile"] == 0.05 and np.isfinite(saved["threshold"])
-    from cadence.runs import _morec_filter, load_model
+    from cadence.recipes import load_model, morec_filter
 
-    model = load_model(hopper_data / "morec", 11, 3, "Hopper-v5")
-    kept = _morec_filter(hopper_data / "morec", "mopo", None, model, 11, 3, 0, 60, 0.05)(torch.Generator())
+    model = load_model(hopper_data / "morec", "Hopper-v5")
+    kept = morec_filter(hopper_data / "morec", "mopo", None, model, 0, 60, 0.05)(torch.Generator())
     assert kept.config.threshold == saved["threshold"]  # loaded, not refitted (no data was given)
     # the ablation: the same reward and choice, and no rollout ends early
-    ablation = _morec_filter(hopper_data / "morec", "mopo", None, model, 11, 3, 0, 60, 0.05,
+    ablation = morec_filter(hopper_data / "morec", "mopo", None, model, 0, 60, 0.05,
                              early_termination=False)(torch.Generator())
     obs, act = torch.randn(64, 11), torch.rand(64, 3) * 2 - 1
     assert ablation.config.threshold == float("-inf") and ablation.filter(obs, act).keep.all()
@@ -123,7 +123,7 @@ def test_morec_mopo_fits_a_dynamics_reward_and_filters_rollouts(hopper_data):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("algo", ["mopo", "mobile"])
 def test_offline_run_with_morec_trains_on_cuda(hopper_data, algo):
-    extra = ["train.device=cuda", "agent.morec=true", "agent.morec_fit_steps=30"]
+    extra = ["train.device=cuda", "agent.morec=true", "agent.morec_fit_steps=50"]
     state = train(algo, offline(algo, total=60, extra=extra), hopper_data / algo)
     assert state.step == 60 and np.isfinite(state.evals[-1][1])
     resumed = train(algo, offline(algo, total=80, extra=extra), hopper_data / algo, resume=True)

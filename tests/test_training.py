@@ -22,8 +22,8 @@ def tiny(total_steps=600, seed=3, extra=()):
                           None, TINY + list(extra))
 
 
-class Interrupt(Exception):
-    """Stands in for a process killed mid-run."""
+class Interrupt(BaseException):
+    """Stands in for a process killed mid-run (a BaseException, as KeyboardInterrupt: hooks do not wrap it)."""
 
 
 def actor_params(run_dir):
@@ -74,7 +74,7 @@ def test_bf16_mixed_precision_run(tmp_path):
     assert not (tmp_path / "mopo").exists()
     from cadence.agents.mobile import MOBILE
     from cadence.agents.mopo import MOPO
-    from cadence.agents.training import check_precision
+    from cadence.loops import check_precision
 
     for cls in (MOPO, MOBILE):  # the loops themselves refuse them too, for callers that skip runs.train
         with pytest.raises(ConfigError, match="supported for sac and srl only"):
@@ -87,7 +87,7 @@ def test_bf16_mixed_updates_use_fresh_weights_each_step():
     from gymnasium import spaces
 
     from cadence.agents import SAC, SACConfig
-    from cadence.agents.training import TrainState, learn
+    from cadence.loops import TrainState, learn
     from cadence.replay import ReplayBuffer
 
     obs_space, act_space = spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2,), np.float32)
@@ -118,7 +118,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
 
     with pytest.raises(Interrupt):
         train("sac", tiny(600), tmp_path / "cut", callbacks=[stop_at_450])
-    saved_step = load_checkpoint(tmp_path / "cut")["train_state"]["step"]
+    saved_step = load_checkpoint(tmp_path / "cut")["counters"]["step"]
     assert 100 <= saved_step < 450  # a checkpoint from before the interruption
     resumed = train("sac", tiny(600), tmp_path / "cut", resume=True)
     assert resumed.step == full.step and resumed.episodes == full.episodes
@@ -151,7 +151,7 @@ def test_resume_errors_overwrite_nothing(tmp_path):
 
 def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
     from cadence.agents.sac import SAC
-    from cadence.agents.training import TrainingDiverged
+    from cadence.loops import TrainingDiverged
 
     real_update = SAC.update
 
@@ -164,7 +164,7 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(SAC, "update", poisoned)
     with pytest.raises(TrainingDiverged, match=r"critic_loss became nan at step \d+"):
         train("sac", tiny(600), tmp_path / "run")
-    assert load_checkpoint(tmp_path / "run")["train_state"]["step"] > 0
+    assert load_checkpoint(tmp_path / "run")["counters"]["step"] > 0
 
 
 def test_cli_train_then_eval_fas(tmp_path, capsys):
@@ -211,7 +211,7 @@ def test_srl_run_fas_and_planner(tmp_path):
     assert main(args) == 0
     bundle = load_checkpoint(run)
     assert bundle["algo"] == "srl"
-    assert bundle["buffer"]["size"] == bundle["train_state"]["step"] >= 240  # one row per primitive step
+    assert bundle["buffer"]["size"] == bundle["counters"]["step"] >= 240  # one row per primitive step
     assert set(load_checkpoint(run, "agent.pt")["agent"]) == {"actor"}
     assert main(["eval", "fas", str(run), "--asl", "1,3,5", "--episodes", "2"]) == 0
     assert np.asarray(json.loads((run / "fas.json").read_text())["returns"]).shape == (3, 2)
@@ -263,7 +263,7 @@ def test_batched_collection_resumes_exactly_mid_episode(tmp_path, algo):
 
     with pytest.raises(Interrupt):
         train(algo, config(700), tmp_path / "cut", callbacks=[stop_at_550])
-    assert 100 <= load_checkpoint(tmp_path / "cut")["train_state"]["step"] < 550
+    assert 100 <= load_checkpoint(tmp_path / "cut")["counters"]["step"] < 550
     resumed = train(algo, config(700), tmp_path / "cut", resume=True)
     assert (resumed.step, resumed.episodes, resumed.evals) == (full.step, full.episodes, full.evals)
     pf, pr = actor_params(tmp_path / "full"), actor_params(tmp_path / "cut")
@@ -304,6 +304,6 @@ def test_stop_return_stops_at_the_first_good_evaluation(tmp_path):
     state = train("sac", tiny(600, seed=7, extra=["train.stop_return=-1"]), tmp_path / "stop")
     assert state.step == 200 and [s for s, _ in state.evals] == [200]  # the first evaluation already reached it
     assert json.loads((tmp_path / "stop" / "metrics.json").read_text())["stopped_early"] is True
-    episode = load_checkpoint(tmp_path / "stop")["episode"]
+    episode = load_checkpoint(tmp_path / "stop")["env"]["episode"]
     # that episode is counted and closed before stopping: the saved one is the next, fresh episode
     assert episode["start"] and episode["return"] == 0.0

@@ -15,7 +15,7 @@ from cadence.agents.mopo import OfflineModelBasedConfig
 from cadence.agents.sac import SAC
 from cadence.config import check, check_positive
 from cadence.replay import Batch
-from cadence.world_models.ensemble import GaussianEnsemble
+from cadence.world_models.base import DynamicsModel
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class MOBILEConfig(OfflineModelBasedConfig):
         check_positive(self, "penalty_samples")
 
 
-def bellman_inconsistency(model: GaussianEnsemble, agent: SAC, obs: torch.Tensor, act: torch.Tensor,
+def bellman_inconsistency(model: DynamicsModel, agent: SAC, obs: torch.Tensor, act: torch.Tensor,
                           samples: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
     """u(s, a) = std over elites k of mean_n min_j Q'_j(s'_kn, a'_kn), shape ``[B]``,
 
@@ -57,18 +57,26 @@ def bellman_inconsistency(model: GaussianEnsemble, agent: SAC, obs: torch.Tensor
 class MOBILE(SAC):
     """SAC whose critic target subtracts ``penalty_coef * u(s, a)`` on model transitions.
 
-    :func:`cadence.agents.offline.train_offline` hands it the learned model (``agent.model``) and batches with
+    :func:`cadence.loops.offline.train_offline` hands it the learned model (:meth:`use_model`) and batches with
     an ``is_real`` field.
     """
 
     algo = "mobile"
-    SUPPORTS_BF16_MIXED = False  # the offline loop and the model rollouts run in float32 only
-    model: GaussianEnsemble | None = None
+    supports_bf16_mixed = False  # the offline loop and the model rollouts run in float32 only
+    model: DynamicsModel | None = None
+
+    def use_model(self, model: DynamicsModel) -> None:
+        """Penalise Bellman targets on model rows by this model's Bellman inconsistency."""
+        self.model = model
+
+    def rollout_penalty(self) -> None:
+        """MOBILE's penalty lives in its critic target, not in the rollout rewards."""
+        return None
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """SAC's soft Bellman error with the target y = r + gamma (1 - d) V'(s') - beta * u(s, a) * [model row]."""
         if self.model is None:
-            raise RuntimeError("MOBILE needs its learned model: set agent.model before updating")
+            raise RuntimeError("MOBILE needs its learned model: call agent.use_model(model) before updating")
         # rows without an is_real flag are treated as real: no penalty
         model_rows = ~batch["is_real"] if "is_real" in batch else torch.zeros_like(batch["terminated"])
         penalty = torch.zeros_like(batch["reward"])

@@ -2,15 +2,19 @@
 (Yu et al., NeurIPS 2020). With ``morec`` on, MOREC's transition filter chooses each model step and ends
 rollouts whose dynamics reward falls below its threshold, so much longer rollouts are usable (DESIGN.md 3).
 
-The agent is SAC; what makes it MOPO is the data it learns from, produced by :func:`train_offline`.
+The agent is SAC; what makes it MOPO is the data it learns from, produced by
+:func:`cadence.loops.offline.train_offline`, and the penalty it asks that loop to apply to rollout rewards.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cadence.agents.base import Penalty
 from cadence.agents.sac import SAC, SACConfig
 from cadence.config import check, check_positive
+from cadence.world_models.base import DynamicsModel
+from cadence.world_models.rollout import mopo_penalty
 
 #: MOPO's penalty coefficient per data-set family (DESIGN.md, MOREC section: HalfCheetah 0.5, Hopper 10-15,
 #: Walker 0.25-1.0)
@@ -69,7 +73,19 @@ class MOPOConfig(OfflineModelBasedConfig):
 
 
 class MOPO(SAC):
-    """SAC trained by :func:`cadence.agents.offline.train_offline` on real data and penalised model rollouts."""
+    """SAC trained by :func:`cadence.loops.offline.train_offline` on real data and penalised model rollouts."""
 
     algo = "mopo"
-    SUPPORTS_BF16_MIXED = False  # the offline loop and the model rollouts run in float32 only
+    supports_bf16_mixed = False  # the offline loop and the model rollouts run in float32 only
+    config: MOPOConfig
+    _penalty: Penalty | None = None
+
+    def use_model(self, model: DynamicsModel) -> None:
+        """Penalise rollouts by this model's uncertainty."""
+        self._penalty = mopo_penalty(model)
+
+    def rollout_penalty(self) -> tuple[Penalty, float] | None:
+        """MOPO's u(s, a) = max over elites of ||sigma_k(s, a)||, times ``penalty_coef``."""
+        if self._penalty is None:
+            raise RuntimeError("MOPO needs its learned model: call agent.use_model(model) before rolling out")
+        return self._penalty, self.config.penalty_coef

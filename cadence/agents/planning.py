@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cadence.config import check, check_positive
-from cadence.world_models import GaussianEnsemble
+from cadence.world_models.base import DynamicsModel
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,10 @@ class CEMConfig:
 
 
 class CEMPlanner:
-    """Model-predictive control by CEM over a :class:`GaussianEnsemble` (mean of its elites).
+    """Model-predictive control by CEM over any :class:`DynamicsModel` (mean of its elites).
 
     Args:
-        model: a trained ensemble that predicts rewards (``learn_reward=True``).
+        model: a trained dynamics model that predicts rewards (``predicts_reward``).
         low, high: primitive action bounds.
         config: CEM settings.
         termination_fn: ``next_obs -> bool`` that stops the return of a candidate (see ``envs.terminations``).
@@ -54,11 +54,11 @@ class CEMPlanner:
 
     algo = "mpc"
 
-    def __init__(self, model: GaussianEnsemble, low: np.ndarray, high: np.ndarray, config: CEMConfig = CEMConfig(),
+    def __init__(self, model: DynamicsModel, low: np.ndarray, high: np.ndarray, config: CEMConfig = CEMConfig(),
                  termination_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  value_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  generator: torch.Generator | None = None):
-        if not model.config.learn_reward:
+        if not model.predicts_reward:
             raise ValueError("CEM-MPC needs a model that predicts rewards (learn_reward=True)")
         self.model, self.config = model, config
         self.scale = torch.as_tensor((high - low) / 2.0, dtype=torch.float32)

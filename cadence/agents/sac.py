@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
+from cadence.agents.base import AgentBase
 from cadence.config import check, check_positive
 from cadence.nn import EnsembleMLP, adam, gather_state, mlp, optimizer_step, restore_state, soft_update
 from cadence.replay import Batch
@@ -125,7 +126,7 @@ class EnsembleCritic(nn.Module):
         return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1).float()  # float32 under autocast too
 
 
-class SoftActorCriticAgent:
+class SoftActorCriticAgent(AgentBase):
     """What every soft actor-critic learner shares: the temperature and checkpoint persistence.
 
     Subclasses set ``PARTS`` (modules and optimisers saved in full checkpoints) and own
@@ -174,7 +175,7 @@ class SAC(SoftActorCriticAgent):
 
     algo = "sac"
     #: its actor and critics cast their outputs to float32, so train.precision=bf16-mixed is safe
-    SUPPORTS_BF16_MIXED = True
+    supports_bf16_mixed = True
 
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, config: SACConfig = SACConfig(),
                  device: str | torch.device = "cpu"):

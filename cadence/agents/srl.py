@@ -105,7 +105,7 @@ class SRL(SoftActorCriticAgent):
     algo = "srl"
     stores_primitive = True
     #: the actor head, critics and model cast their outputs to float32, so train.precision=bf16-mixed is safe
-    SUPPORTS_BF16_MIXED = True
+    supports_bf16_mixed = True
 
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, config: SRLConfig = SRLConfig(),
                  device: str | torch.device = "cpu"):

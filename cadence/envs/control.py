@@ -18,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from cadence.envs.tasks import accepts_tasks
+
 
 def check_decision_interval(decision_interval: Any) -> int:
     """Return ``decision_interval`` as an int, or raise if it is not an integer >= 1."""
@@ -96,6 +98,10 @@ class DecisionIntervalWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, total_reward, terminated, truncated, info
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if options and options.get("task") is not None and not accepts_tasks(self.env):
+            # a plain Gymnasium env would ignore the task silently
+            raise ValueError(f"{self.env.spec.id if self.env.spec else self.env} takes no task parameters "
+                             f"(got task={options['task']!r}); use a task family's env")
         obs, info = self.env.reset(seed=seed, options=options)
         self._last_obs = obs
         return obs, info

@@ -179,7 +179,7 @@ class ReplayBuffer:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> ReplayBuffer:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers only: runs no code
         buf = cls(state["capacity"], state["obs_shape"], state["act_shape"], device=device)
         buf.load_state_dict(state)
         return buf

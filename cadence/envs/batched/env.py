@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import mujoco
@@ -12,6 +13,7 @@ import torch
 from cadence.envs.batched.backends import BACKENDS, Backend, GymnasiumBackend, RolloutBackend, warp_backend
 from cadence.envs.registry import check_env_id
 from cadence.envs.rewards import supported_envs
+from cadence.envs.tasks import TaskFamily
 
 
 class BatchedEnv:
@@ -35,12 +37,14 @@ class BatchedEnv:
         sequence: open-loop action sequences instead of repeated actions.
         threads: physics threads of the rollout backend (default: the CPU count, at most 8).
         models: one MjModel per world (rollout backend), e.g. body variants; the same size signature is needed.
+        family: a :class:`cadence.envs.tasks.TaskFamily` of ``env_id``: ``reset`` and ``reset_worlds`` then take
+            per-world task parameters and rebuild those worlds' models (rollout backend).
     """
 
     def __init__(self, env_id: str, n_worlds: int, backend: str = "rollout", device: str | torch.device = "cpu",
                  decision_interval: int | Sequence[int] = 1, sequence: bool = False, autoreset: bool = True,
                  threads: int | None = None, models: Sequence[mujoco.MjModel] | None = None,
-                 env_kwargs: dict | None = None):
+                 env_kwargs: dict | None = None, family: TaskFamily | None = None):
         check_env_id(env_id)
         if n_worlds < 1:
             raise ValueError(f"n_worlds must be >= 1, got {n_worlds}")
@@ -66,6 +70,11 @@ class BatchedEnv:
             self.backend = warp_backend(env_id, n_worlds)
         self.env_id, self.n, self.device, self.sequence, self.autoreset = env_id, n_worlds, device, sequence, autoreset
         self.intervals = intervals
+        self.family = family
+        if family is not None and not isinstance(self.backend, RolloutBackend):
+            raise ValueError("task families need the rollout backend (per-world models)")
+        self._base_model = self.backend.env.model if isinstance(self.backend, RolloutBackend) else None
+        self._tasks: list[np.ndarray | None] = [None] * n_worlds
         self.max_episode_steps = gym.spec(env_id).max_episode_steps or np.iinfo(np.int64).max
         self.single_observation_space = self.backend.observation_space
         self.single_action_space = self.backend.action_space
@@ -76,20 +85,47 @@ class BatchedEnv:
         self._was_reset = False
 
     # --- episodes ---------------------------------------------------------------------------------------------
-    def reset(self, seed: int | Sequence[int] = 0) -> torch.Tensor:
-        """Reset every world; world ``i`` gets ``seed + i`` (an int) or ``seed[i]`` (a sequence)."""
+    def reset(self, seed: int | Sequence[int] = 0, tasks: Sequence | None = None) -> torch.Tensor:
+        """Reset every world; world ``i`` gets ``seed + i`` (an int) or ``seed[i]`` (a sequence), and ``tasks[i]``
+        (task parameters of the env's family, or None to keep the world's task) when given."""
         seeds = np.asarray(seed, np.int64) + (np.arange(self.n) if np.ndim(seed) == 0 else 0)
         if seeds.shape != (self.n,):
             raise ValueError(f"need one seed per world ({self.n}), got {len(seeds)}")
         self._seeds, self._episodes[:] = seeds, 0
-        self._reset_worlds(np.arange(self.n))
+        self._reset_worlds(np.arange(self.n), tasks)
         self._was_reset = True
         return self._out(self._obs)
 
-    def _reset_worlds(self, idx: np.ndarray) -> None:
+    def reset_worlds(self, idx: Sequence[int] | np.ndarray, tasks: Sequence | None = None) -> torch.Tensor:
+        """Start the next episode of the worlds ``idx`` (what autoreset does), with ``tasks[j]`` for world
+        ``idx[j]`` when given. Returns every world's observation."""
+        if not self._was_reset:
+            raise RuntimeError("call reset() before reset_worlds()")
+        idx = np.asarray(idx, np.int64)
+        self._episodes[idx] += 1
+        self._reset_worlds(idx, tasks)
+        return self._out(self._obs)
+
+    def observations(self) -> torch.Tensor:
+        """The current observation of every world."""
+        return self._out(self._obs)
+
+    def _reset_worlds(self, idx: np.ndarray, tasks: Sequence | None = None) -> None:
+        if tasks is not None:
+            if len(tasks) != len(idx):
+                raise ValueError(f"need one task per reset world ({len(idx)}), got {len(tasks)}")
+            for i, task in zip(idx, tasks, strict=True):
+                if task is not None:
+                    self._set_task(int(i), task)
         seeds = self._seeds[idx] + self._episodes[idx] * self.n
         self._obs[idx] = self.backend.reset(idx, seeds.tolist())
         self._elapsed[idx] = 0
+
+    def _set_task(self, world: int, task: Any) -> None:
+        if self.family is None:
+            raise ValueError(f"BatchedEnv of {self.env_id} takes no task parameters (got {task!r}); pass family=")
+        self._tasks[world] = self.family.check(task)
+        self.backend.models[world] = self.family.model_for(self._base_model, self._tasks[world])
 
     def _out(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(device=self.device, dtype=torch.float32)
@@ -148,7 +184,8 @@ class BatchedEnv:
             raise NotImplementedError(f"the {self.backend.name} backend cannot snapshot its worlds; use rollout")
         return {"physics": self.backend.state.copy(), "warmstart": self.backend.warmstart.copy(),
                 "reads": self.backend.reads.copy(), "obs": self._obs.clone(),
-                "elapsed": self._elapsed.copy(), "seeds": self._seeds.copy(), "episodes": self._episodes.copy()}
+                "elapsed": self._elapsed.copy(), "seeds": self._seeds.copy(), "episodes": self._episodes.copy(),
+                "tasks": list(self._tasks)}
 
     def load_state_dict(self, state: dict) -> None:
         if not isinstance(self.backend, RolloutBackend):
@@ -160,6 +197,9 @@ class BatchedEnv:
         self._was_reset = True
         self._obs = state["obs"].clone()
         self._elapsed[:], self._seeds[:], self._episodes[:] = state["elapsed"], state["seeds"], state["episodes"]
+        for world, task in enumerate(state.get("tasks", [])):
+            if task is not None:
+                self._set_task(world, task)
 
     def _check_actions(self, actions: torch.Tensor | np.ndarray) -> np.ndarray:
         a = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)

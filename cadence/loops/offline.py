@@ -1,43 +1,45 @@
 """Offline model-based training (MOPO, MOBILE, optionally MOREC-filtered): a plain loop that reads top to bottom.
 
-1. Load the data set (validated against the env's spaces) into a real-data buffer.
-2. Fit the dynamics ensemble on it (holdout early stopping, elites) unless the run already holds one.
-3. Every ``rollout_every`` gradient steps, roll the policy through the model from real start states into a
-   FIFO model buffer (MOPO penalises rewards there; MOREC's filter chooses the steps).
-4. Each gradient step learns from a batch mixing real and model data at ``real_ratio``.
-5. Evaluate in the real env (return and normalised score), log, checkpoint; resume continues exactly.
+1. The data set is a real-data buffer; the dynamics model was fitted on it (:func:`fit_model`) and is handed
+   to the agent, which says how rollout rewards are penalised (:class:`cadence.agents.base.ModelBasedOffline`).
+2. Every ``rollout_every`` gradient steps, roll the policy through the model from real start states into a
+   FIFO model buffer (MOREC's filter, if given, chooses the steps).
+3. Each gradient step learns from a batch mixing real and model data at ``real_ratio``.
+4. Evaluate in the real env (return and normalised score), log, checkpoint; resume continues exactly.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import cadence
-from cadence.agents.training import (
+from cadence.agents.base import Agent, ModelBasedOffline
+from cadence.config import check
+from cadence.logging import RunLogger
+from cadence.loops.common import (
     LoopConfig,
     PeriodicLog,
     TrainState,
-    end_of_step,
+    bundle,
+    check_finite,
+    check_precision,
+    checkpoint_if_due,
     evaluate_if_due,
     finish_run,
+    make_hooks,
+    open_run,
     progress_bar,
-    restore_run,
 )
-from cadence.config import check
-from cadence.envs.terminations import termination_fn
-from cadence.logging import RunLogger
+from cadence.loops.hooks import Hook, LoopContext
 from cadence.replay import ReplayBuffer
 from cadence.replay.mixing import MixedSampler, ModelRolloutBuffer
-from cadence.seeding import rng_state
+from cadence.world_models.base import DynamicsModel
 from cadence.world_models.ensemble import GaussianEnsemble
-from cadence.world_models.rollout import Choose, RolloutConfig, model_rollout, mopo_penalty, random_elite_sample
+from cadence.world_models.rollout import Choose, RolloutConfig, model_rollout, random_elite_sample
 from cadence.world_models.trainer import EnsembleTrainer, buffer_transitions
 
 
@@ -69,63 +71,73 @@ def fit_model(real: ReplayBuffer, obs_dim: int, act_dim: int, model: GaussianEns
 
 
 def train_offline(
-    agent: Any,
+    agent: Agent,
     real: ReplayBuffer,
-    model: GaussianEnsemble,
+    model: DynamicsModel,
     eval_env: Any,
-    env_id: str,
+    termination: Callable[[torch.Tensor], torch.Tensor],
     config: OfflineTrainConfig,
     run_dir: str | Path,
     *,
     choose: Callable[[torch.Generator], Choose] | None = None,
     resume: bool = False,
     score: Callable[[float], float] | None = None,
-    callbacks: Sequence[Callable[[TrainState], None]] = (),
+    hooks: Iterable[Hook] = (),
+    callbacks: Iterable[Callable[[TrainState], None]] = (),
 ) -> TrainState:
     """Train ``agent`` (MOPO or MOBILE) offline on ``real`` and rollouts of the fitted ``model``.
 
     Args:
-        agent: a SAC-family agent whose config is an :class:`OfflineModelBasedConfig`.
+        agent: an Agent that is also :class:`cadence.agents.base.ModelBasedOffline`, whose config is an
+            :class:`cadence.agents.mopo.OfflineModelBasedConfig`.
         real: the data set as a buffer.
-        model: the fitted dynamics ensemble (the agent is given it; it builds nothing itself).
+        model: the fitted dynamics model (any :class:`cadence.world_models.base.DynamicsModel`).
         eval_env: the real env, for evaluation only.
-        env_id: its id (for the termination function of model rollouts).
+        termination: ``done(next_obs)`` of the env, for model rollouts.
         config: loop settings.
         run_dir: the run folder.
         choose: makes, from the loop's generator, how a model step picks its next state (default: a random
             elite's sample; MOREC's filter).
         resume: continue from the run's last checkpoint.
         score: maps a mean return to a normalised score for logging (``eval/normalized_score``), if given.
+        hooks: act at the loop's events; their states are checkpointed.
+        callbacks: called with the counters after every gradient step (an exception stops training).
     """
     run_dir, cfg = Path(run_dir), agent.config
-    agent.model = model  # MOBILE's penalty needs it; MOPO ignores it
+    check_precision(agent, config.precision)
+    if not isinstance(agent, ModelBasedOffline):
+        raise TypeError(f"{agent.algo} cannot train offline from model rollouts: it lacks use_model/rollout_penalty")
+    agent.use_model(model)
+    penalty = agent.rollout_penalty()
     generator = torch.Generator(device=config.device).manual_seed(config.seed)
     choose_next = (choose or (lambda g: random_elite_sample(model, g)))(generator)
     model_buffer = ModelRolloutBuffer.for_rollouts(cfg.rollout_batch_size, cfg.rollout_length, cfg.model_retain_rounds,
                                                    real.obs_shape, real.act_shape, config.device)
     sampler = MixedSampler(real, model_buffer, cfg.real_ratio)
-    rollout = RolloutConfig(cfg.rollout_length, cfg.rollout_batch_size, getattr(cfg, "penalty_coef", 0.0))
-    penalty = mopo_penalty(model) if agent.algo == "mopo" else None
-    terminated = termination_fn(env_id)
+    rollout = RolloutConfig(cfg.rollout_length, cfg.rollout_batch_size, penalty[1] if penalty else 0.0)
     policy = lambda obs: agent.actor(obs)[0]
-    state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
-    if resume:
-        bundle, state = restore_run(run_dir, agent, model_buffer, "generator")
-        generator.set_state(bundle["generator"])
-    logger = RunLogger(run_dir, resume_step=state.step if resume else None, write_layout=not resume)
+    ctx = LoopContext(agent, None, eval_env, model_buffer, None, TrainState(), config, run_dir,  # type: ignore[arg-type]
+                      extras={"model": model, "real": real})
+    run_hooks = make_hooks(config, hooks, callbacks)
+    restored = open_run(ctx, run_hooks, resume, required=("generator",))
+    ctx.logger = RunLogger(run_dir, resume_step=ctx.state.step if resume else None, write_layout=not resume)
+    state = ctx.state
+    if restored is None:
+        run_hooks.run_start(ctx)
+    else:
+        generator.set_state(restored["generator"])
+        run_hooks.resume(ctx)
 
     def bundle_now() -> dict[str, Any]:
-        return {"algo": agent.algo, "agent": agent.state_dict(), "buffer": model_buffer.state_dict(),
-                "model": model.state_dict(), "rng": rng_state(), "generator": generator.get_state(),
-                "train_state": dataclasses.asdict(state), "cadence_version": cadence.__version__}
+        return bundle(ctx, run_hooks, model=model.state_dict(), generator=generator.get_state())
 
     metrics: dict[str, float] = {}
     with progress_bar(config.progress) as progress:
-        log = PeriodicLog(logger, progress, agent.algo.upper(), config, state)
+        log = PeriodicLog(ctx.logger, progress, agent.algo.upper(), config, state)
         while state.step < config.total_steps:
             if state.step % cfg.rollout_every == 0:  # a round of model rollouts from real start states
                 start = real.sample(cfg.rollout_batch_size, generator)["obs"]
-                out = model_rollout(start, policy, choose_next, terminated, rollout, penalty)
+                out = model_rollout(start, policy, choose_next, termination, rollout, penalty[0] if penalty else None)
                 if len(out["obs"]):
                     model_buffer.add(out["obs"], out["action"], out["reward"], out["next_obs"], out["terminated"])
                 metrics["model/rollout_transitions"] = float(len(out["obs"]))
@@ -133,16 +145,14 @@ def train_offline(
 
             metrics.update(agent.update(sampler.sample(cfg.batch_size, generator)))
             state.step += 1
-            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-            if bad:
-                raise RuntimeError(f"{bad[0]} became {metrics[bad[0]]} at gradient step {state.step}; the last good "
-                                   f"checkpoint is kept in {run_dir / 'checkpoints'}")
+            check_finite(metrics, state, run_dir, unit="gradient step")
             log(state, metrics)
-            reached = evaluate_if_due(agent, eval_env, config, state, logger, progress, run_dir)
-            if score is not None and state.evals and state.evals[-1][0] == state.step:
-                logger.scalars({"eval/normalized_score": score(state.evals[-1][1])}, state.step)
-            end_of_step(run_dir, config, state, bundle_now, callbacks)
-            if reached:  # config.stop_return
+            mean_return = evaluate_if_due(ctx, run_hooks, progress)
+            if score is not None and mean_return is not None:
+                ctx.logger.scalars({"eval/normalized_score": score(mean_return)}, state.step)
+            checkpoint_if_due(ctx, bundle_now)
+            run_hooks.step(ctx)
+            if ctx.stop:  # a hook asked (train.stop_return)
                 break
-    finish_run(agent, eval_env, config, state, logger, run_dir, bundle_now())
+    finish_run(ctx, bundle_now())
     return state

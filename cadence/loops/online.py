@@ -1,0 +1,133 @@
+"""Online off-policy training, one env or many batched worlds: a plain loop that reads top to bottom.
+
+Each iteration: every world takes one decision (uniform random actions until learning starts) and its
+transitions are stored; the agent makes ``gradient_steps`` updates per stored transition; metrics are logged;
+the policy is evaluated when due; ended episodes are closed (hooks hear their returns), a checkpoint is
+written when due, and the ended worlds are reset with the task their hooks choose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cadence.agents.base import Agent
+from cadence.config import check_positive
+from cadence.logging import RunLogger
+from cadence.loops.collectors import BatchedCollector, SingleEnvCollector
+from cadence.loops.common import (
+    LoopConfig,
+    PeriodicLog,
+    TrainState,
+    bundle,
+    check_precision,
+    checkpoint_if_due,
+    evaluate_if_due,
+    finish_run,
+    learn,
+    make_hooks,
+    open_run,
+    progress_bar,
+)
+from cadence.loops.hooks import Hook, LoopContext
+from cadence.replay import ReplayBuffer
+
+
+@dataclass(frozen=True)
+class TrainConfig(LoopConfig):
+    """The online training loop."""
+
+    num_envs: int = 1
+    """Worlds collecting experience at once; above 1 they run batched on the rollout backend (envs.batched)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "num_envs")
+
+
+def train_online(
+    agent: Agent,
+    env: Any,
+    eval_env: Any,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    hooks: Iterable[Hook] = (),
+    callbacks: Iterable[Callable[[TrainState], None]] = (),
+) -> TrainState:
+    """Off-policy online training: act, store, update, evaluate, checkpoint.
+
+    With one Gymnasium env, periodic checkpoints are taken between episodes (restoring the env's generators
+    then starts the next episode exactly as it would have); the final checkpoint holds the episode in progress,
+    physics included, so a finished run extended with more steps continues exactly as one longer run. With a
+    :class:`cadence.envs.batched.BatchedEnv` (``autoreset=False``), checkpoints hold every world's physics.
+
+    Args:
+        agent: an :class:`cadence.agents.base.Agent`; its config has ``buffer_size``, ``batch_size``,
+            ``learning_starts`` and ``gradient_steps``.
+        env: the training env, from :func:`cadence.envs.make`, or a BatchedEnv.
+        eval_env: a separate env for evaluation.
+        config: loop settings.
+        run_dir: the run folder (TensorBoard events and ``checkpoints/``).
+        resume: continue from ``run_dir/checkpoints/last.pt``.
+        hooks: act at the loop's events (task switches, teachers, ...); their states are checkpointed.
+        callbacks: called with the counters after every iteration (an exception stops training).
+
+    Returns:
+        The final :class:`TrainState`.
+    """
+    run_dir = Path(run_dir)
+    check_precision(agent, config.precision)
+    cfg = agent.config
+    batched = hasattr(env, "n") and hasattr(env, "reset_worlds")
+    collector = (BatchedCollector if batched else SingleEnvCollector)(env, agent.stores_primitive)
+    buffer = ReplayBuffer(cfg.buffer_size, collector.obs_shape, collector.act_shape, config.device)
+    ctx = LoopContext(agent, env, eval_env, buffer, None, TrainState(), config, run_dir)  # type: ignore[arg-type]
+    run_hooks = make_hooks(config, hooks, callbacks)
+    restored = open_run(ctx, run_hooks, resume, required=("env",))
+    ctx.logger = RunLogger(run_dir, resume_step=ctx.state.step if resume else None, write_layout=not resume)
+    state = ctx.state
+    if restored is None:
+        collector.start(config.seed)
+        run_hooks.run_start(ctx)
+    else:
+        collector.load_state_dict(restored["env"])
+        run_hooks.resume(ctx)
+
+    run_hooks.start_episodes(ctx, list(collector.pending), collector.reset_worlds)
+    metrics: dict[str, float] = {}
+    with progress_bar(config.progress) as progress:
+        log = PeriodicLog(ctx.logger, progress, agent.algo.upper() + collector.label, config, state)
+        while state.step < config.total_steps:
+            # act and store: uniform random actions until learning starts
+            got = collector.collect(agent, buffer, random=state.step < cfg.learning_starts)
+            state.step += got.steps
+            state.decisions += got.decisions
+
+            # learn: gradient_steps per stored transition (per primitive step for primitive learners)
+            if state.step >= cfg.learning_starts:
+                metrics = learn(agent, buffer, got.stored, state, run_dir, config.precision) or metrics
+
+            log(state, metrics)
+            evaluate_if_due(ctx, run_hooks, progress)
+
+            # close ended episodes, checkpoint between episodes (so a resumed run draws the same next ones),
+            # then start the next episodes with the tasks the hooks choose
+            for world, episode_return in got.ended:
+                state.episodes += 1
+                state.last_return = episode_return
+                ctx.logger.scalars({"episode_return": episode_return}, state.step, prefix="train/")
+                run_hooks.episode_end(ctx, world, episode_return, collector.tasks(world))
+            if collector.can_checkpoint:
+                checkpoint_if_due(ctx, lambda: bundle(ctx, run_hooks, env=collector.state_dict()))
+            run_hooks.start_episodes(ctx, list(collector.pending), collector.reset_worlds)
+
+            run_hooks.step(ctx)
+            if ctx.stop:  # a hook asked (train.stop_return): this step's bookkeeping is done
+                break
+
+    finish_run(ctx, bundle(ctx, run_hooks, env=collector.state_dict()))
+    return state

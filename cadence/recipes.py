@@ -1,0 +1,201 @@
+"""Recipes: per algorithm, how its env, agent and model are built and which loop trains them.
+
+:func:`cadence.runs.train` looks a recipe up by name, calls its ``prepare`` (which validates inputs and builds
+everything before the run folder is written), and runs what that returns. Adding an algorithm is adding a
+:class:`Recipe` to :data:`RECIPES`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cadence.agents import MOBILE, MOPO, SAC, SRL, MOBILEConfig, MOPOConfig, SACConfig, SRLConfig
+from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
+from cadence.config import ConfigError
+from cadence.envs import make
+from cadence.envs.batched import BatchedEnv
+from cadence.envs.terminations import termination_fn
+from cadence.loops import Hook, OfflineTrainConfig, TrainConfig, TrainState, fit_model, train_offline, train_online
+from cadence.run_folder import DYNAMICS_REWARD, MODEL
+from cadence.world_models import DynamicsReward, DynamicsRewardConfig, FilterConfig, GaussianEnsemble, TransitionFilter
+from cadence.world_models.ensemble import model_bundle, model_from_bundle
+from cadence.world_models.trainer import buffer_transitions
+
+Callback = Callable[[TrainState], None]
+
+
+@dataclass
+class Prepared:
+    """A run ready to start: everything is built and validated, nothing is written yet."""
+
+    env_id: str
+    """The env the run evaluates in (for metrics.json)."""
+    run: Callable[[Path, bool, Iterable[Hook], Iterable[Callback]], TrainState]
+    """``run(run_dir, resume, hooks, callbacks)`` trains in the (already created) run folder."""
+    extra_metrics: Callable[[TrainState], dict[str, Any]] = lambda state: {}
+    """What this recipe adds to metrics.json when the run closes."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the CLI and :mod:`cadence.runs` build and train one algorithm."""
+
+    name: str
+    agent_cls: type
+    config_cls: type
+    train_config_cls: type = TrainConfig
+    """The [train] section: TrainConfig (online) or OfflineTrainConfig."""
+    prepare: Callable[[Recipe, dict[str, Any]], Prepared] = field(default=None, repr=False)  # type: ignore[assignment]
+
+    @property
+    def offline(self) -> bool:
+        """Whether the recipe learns from a data set (``--dataset``) instead of an env."""
+        return issubclass(self.train_config_cls, OfflineTrainConfig)
+
+    def env_kwargs(self, config: Any) -> dict[str, Any]:
+        """Keyword arguments for ``cadence.envs.make`` when training this agent.
+
+        SAC-J repeats each action J times; SRL-J emits J actions that run open loop.
+        """
+        if hasattr(config, "sequence_length"):
+            return {"decision_interval": config.sequence_length, "sequence": True}
+        return {"decision_interval": getattr(config, "action_repeat", 1)}
+
+
+# --- online: one env, or batched worlds --------------------------------------------------------------------------
+def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
+    train_cfg, agent_cfg = sections["train"], sections["agent"]
+    kwargs = recipe.env_kwargs(agent_cfg)
+    eval_env = make(train_cfg.env, **kwargs)
+    agent = recipe.agent_cls(eval_env.observation_space, eval_env.action_space, agent_cfg, device=train_cfg.device)
+    if train_cfg.num_envs > 1:
+        env = BatchedEnv(train_cfg.env, train_cfg.num_envs, decision_interval=kwargs["decision_interval"],
+                         sequence=kwargs.get("sequence", False), threads=max(1, train_cfg.torch_threads),
+                         autoreset=False)
+    else:
+        env = make(train_cfg.env, **kwargs)
+
+    def run(run_dir: Path, resume: bool, hooks: Iterable[Hook], callbacks: Iterable[Callback]) -> TrainState:
+        return train_online(agent, env, eval_env, train_cfg, run_dir, resume=resume, hooks=hooks, callbacks=callbacks)
+
+    return Prepared(train_cfg.env, run)
+
+
+# --- offline model-based: data set, fitted model, MOREC's filter -------------------------------------------------
+def prepare_offline(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
+    """MOPO / MOBILE: the data set (validated against the env), then at run time the fitted model (kept in
+    checkpoints/model.pt), MOREC's filter if asked, and the offline loop."""
+    from cadence.evaluation.scores import normalized_score
+    from cadence.replay import load_dataset
+
+    train_cfg, agent_cfg = sections["train"], sections["agent"]
+    data = load_dataset(train_cfg.dataset)
+    env_id = train_cfg.env or str(data.metadata.get("env_id", ""))
+    if not env_id:
+        raise ConfigError(f"data set {train_cfg.dataset!r} does not name its env; set train.env")
+    eval_env = make(env_id)
+    data.validate(eval_env.observation_space.shape, eval_env.action_space.shape)
+    real = data.to_buffer(device=train_cfg.device)
+    agent = recipe.agent_cls(eval_env.observation_space, eval_env.action_space, agent_cfg, device=train_cfg.device)
+    obs_dim, act_dim = eval_env.observation_space.shape[0], eval_env.action_space.shape[0]
+    name = train_cfg.dataset
+    score: Callable[[float], float] | None = lambda ret: float(
+        normalized_score(name if name.startswith("d4rl:") else env_id, ret))
+    try:
+        score(0.0)  # type: ignore[misc]
+    except ValueError:  # no reference scores for this env yet: log returns only
+        score = None
+
+    def run(run_dir: Path, resume: bool, hooks: Iterable[Hook], callbacks: Iterable[Callback]) -> TrainState:
+        if checkpoint_path(run_dir, MODEL).is_file():  # fitted before (this run, or the run it resumes)
+            model = load_model(run_dir, env_id, device=train_cfg.device)
+        else:
+            model, fit = fit_model(real, obs_dim, act_dim, max_epochs=train_cfg.model_max_epochs, seed=train_cfg.seed)
+            save_checkpoint(run_dir, {"algo": recipe.name, "model": model_bundle(model), "fit": fit, "env": env_id},
+                            MODEL)
+        choose = None
+        if agent_cfg.morec:  # MOREC: a dynamics reward learned on the data against this model filters rollouts
+            choose = morec_filter(run_dir, recipe.name, real, model, train_cfg.seed, agent_cfg.morec_fit_steps,
+                                  agent_cfg.morec_threshold_quantile, agent_cfg.morec_early_termination)
+        return train_offline(agent, real, model, eval_env, termination_fn(env_id), train_cfg, run_dir, choose=choose,
+                             resume=resume, score=score, hooks=hooks, callbacks=callbacks)
+
+    def extra(state: TrainState) -> dict[str, Any]:
+        if score is None:
+            return {"dataset": name}
+        return {"dataset": name, "final_normalized_score": score(state.evals[-1][1])}
+
+    return Prepared(env_id, run, extra)
+
+
+def morec_filter(run_dir: Path, algo: str, real: Any, model: GaussianEnsemble, seed: int, steps: int,
+                 quantile: float, early_termination: bool = True) -> Callable[[torch.Generator], TransitionFilter]:
+    """MOREC's transition filter (made with the loop's generator, so resume stays exact); its dynamics reward and
+    threshold are fitted once and kept in checkpoints/dynamics_reward.pt (without early termination the threshold
+    is -inf)."""
+    device = next(model.parameters()).device  # the reward lives beside the model it judges
+    if checkpoint_path(run_dir, DYNAMICS_REWARD).is_file():
+        reward, config = load_dynamics_reward(run_dir, model.obs_dim, model.act_dim, device=device)
+    else:
+        reward = DynamicsReward(model.obs_dim, model.act_dim, DynamicsRewardConfig(steps=steps), device=device)
+        generator = torch.Generator(device=device).manual_seed(seed)  # it draws batches on the data's device
+        fit = reward.fit(real, model, generator=generator)
+        config = FilterConfig()
+        if quantile > 0:  # calibrate on (up to) 10k of the data's own (s, a) pairs
+            data = buffer_transitions(real)
+            rows = torch.randperm(len(data["obs"]), generator=generator, device=device)[:10_000]
+            filt = TransitionFilter(model, reward, config, generator)
+            config = filt.calibrated(data["obs"][rows], data["action"][rows], quantile).config
+        save_checkpoint(run_dir, {"algo": algo, "dynamics_reward": reward.state_dict(), "fit": fit,
+                                  "threshold": config.threshold, "threshold_quantile": quantile}, DYNAMICS_REWARD)
+        print(f"MOREC dynamics reward: mean {fit['model/dr_reward_data']:.3f} on data, "
+              f"{fit['model/dr_reward_model']:.3f} on model samples; rollouts end below {config.threshold:.3f}")
+    if not early_termination:  # the ablation: the same reward and choice, no rollout ends early
+        config = FilterConfig(threshold=float("-inf"))
+    return lambda generator: TransitionFilter(model, reward, config, generator)
+
+
+def load_dynamics_reward(run_dir: str | Path, obs_dim: int, act_dim: int,
+                         device: str | torch.device = "cpu") -> tuple[DynamicsReward, FilterConfig]:
+    """A MOREC run's fitted dynamics reward (``checkpoints/dynamics_reward.pt``) and its filter settings."""
+    saved = load_checkpoint(run_dir, DYNAMICS_REWARD, required=("dynamics_reward", "threshold"))
+    reward = DynamicsReward(obs_dim, act_dim, device=device)
+    reward.load_state_dict(saved["dynamics_reward"])
+    return reward, FilterConfig(threshold=saved["threshold"])
+
+
+def load_model(run_dir: str | Path, env_id: str | None = None,
+               device: str | torch.device = "cpu") -> GaussianEnsemble:
+    """An offline run's fitted dynamics model (``checkpoints/model.pt``) with the sizes it was saved with; refused
+    if fitted for another env."""
+    saved = load_checkpoint(run_dir, MODEL, required=("model", "env"))
+    if env_id is not None and saved["env"] != env_id:
+        raise CheckpointError(f"{checkpoint_path(run_dir, MODEL)} holds a model of {saved['env']}, but this run "
+                              f"evaluates in {env_id}; use another run folder")
+    try:
+        return model_from_bundle(saved["model"], device=device)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{checkpoint_path(run_dir, MODEL)} does not hold a loadable model: {e}") from None
+
+
+RECIPES: dict[str, Recipe] = {
+    "sac": Recipe("sac", SAC, SACConfig, TrainConfig, prepare_online),
+    "srl": Recipe("srl", SRL, SRLConfig, TrainConfig, prepare_online),
+    "mopo": Recipe("mopo", MOPO, MOPOConfig, OfflineTrainConfig, prepare_offline),
+    "mobile": Recipe("mobile", MOBILE, MOBILEConfig, OfflineTrainConfig, prepare_offline),
+}
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe of ``name``; an unknown name raises ``ValueError`` listing the close matches."""
+    if name not in RECIPES:
+        close = difflib.get_close_matches(name, list(RECIPES), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown algo {name!r}{hint}; available: {', '.join(RECIPES)}")
+    return RECIPES[name]
