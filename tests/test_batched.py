@@ -3,6 +3,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -263,3 +264,32 @@ def test_a_world_does_not_depend_on_the_other_worlds_or_threads():
     for (n, threads), run in zip(((3, 1), (3, 2)), runs[1:]):
         diff = (run - runs[0]).abs().max().item()
         assert diff == 0, f"world 0 moved by up to {diff:.3g} when stepped with {n} worlds on {threads} threads"
+
+
+
+def longer_reacher(tmp_path: Path) -> gym.Env:
+    env = gym.make("Reacher-v5")
+    env.unwrapped.model.body("fingertip").pos *= 1.5  # edited after compiling: moves the fingertip read at reset
+    return env
+
+
+def higher_ant(tmp_path: Path) -> gym.Env:
+    xml = (Path(gym.__file__).parent / "envs/mujoco/assets/ant.xml").read_text()
+    torso = '<body name="torso" pos="0 0 {}">'
+    (tmp_path / "ant.xml").write_text(xml.replace(torso.format(0.75), torso.format(1)))
+    return gym.make("Ant-v5", xml_file=str(tmp_path / "ant.xml"))  # a compiled variant: its own qpos0
+
+
+@pytest.mark.parametrize(("env_id", "variant"), [("Reacher-v5", longer_reacher), ("Ant-v5", higher_ant)])
+def test_per_world_models_reset_with_their_own_model(env_id, variant, tmp_path):
+    ref = variant(tmp_path)
+    models = [gym.make(env_id).unwrapped.model, copy.deepcopy(ref.unwrapped.model)]
+    batched = BatchedEnv(env_id, 2, autoreset=False, threads=1, models=models)
+    obs = batched.reset(5)
+    close(obs[0], gym.make(env_id).reset(seed=5)[0])
+    close(obs[1], ref.reset(seed=6)[0])
+    for a in random_actions(env_id, (3, 2), 0, scale=0.1):  # Ant's first reward reads the torso at reset
+        obs, reward = batched.step(a)[:2]
+        want_obs, want_reward = ref.step(a[1])[:2]
+        close(obs[1], want_obs)
+        close(reward[1], want_reward)

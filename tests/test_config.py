@@ -1,8 +1,8 @@
 import pytest
 
 from cadence.agents import SACConfig
-from cadence.loops import TrainConfig
 from cadence.config import ConfigError, load_sections, read_toml, to_toml
+from cadence.loops import TrainConfig
 
 SCHEMA = {"train": TrainConfig, "agent": SACConfig}
 

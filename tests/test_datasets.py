@@ -1,3 +1,6 @@
+import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -178,3 +181,16 @@ def test_load_dataset_resolves_names_and_says_where_files_were_expected(tmp_path
     OfflineDataset(**episodes()).save_hdf5(tmp_path / "cadence" / "hopper-medium-v5.hdf5")
     assert len(load_dataset("hopper-medium")) == len(load_dataset("hopper-medium-v5")) == 7
 
+
+
+def test_minari_format_does_not_import_datasets():
+    # one-way dependency: datasets uses minari_format, never the reverse (not even for type checking)
+    import cadence.replay.minari_format as minari_format
+
+    tree = ast.parse(Path(minari_format.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "cadence.replay.datasets" not in imported
+    for first in ("cadence.replay.minari_format", "cadence.replay.datasets"):
+        code = f"import {first}; from cadence.replay.minari_format import read_minari, write_minari"
+        subprocess.run([sys.executable, "-c", code], check=True)  # either module imports first on its own

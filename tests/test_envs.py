@@ -1,9 +1,11 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from cadence.envs import GYMNASIUM_IDS, make, run_episodes
+from cadence.envs.terminations import termination_fn
 
 
 @pytest.mark.parametrize("sequence", [False, True])
@@ -129,3 +131,29 @@ def test_episode_state_round_trip_continues_exactly(env_id):
     if "physics" in saved:
         with pytest.raises(ValueError, match="physics state"):
             set_episode_state(make("Ant-v5" if env_id != "Ant-v5" else "Hopper-v5"), saved)
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), [
+    ("Hopper-v5", {"healthy_z_range": (1.2, float("inf")), "healthy_angle_range": (-0.1, 0.1)}),
+    ("Hopper-v5", {"healthy_state_range": (-0.5, 0.5), "exclude_current_positions_from_observation": False}),
+    ("Hopper-v5", {"terminate_when_unhealthy": False}),
+    ("Walker2d-v5", {"healthy_z_range": (1.15, 1.5), "healthy_angle_range": (-0.3, 0.3)}),
+    ("Ant-v5", {"healthy_z_range": (0.5, 0.8)}),
+    ("Humanoid-v5", {"healthy_z_range": (1.3, 2.0)}),
+    ("InvertedDoublePendulum-v5", {}),
+])
+def test_terminations_read_the_envs_ranges(env_id, kwargs):
+    env = gym.make(env_id, **kwargs)
+    fn = termination_fn(env_id, env)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    flags, ours, seed = [], [], 0
+    for _ in range(300):
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        flags.append(terminated)
+        ours.append(bool(fn(torch.as_tensor(obs, dtype=torch.float32))))
+        if terminated or truncated:
+            seed += 1
+            env.reset(seed=seed)
+    assert ours == flags
+    assert any(flags) != ("terminate_when_unhealthy" in kwargs)  # terminal states were compared

@@ -98,3 +98,22 @@ def test_bad_input():
     data["reward"][3] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf in 'reward'"):
         EnsembleTrainer(GaussianEnsemble(2, 1, SMALL)).fit(data)
+
+
+@pytest.mark.parametrize("normalizer", ["keep", "refit"])
+def test_refitting_keeps_or_recomputes_the_input_normalizer(normalizer):
+    model = GaussianEnsemble(2, 1, EnsembleConfig(n_members=2, n_elites=1, hidden_sizes=(8,), max_epochs=1))
+    trainer = EnsembleTrainer(model, torch.Generator().manual_seed(0))
+    first, later = linear_system(200, seed=1), linear_system(200, seed=2)
+    later["obs"] = later["obs"] * 3 + 5  # a later task visits other states
+    trainer.fit(first, normalizer=normalizer)  # the first fit always sets it
+    stats = model.in_mean.clone(), model.in_std.clone()
+    assert (stats[0] != 0).all() and (stats[1] != 1).all()
+    trainer.fit(later, normalizer=normalizer)
+    kept = torch.equal(model.in_mean, stats[0]) and torch.equal(model.in_std, stats[1])
+    assert kept == (normalizer == "keep")
+
+
+def test_unknown_normalizer_choice_raises():
+    with pytest.raises(ValueError, match="normalizer must be"):
+        EnsembleTrainer(GaussianEnsemble(2, 1, SMALL)).fit(linear_system(10), normalizer="freeze")

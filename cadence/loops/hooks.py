@@ -88,13 +88,16 @@ class Hooks:
         if duplicated:
             raise ValueError(f"hook names must be unique (their checkpoint keys); repeated: {', '.join(duplicated)}")
 
-    def _call(self, event: str, ctx: LoopContext, *args: Any, world: int | None = None) -> list[Any]:
+    def _call(self, event: str, ctx: LoopContext, *args: Any, world: int | None = None,
+              episode: int | None = None) -> list[Any]:
+        """Call ``event`` on every hook; ``episode`` (default: the next one) and ``world`` go into errors."""
         results = []
         for hook in self.hooks:
             try:
                 results.append(getattr(hook, event)(ctx, *args))
             except Exception as e:
-                where = f"episode {ctx.state.episodes + 1}" + (f" of world {world}" if world is not None else "")
+                episode = ctx.state.episodes + 1 if episode is None else episode
+                where = f"episode {episode}" + (f" of world {world}" if world is not None else "")
                 raise HookError(f"hook {hook.name} failed in {event} at step {ctx.state.step}, {where}: "
                                 f"{type(e).__name__}: {e}") from e
         return results
@@ -129,7 +132,7 @@ class Hooks:
                             f"{ctx.state.episodes + 1} at step {ctx.state.step}: {type(e).__name__}: {e}") from e
 
     def episode_end(self, ctx: LoopContext, world: int, episode_return: float, task: Any) -> None:
-        self._call("on_episode_end", ctx, world, episode_return, task, world=world)
+        self._call("on_episode_end", ctx, world, episode_return, task, world=world, episode=ctx.state.episodes)
 
     def step(self, ctx: LoopContext) -> None:
         self._call("on_step", ctx)

@@ -22,6 +22,7 @@ import numpy as np
 from cadence.io import atomic_write
 from cadence.replay.buffer import ReplayBuffer
 from cadence.replay.errors import DatasetError
+from cadence.replay.minari_format import read_minari, write_minari
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
@@ -176,16 +177,12 @@ class OfflineDataset:
     def save_minari(self, dataset_id: str, env_id: str | None = None, root: str | os.PathLike | None = None,
                     overwrite: bool = False) -> Path:
         """Write as a local Minari dataset (atomically); see :mod:`cadence.replay.minari_format`."""
-        from cadence.replay.minari_format import write_minari
-
         return write_minari(self, dataset_id, env_id=env_id, root=root, overwrite=overwrite)
 
     @classmethod
     def load_minari(cls, dataset_id_or_path: str | os.PathLike, obs_shape: tuple[int, ...] | None = None,
                     act_shape: tuple[int, ...] | None = None) -> OfflineDataset:
         """Read and validate a local Minari dataset, by id (under ``MINARI_DATASETS_PATH``) or folder."""
-        from cadence.replay.minari_format import read_minari
-
         dataset = cls(**read_minari(dataset_id_or_path))
         dataset.validate(obs_shape, act_shape)
         return dataset

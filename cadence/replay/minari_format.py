@@ -19,18 +19,31 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import gymnasium as gym
 import numpy as np
 
 from cadence.replay.errors import DatasetError
 
-if TYPE_CHECKING:
-    from cadence.replay.datasets import OfflineDataset
-
 #: Metadata key holding cadence's provenance (JSON) inside a Minari dataset.
 PROVENANCE_KEY = "cadence_provenance"
+
+
+class Rows(Protocol):
+    """What :func:`write_minari` reads: an :class:`~cadence.replay.datasets.OfflineDataset` (which imports this
+    module, so it is not imported here)."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
+    metadata: dict[str, Any]
+    source: str
+
+    def __len__(self) -> int: ...
+
+    def next_obs(self) -> np.ndarray: ...
 
 
 def minari_root() -> Path:
@@ -51,6 +64,7 @@ def read_minari(dataset_id_or_path: str | os.PathLike) -> dict[str, Any]:
     Returns keyword arguments for :class:`OfflineDataset`. Raises :class:`DatasetError` if the dataset
     is missing, unreadable, or has observation or action spaces that are not flat ``Box`` spaces.
     """
+    import gymnasium as gym
     import minari  # imported here: optional at import time of cadence.replay
 
     data_path = _data_path(dataset_id_or_path)
@@ -107,13 +121,14 @@ def _datasets_root(root: Path) -> Iterator[None]:
             os.environ["MINARI_DATASETS_PATH"] = previous
 
 
-def write_minari(dataset: OfflineDataset, dataset_id: str, env_id: str | None = None,
+def write_minari(dataset: Rows, dataset_id: str, env_id: str | None = None,
                  root: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Write ``dataset`` as the local Minari dataset ``dataset_id`` under ``root`` (default :func:`minari_root`).
 
     Episodes are split at terminal and timeout rows; a trailing unfinished episode is kept as a cut.
     ``dataset.metadata`` is stored as cadence provenance. Returns the dataset's folder.
     """
+    import gymnasium as gym
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -29,6 +29,10 @@ class EnsembleTrainer:
     such an improvement for any member, every member gets back its best weights and the elites
     are the members with the lowest holdout error. The shared log-variance bounds and the input
     normaliser are not per member and keep their last values.
+
+    The input normaliser is set from the training split on a model's first fit. Later fits recompute
+    it (``normalizer="refit"``, the default) or keep it (``"keep"``): continual learning that refits one
+    model task after task keeps it, so inputs learned under earlier data are not silently shifted.
     """
 
     def __init__(self, model: GaussianEnsemble, generator: torch.Generator | None = None):
@@ -37,8 +41,15 @@ class EnsembleTrainer:
         self.optimizer = adam(model.parameters(), self.config.lr, self.config.weight_decay)
         self.generator = generator
 
-    def fit(self, data: Data, max_epochs: int | None = None) -> dict[str, Any]:
-        """Fit on ``data`` (keys obs, action, reward, next_obs); returns metrics of the fit."""
+    def fit(self, data: Data, max_epochs: int | None = None,
+            normalizer: Literal["refit", "keep"] = "refit") -> dict[str, Any]:
+        """Fit on ``data`` (keys obs, action, reward, next_obs); returns metrics of the fit.
+
+        ``normalizer``: recompute the input normaliser from this data (``"refit"``) or keep the model's
+        (``"keep"``); a model whose normaliser was never set gets it computed either way.
+        """
+        if normalizer not in ("refit", "keep"):
+            raise ValueError(f"normalizer must be 'refit' or 'keep', got {normalizer!r}")
         n = data["obs"].shape[0]
         for key, value in data.items():
             if not torch.isfinite(value).all():
@@ -51,7 +62,8 @@ class EnsembleTrainer:
         perm = torch.randperm(n, generator=self.generator).to(device)
         hold = {k: v[perm[:n_hold]] for k, v in data.items()}
         train = {k: v[perm[n_hold:]] for k, v in data.items()}
-        self.model.set_normalizer(train["obs"], train["action"])
+        if normalizer == "refit" or not self._normalizer_set():
+            self.model.set_normalizer(train["obs"], train["action"])
 
         cfg, members = self.config, self.model.config.n_members
         n_train = n - n_hold
@@ -88,3 +100,7 @@ class EnsembleTrainer:
             "model/train_loss": last_loss,
             "model/holdout_mse": errors[self.model.elites].mean().item(),
         }
+
+    def _normalizer_set(self) -> bool:
+        """Whether the model's normaliser was ever set (a new model's is exactly mean 0, std 1)."""
+        return bool((self.model.in_mean != 0).any() or (self.model.in_std != 1).any())

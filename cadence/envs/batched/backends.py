@@ -71,9 +71,11 @@ class RolloutBackend(Backend):
     ends with; the next step starts from an estimate, the last substep's velocity change over the timestep.
     The solver then converges to the same answer to within its tolerance, so worlds match Gymnasium to
     float32 precision for hundreds of steps but can drift apart later in chaotic, contact-rich tasks.
-    Resets use Gymnasium's own reset, so the same seed gives the same initial state. Tasks that read
-    ``MjData`` after a step (Reacher, InvertedDoublePendulum, Ant) run their last substep with ``mj_step`` in
-    Python, because those values come from MuJoCo's internal evaluations; that substep's warm start is exact.
+    Resets use Gymnasium's own reset, so the same seed gives the same initial state; a world with its own
+    model is reset in that model (its ``qpos0``, and reads such as body positions), as an env built from it
+    would be. Tasks that read ``MjData`` after a step (Reacher, InvertedDoublePendulum, Ant) run their last
+    substep with ``mj_step`` in Python, because those values come from MuJoCo's internal evaluations; that
+    substep's warm start is exact.
     """
 
     name = "rollout"
@@ -93,6 +95,7 @@ class RolloutBackend(Backend):
                                  f"nv {model.nv} vs {base.nv}, nbody {model.nbody} vs {base.nbody}); per-world models "
                                  "may change parameters such as masses and friction, not structure")
         self.models = list(models) if models is not None else [base] * n_worlds
+        self._reset_datas: dict[int, mujoco.MjData] = {}  # per-world models' reset MjData, by id(model)
         self.threads = threads or min(os.cpu_count() or 1, 8)
         self.datas = [mujoco.MjData(base) for _ in range(self.threads)]
         self.runner = rollout.Rollout(nthread=self.threads)
@@ -113,12 +116,30 @@ class RolloutBackend(Backend):
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
         for i, seed in zip(idx, seeds, strict=True):
-            self.env.reset(seed=int(seed))
-            self.state[i] = get_state(self.env.model, self.env.data)
-            self.warmstart[i] = self.env.data.qacc_warmstart
-            self.reads[i] = read_data(self.physics, self.env.model, self.env.data, after_step=False)
+            model = self.models[i]
+            data = self._reset_model(model, int(seed))
+            self.state[i] = get_state(model, data)
+            self.warmstart[i] = data.qacc_warmstart
+            self.reads[i] = read_data(self.physics, model, data, after_step=False)
         nu = self.action_space.shape[0]
         return self.physics.observe(self._physics_step(idx, self.state[idx], self.reads[idx], np.zeros((len(idx), nu))))
+
+    def _reset_model(self, model: mujoco.MjModel, seed: int) -> mujoco.MjData:
+        """Gymnasium's reset run in ``model``, as an env built from it would: its own MjData and ``qpos0``."""
+        env = self.env
+        if model is env.model:
+            env.reset(seed=seed)
+            return env.data
+        if id(model) not in self._reset_datas:
+            self._reset_datas[id(model)] = mujoco.MjData(model)
+        saved = env.model, env.data, env.init_qpos, env.init_qvel
+        env.model, env.data = model, self._reset_datas[id(model)]
+        env.init_qpos, env.init_qvel = model.qpos0.copy(), np.zeros(model.nv)
+        try:
+            env.reset(seed=seed)
+            return env.data
+        finally:
+            env.model, env.data, env.init_qpos, env.init_qvel = saved
 
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         before, reads_before = self.state[idx], self.reads[idx]
