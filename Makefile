@@ -1,10 +1,10 @@
-# cadence: make demo | make test | make bench | make dashboard
+# cadence: make demo | make test | make check | make bench | make dashboard
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench dashboard lint clean
+.PHONY: install demo test bench dashboard lint check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,8 +42,12 @@ bench: $(STAMP)
 dashboard: $(STAMP)
 	$(VENV)/bin/cadence dashboard --logdir runs
 
+## ruff over every Python file.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cadence tests scripts benchmarks
+
+## What CI runs: the tests, then ruff.
+check: test lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -24,8 +24,8 @@ from common import RESULTS, cpu_name
 
 def time_cadence(env_id: str, warmup: int, steps: int, seed: int, precision: str = "fp32") -> float:
     from cadence.agents import SAC, SACConfig
-    from cadence.loops import TrainState, learn
     from cadence.envs import make
+    from cadence.loops import TrainState, learn
     from cadence.replay import ReplayBuffer
 
     torch.manual_seed(seed)

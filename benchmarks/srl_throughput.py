@@ -21,8 +21,8 @@ from common import RESULTS, cpu_name, merge_result
 from gymnasium import spaces
 
 from cadence.agents import SAC, SRL, SACConfig, SRLConfig
-from cadence.loops import TrainState, learn
 from cadence.evaluation.plots import plot_bars
+from cadence.loops import TrainState, learn
 from cadence.replay import ReplayBuffer
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomllib
 
 
 class ConfigError(ValueError):

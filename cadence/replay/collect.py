@@ -108,5 +108,5 @@ def provenance(env_id: str, kind: str, policy: str, seed: int, policy_steps: int
         "transitions": len(data), "episodes": len(returns),
         "mean_return": float(returns.mean()) if len(returns) else float("nan"),
         "cadence_version": cadence.__version__, "command": " ".join(sys.argv),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **extra,
     }
