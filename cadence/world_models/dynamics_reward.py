@@ -33,7 +33,7 @@ from torch import nn
 from cadence.config import check, check_positive
 from cadence.nn import adam, mlp, optimizer_step
 from cadence.replay import ReplayBuffer
-from cadence.world_models.ensemble import GaussianEnsemble
+from cadence.world_models.base import DynamicsModel
 from cadence.world_models.trainer import buffer_transitions
 
 Tensor = torch.Tensor
@@ -220,7 +220,7 @@ class DynamicsReward:
         return loss, {"model/dr_loss": loss.item()}
 
     @torch.no_grad()
-    def negatives(self, model: GaussianEnsemble, obs: Tensor, act: Tensor, noise_std: Tensor,
+    def negatives(self, model: DynamicsModel, obs: Tensor, act: Tensor, noise_std: Tensor,
                   generator: torch.Generator | None = None, scales: Tensor | None = None) -> Tensor:
         """Model next states for ``(obs, act)``: a uniformly drawn elite's Gaussian sample per row, plus noise
         ``scale * noise_std * N(0, I)`` with ``scale`` drawn per row from ``scales`` (default: ``negative_noise``)."""
@@ -236,7 +236,7 @@ class DynamicsReward:
         delta = delta + scale.unsqueeze(-1) * noise_std * torch.randn(delta.shape, generator=generator, device=dev)
         return obs + delta
 
-    def fit(self, data: Data | ReplayBuffer, model: GaussianEnsemble, steps: int | None = None,
+    def fit(self, data: Data | ReplayBuffer, model: DynamicsModel, steps: int | None = None,
             generator: torch.Generator | None = None, callback: ProgressCallback | None = None) -> dict[str, float]:
         """Train the discriminator for ``steps`` gradient steps (default ``config.steps``), checkpointing as it goes.
 
@@ -286,7 +286,7 @@ class DynamicsReward:
         return {**metrics, **self.evaluate(data, model, noise_std, generator), "model/dr_steps": float(self.n_steps)}
 
     @torch.no_grad()
-    def evaluate(self, data: Data, model: GaussianEnsemble, noise_std: Tensor,
+    def evaluate(self, data: Data, model: DynamicsModel, noise_std: Tensor,
                  generator: torch.Generator | None = None, rows: int = 4096) -> dict[str, float]:
         """Accuracy and mean reward of the reward ensemble on data, model samples and training negatives."""
         obs, act, next_obs = (data[k] for k in KEYS)
@@ -315,7 +315,7 @@ class DynamicsReward:
         self.snapshot_ids[slot] = self.n_checkpoints
 
     # ----------------------------------------------------------------------------------------------- checks
-    def _check_data(self, data: Data | ReplayBuffer, model: GaussianEnsemble) -> Data:
+    def _check_data(self, data: Data | ReplayBuffer, model: DynamicsModel) -> Data:
         if isinstance(data, ReplayBuffer):
             data = buffer_transitions(data)
         missing = [k for k in KEYS if k not in data]

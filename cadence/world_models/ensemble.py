@@ -3,18 +3,23 @@
 Each member predicts a diagonal Gaussian over (s' - s, r) from normalised (s, a). Members are
 evaluated together with ensemble-linear layers (no Python loop over members). The log-variance
 is soft-bounded between learned limits (Chua et al. 2018, PETS), and ``elites`` are the members
-with the lowest holdout error.
+with the lowest holdout error. It satisfies :class:`~cadence.world_models.base.DynamicsModel`.
+
+A model's architecture travels with its weights: :func:`model_bundle` turns a model into a dict of plain values
+(``obs_dim``, ``act_dim``, the config as ints/floats/bools/lists) and its ``state_dict``, which ``torch.save`` writes
+and ``torch.load(..., weights_only=True)`` reads back; :func:`model_from_bundle` rebuilds the model from it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cadence.config import check, check_positive
+from cadence.config import build, check, check_positive, to_dict
 from cadence.nn import EnsembleMLP
 
 
@@ -73,6 +78,11 @@ class GaussianEnsemble(nn.Module):
         self.register_buffer("in_std", torch.ones(obs_dim + act_dim))
         self.register_buffer("elites", torch.arange(config.n_elites))
 
+    @property
+    def predicts_reward(self) -> bool:
+        """Whether the last output column is the reward (``config.learn_reward``)."""
+        return self.config.learn_reward
+
     def set_normalizer(self, obs: torch.Tensor, act: torch.Tensor) -> None:
         x = torch.cat([obs, act], dim=-1)
         self.in_mean.copy_(x.mean(0))
@@ -129,3 +139,43 @@ class GaussianEnsemble(nn.Module):
         reward = mean[..., self.obs_dim] if self.config.learn_reward else None
         return next_obs, reward
 
+
+
+#: bundle format version, bumped when the layout of :func:`model_bundle`'s dict changes
+BUNDLE_FORMAT = 1
+
+
+def model_bundle(model: GaussianEnsemble) -> dict[str, Any]:
+    """``model`` as a dict of plain values and tensors, safe for ``torch.load(weights_only=True)``.
+
+    Keys: ``kind`` ("GaussianEnsemble"), ``format`` (:data:`BUNDLE_FORMAT`), ``obs_dim``, ``act_dim``, ``config``
+    (the :class:`EnsembleConfig` as a dict; tuples become lists) and ``state_dict`` (weights, input normaliser,
+    log-variance bounds and elites, on the model's device). :func:`model_from_bundle` inverts it.
+    """
+    if not isinstance(model, GaussianEnsemble):
+        raise TypeError(f"model_bundle takes a GaussianEnsemble, got {type(model).__name__}")
+    return {
+        "kind": "GaussianEnsemble",
+        "format": BUNDLE_FORMAT,
+        "obs_dim": int(model.obs_dim),
+        "act_dim": int(model.act_dim),
+        "config": to_dict(model.config),
+        "state_dict": model.state_dict(),
+    }
+
+
+def model_from_bundle(bundle: dict[str, Any], device: str | torch.device | None = None) -> GaussianEnsemble:
+    """The model saved by :func:`model_bundle`, with its own sizes and config, its weights loaded, on ``device``
+    (default: the CPU). Raises ``ValueError`` for a bundle of another kind or format."""
+    kind, fmt = bundle.get("kind"), bundle.get("format")
+    if kind != "GaussianEnsemble":
+        raise ValueError(f"not a GaussianEnsemble bundle: kind={kind!r}")
+    if fmt != BUNDLE_FORMAT:
+        raise ValueError(f"GaussianEnsemble bundle format {fmt!r} is not supported (this version reads "
+                         f"{BUNDLE_FORMAT})")
+    config = build(EnsembleConfig, bundle["config"], "model")
+    model = GaussianEnsemble(int(bundle["obs_dim"]), int(bundle["act_dim"]), config)
+    if device is not None:
+        model = model.to(device)
+    model.load_state_dict(bundle["state_dict"])
+    return model

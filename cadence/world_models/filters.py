@@ -19,7 +19,7 @@ from typing import Protocol
 import torch
 
 from cadence.config import check, check_positive
-from cadence.world_models.ensemble import GaussianEnsemble
+from cadence.world_models.base import DynamicsModel
 from cadence.world_models.rollout import ModelDiverged
 
 Tensor = torch.Tensor
@@ -68,13 +68,13 @@ class FilteredStep:
     """Chosen candidate, elite-major (``elite_rank * samples_per_elite + sample``), ``[B]``."""
 
 
-def sample_candidates(model: GaussianEnsemble, obs: Tensor, act: Tensor, samples_per_elite: int = 2,
+def sample_candidates(model: DynamicsModel, obs: Tensor, act: Tensor, samples_per_elite: int = 2,
                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
     """Draw ``samples_per_elite`` samples from each elite's Gaussian for every row.
 
     Returns next states ``[C, B, obs_dim]`` and env rewards ``[C, B]`` (None without a reward head), with
     ``C = n_elites * samples_per_elite``; state and reward of a candidate come from one joint draw, as in
-    :meth:`GaussianEnsemble.predict`: ``(s', r) ~ N(mean_k + (s, 0), exp(logvar_k))``.
+    :meth:`DynamicsModel.predict`: ``(s', r) ~ N(mean_k + (s, 0), exp(logvar_k))``.
     """
     mean, logvar = model(obs, act)  # [members, B, out]
     elites = model.elites.to(mean.device)
@@ -83,7 +83,7 @@ def sample_candidates(model: GaussianEnsemble, obs: Tensor, act: Tensor, samples
                         dtype=mean.dtype)
     samples = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).flatten(0, 1)  # [E * S, B, out]
     next_obs = obs + samples[..., : model.obs_dim]
-    reward = samples[..., model.obs_dim] if model.config.learn_reward else None
+    reward = samples[..., model.obs_dim] if model.predicts_reward else None
     return next_obs, reward
 
 
@@ -99,16 +99,16 @@ def select(scores: Tensor, mode: str = "argmax", temperature: float = 0.1,
 
 
 class TransitionFilter:
-    """MOREC's filter over a GaussianEnsemble's candidates; also a rollout ``Choose``: ``(obs, act) -> (s', r, keep)``.
+    """MOREC's filter over a DynamicsModel's candidates; also a rollout ``Choose``: ``(obs, act) -> (s', r, keep)``.
 
     Args:
-        model: the dynamics ensemble that proposes candidates (its elites are sampled).
+        model: the dynamics model that proposes candidates (its elites are sampled).
         dynamics_reward: scores ``(s, a, s')``, e.g. a fitted :class:`DynamicsReward`.
         config: candidates per elite, choice rule and threshold.
         generator: random source for candidate noise and softmax sampling.
     """
 
-    def __init__(self, model: GaussianEnsemble, dynamics_reward: RewardModel, config: FilterConfig = FilterConfig(),
+    def __init__(self, model: DynamicsModel, dynamics_reward: RewardModel, config: FilterConfig = FilterConfig(),
                  generator: torch.Generator | None = None):
         self.model, self.dynamics_reward, self.config, self.generator = model, dynamics_reward, config, generator
 

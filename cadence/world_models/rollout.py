@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cadence.world_models.ensemble import GaussianEnsemble
+from cadence.world_models.base import DynamicsModel
 
 Tensor = torch.Tensor
 #: ``choose(obs, act) -> (next_obs, reward, keep)``; a row with ``keep == False`` is stored as terminal and stops
@@ -29,7 +29,7 @@ class ModelDiverged(RuntimeError):
     """The model predicted NaN or inf during a rollout."""
 
 
-def random_elite_sample(model: GaussianEnsemble, generator: torch.Generator | None = None) -> Choose:
+def random_elite_sample(model: DynamicsModel, generator: torch.Generator | None = None) -> Choose:
     """MBPO's choice: each row samples the Gaussian of one uniformly drawn elite."""
 
     def choose(obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -45,7 +45,7 @@ def random_elite_sample(model: GaussianEnsemble, generator: torch.Generator | No
     return choose
 
 
-def mopo_penalty(model: GaussianEnsemble) -> Penalty:
+def mopo_penalty(model: DynamicsModel) -> Penalty:
     """MOPO's uncertainty u(s, a) = max over elites of ||sigma_k(s, a)||_2 (Yu et al., 2020), the norm of each
     member's predicted standard deviation over next state and reward."""
 
