@@ -128,3 +128,36 @@ def test_offline_run_with_morec_trains_on_cuda(hopper_data, algo):
     assert state.step == 60 and np.isfinite(state.evals[-1][1])
     resumed = train(algo, offline(algo, total=80, extra=extra), hopper_data / algo, resume=True)
     assert resumed.step == 80
+
+
+def test_offline_nan_loss_raises_training_diverged(hopper_data, monkeypatch):
+    from cadence.loops import TrainingDiverged
+
+    real_update = MOBILE.update
+
+    def poisoned(self, batch):
+        metrics = real_update(self, batch)
+        metrics["critic_loss"] = float("nan") if self.updates > 60 else metrics["critic_loss"]
+        return metrics
+
+    monkeypatch.setattr(MOBILE, "update", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"critic_loss became nan at gradient step 61"):
+        train("mobile", offline("mobile"), hopper_data / "nan")
+    assert load_checkpoint(hopper_data / "nan")["counters"]["step"] == 50  # the last good checkpoint stays
+
+
+def test_model_file_keeps_the_models_size(tmp_path):
+    from cadence.checkpoint import save_checkpoint
+    from cadence.recipes import load_model
+    from cadence.world_models.ensemble import model_bundle
+
+    model = GaussianEnsemble(11, 3, EnsembleConfig(n_members=3, n_elites=2, hidden_sizes=(24, 12)))
+    save_checkpoint(tmp_path, {"algo": "mopo", "model": model_bundle(model), "env": "Hopper-v5"}, "model.pt")
+    loaded = load_model(tmp_path, "Hopper-v5")
+    assert loaded.config == model.config
+    obs, act = torch.randn(5, 11), torch.randn(5, 3)
+    torch.testing.assert_close(loaded(obs, act), model(obs, act), rtol=0, atol=0)
+    # a model file of the older layout (bare weights, sizes assumed) is refused with a clear message
+    save_checkpoint(tmp_path, {"algo": "mopo", "model": model.state_dict(), "env": "Hopper-v5"}, "model.pt")
+    with pytest.raises(CheckpointError, match="does not hold a loadable model"):
+        load_model(tmp_path, "Hopper-v5")
