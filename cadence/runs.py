@@ -20,7 +20,7 @@ from cadence.config import ConfigError, load_sections
 from cadence.envs import make
 from cadence.envs.rewards import supported_envs
 from cadence.envs.terminations import termination_fn
-from cadence.evaluation.fas import ASL_GRID, FASResult, fas_sweep, fas_sweep_batched
+from cadence.evaluation.fas import ASL_GRID, FASResult, check_asl_grid, fas_sweep, fas_sweep_batched
 from cadence.evaluation.plots import plot_fas
 from cadence.io import atomic_write_json
 from cadence.logging import RunLogger
@@ -63,8 +63,10 @@ def train(
     resume: bool = False,
     hooks: Iterable[Hook] = (),
     callbacks: Iterable[Callable[[TrainState], None]] = (),
+    on_start: Callable[[Path], None] | None = None,
 ) -> TrainState:
-    """Create (or resume) a run folder and train ``algo`` in it; ``hooks`` act at the loop's events."""
+    """Create (or resume) a run folder and train ``algo`` in it; ``hooks`` act at the loop's events.
+    ``on_start(run_dir)`` is called once everything is validated and the folder is written."""
     spec = recipe(algo)
     train_cfg = sections["train"]
     run_dir = Path(run_dir)
@@ -79,6 +81,8 @@ def train(
     seed_everything(train_cfg.seed)
     prepared = spec.prepare(spec, sections)
     write_config(run_dir, algo, sections)
+    if on_start is not None:
+        on_start(run_dir)
     state = prepared.run(run_dir, resume, hooks, callbacks)
     return close_run(algo, sections, run_dir, state, prepared.env_id, prepared.extra_metrics(state))
 
@@ -149,7 +153,12 @@ def load_planner(run_dir: str | Path, config: CEMConfig = CEMConfig()) -> CEMPla
 def evaluate_fas(run_dir: str | Path, asl_grid: Sequence[int] = ASL_GRID, episodes: int = 10, seed: int = 0,
                  on_asl: Callable[[int, Any], None] | None = None, planner: CEMConfig | None = None,
                  batched: bool | None = None) -> FASResult:
-    """FAS sweep of a trained run; writes fas.json and fas.png (fas_mpc.* with a planner) and logs eval/fas.
+    """FAS sweep of a trained run; writes its result files and logs it to the run's TensorBoard.
+
+    A sweep over the full grid (1, 2, 4, ..., 30) writes ``fas.json`` and ``fas.png`` (``fas_mpc.*`` with a planner),
+    sets ``metrics.json["fas"]`` and logs ``eval/fas``, the return at each ASL (``fas/return_asl01``, ...) and the
+    return-against-ASL figure (``fas/return_vs_asl``) at the run's trained step. A sweep over part of the grid is
+    no FAS comparable with the paper's: it goes to ``fas_partial.json`` / ``.png`` only.
 
     With ``planner`` set, the run's learned model is planned through by CEM-MPC instead of running its actor.
     ``batched`` runs every (ASL, episode) world at once on the rollout backend (same seeds, same FAS); the
@@ -162,21 +171,62 @@ def evaluate_fas(run_dir: str | Path, asl_grid: Sequence[int] = ASL_GRID, episod
     else:
         policy, sections = load_agent(run_dir)
         label, suffix = policy.algo.upper(), ""
-    env_id = sections["train"].env
+    steps = int(read_metrics(run_dir).get("steps", sections["train"].total_steps))
+    return evaluate_policy_fas(policy, sections["train"].env, run_dir, label, asl_grid, episodes, seed, on_asl,
+                               batched=batched, batch_policy=planner is None, suffix=suffix, run_step=steps)
+
+
+def evaluate_policy_fas(policy: Any, env_id: str, out_dir: str | Path, label: str,
+                        asl_grid: Sequence[int] = ASL_GRID, episodes: int = 10, seed: int = 0,
+                        on_asl: Callable[[int, Any], None] | None = None, *, batched: bool | None = None,
+                        batch_policy: bool = True, suffix: str = "", run_step: int | None = None) -> FASResult:
+    """FAS sweep of any policy with ``act_sequence(obs, length)`` (a cadence agent, a planner, a stable-baselines3
+    policy); writes ``fas{suffix}.json`` and ``.png`` in ``out_dir`` (``fas_partial{suffix}.*`` for part of the
+    grid). With ``run_step`` (``out_dir`` is a run folder trained that many steps) it also updates metrics.json and
+    the run's TensorBoard, once per trained step."""
+    out_dir = Path(out_dir)
+    grid = check_fas_grid(asl_grid)
     if batched is None:
         batched = env_id in supported_envs()
-    if batched:  # the planner plans one state at a time
-        result = fas_sweep_batched(env_id, policy.act_sequence, asl_grid, episodes, seed,
-                                   batch_policy=planner is None)
+    if batched:  # a planner plans one state at a time (batch_policy=False)
+        result = fas_sweep_batched(env_id, policy.act_sequence, grid, episodes, seed, batch_policy=batch_policy)
         if on_asl is not None:
             for asl, returns in zip(result.asl, result.returns, strict=True):
                 on_asl(asl, np.asarray(returns))
     else:
-        result = fas_sweep(env_id, policy.act_sequence, asl_grid, episodes, seed, on_asl=on_asl)
-    atomic_write_json(run_dir / f"fas{suffix}.json", result.to_dict())
-    plot_fas({label: result}, run_dir / f"fas{suffix}.png")
-    write_metrics(run_dir, {f"fas{suffix}": result.fas})
-    logger = RunLogger(run_dir)
-    logger.scalars({f"eval/fas{suffix}": result.fas}, step=sections["train"].total_steps)
-    logger.close()
+        result = fas_sweep(env_id, policy.act_sequence, grid, episodes, seed, on_asl=on_asl)
+    partial = grid != ASL_GRID
+    stem = f"fas_partial{suffix}" if partial else f"fas{suffix}"
+    atomic_write_json(out_dir / f"{stem}.json", {**result.to_dict(), "label": label, "episodes": episodes,
+                                                  "seed": seed, "trained_steps": run_step, "partial": partial})
+    title = (f"{env_id}: {label}, return against ASL ({episodes} episodes per ASL"
+             + (f", {run_step:,} training steps)" if run_step is not None else ")"))
+    plot = plot_fas({label: result}, out_dir / f"{stem}.png", title=title)
+    if run_step is not None and not partial:
+        logged = read_metrics(out_dir).get(f"fas{suffix}_logged_step")
+        write_metrics(out_dir, {f"fas{suffix}": result.fas, f"fas{suffix}_logged_step": run_step})
+        if logged != run_step:  # a re-run of the same sweep adds no second point at the same step
+            log_fas(out_dir, result, run_step, suffix, plot)
     return result
+
+
+def check_fas_grid(asl_grid: Sequence[int]) -> tuple[int, ...]:
+    """An ASL grid within FAS's range 1..30 (FAS integrates return over ASL and divides by 30)."""
+    grid = check_asl_grid(asl_grid)
+    if grid[-1] > ASL_GRID[-1]:
+        raise ValueError(f"ASL {grid[-1]} is outside FAS's grid 1..{ASL_GRID[-1]} (the paper's); use ASL values "
+                         f"up to {ASL_GRID[-1]}")
+    return grid
+
+
+def log_fas(run_dir: Path, result: FASResult, step: int, suffix: str, plot: Path) -> None:
+    """``eval/fas``, one scalar per ASL and the return-against-ASL figure, at the run's trained step."""
+    import matplotlib.image
+
+    logger = RunLogger(run_dir)
+    logger.scalars({f"eval/fas{suffix}": result.fas}, step)
+    logger.scalars({f"fas{suffix}/return_asl{a:02d}": float(m) for a, m in zip(result.asl, result.mean, strict=True)},
+                   step)
+    image = matplotlib.image.imread(plot)[..., :3]
+    logger.writer.add_image(f"fas{suffix}/return_vs_asl", image, step, dataformats="HWC")
+    logger.close()

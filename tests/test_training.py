@@ -175,10 +175,27 @@ def test_cli_train_then_eval_fas(tmp_path, capsys):
     assert main(["eval", "fas", str(run), "--asl", "1,2,4", "--episodes", "2"]) == 0
     out = capsys.readouterr().out
     assert "FAS" in out and "0.052" in out
+    # part of the grid is no FAS: its own file, nothing in metrics.json or TensorBoard
+    fas = json.loads((run / "fas_partial.json").read_text())
+    assert fas["asl"] == [1, 2, 4] and np.asarray(fas["returns"]).shape == (3, 2) and fas["partial"]
+    assert (run / "fas_partial.png").stat().st_size > 0
+    assert not (run / "fas.json").exists() and "fas" not in json.loads((run / "metrics.json").read_text())
+    # the full grid: fas.json, metrics.json, and TensorBoard (FAS, return per ASL, the figure), logged once per step
+    for _ in range(2):
+        assert main(["eval", "fas", str(run), "--episodes", "1"]) == 0
     fas = json.loads((run / "fas.json").read_text())
-    assert fas["asl"] == [1, 2, 4] and np.asarray(fas["returns"]).shape == (3, 2)
-    assert (run / "fas.png").stat().st_size > 0
+    assert fas["trained_steps"] == 300 and not fas["partial"]
     assert json.loads((run / "metrics.json").read_text())["fas"] == pytest.approx(fas["fas"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
+    events.Reload()
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("eval/fas")] == [(300, round(fas["fas"], 6))]
+    assert [e.step for e in events.Scalars("fas/return_asl30")] == [300]
+    assert events.Scalars("fas/return_asl01")[0].value == pytest.approx(fas["mean_return"][0])
+    assert "fas/return_vs_asl" in events.Tags()["images"]
+    assert main(["eval", "fas", str(run), "--asl", "1,40"]) == 2
+    assert "outside FAS's grid 1..30" in capsys.readouterr().err
     # resuming a finished run with a larger budget continues it
     assert main(["train", "sac", "--resume", str(run), "--total-steps", "400", "--no-progress"]) == 0
     assert json.loads((run / "metrics.json").read_text())["steps"] == 400
@@ -214,10 +231,10 @@ def test_srl_run_fas_and_planner(tmp_path):
     assert bundle["buffer"]["size"] == bundle["counters"]["step"] >= 240  # one row per primitive step
     assert set(load_checkpoint(run, "agent.pt")["agent"]) == {"actor"}
     assert main(["eval", "fas", str(run), "--asl", "1,3,5", "--episodes", "2"]) == 0
-    assert np.asarray(json.loads((run / "fas.json").read_text())["returns"]).shape == (3, 2)
+    assert np.asarray(json.loads((run / "fas_partial.json").read_text())["returns"]).shape == (3, 2)
     assert main(["eval", "fas", str(run), "--asl", "1,2", "--episodes", "1", "--planner", "--horizon", "4",
                  "--samples", "20", "--iterations", "2"]) == 0
-    assert json.loads((run / "fas_mpc.json").read_text())["asl"] == [1, 2]
+    assert json.loads((run / "fas_partial_mpc.json").read_text())["asl"] == [1, 2]
 
 
 def test_eval_rejects_mismatched_checkpoints(tmp_path, capsys):
