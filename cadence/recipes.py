@@ -72,8 +72,11 @@ class Recipe:
 def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
     train_cfg, agent_cfg = sections["train"], sections["agent"]
     kwargs = recipe.env_kwargs(agent_cfg)
-    eval_env = make(train_cfg.env, **kwargs)
-    agent = recipe.agent_cls(eval_env.observation_space, eval_env.action_space, agent_cfg, device=train_cfg.device)
+    interval_env = make(train_cfg.env, **kwargs)  # the agent acts at its own decision interval
+    agent = recipe.agent_cls(interval_env.observation_space, interval_env.action_space, agent_cfg,
+                             device=train_cfg.device)
+    eval_env = make(train_cfg.env)
+    interval = kwargs["decision_interval"]
     if train_cfg.num_envs > 1:
         env = BatchedEnv(train_cfg.env, train_cfg.num_envs, decision_interval=kwargs["decision_interval"],
                          sequence=kwargs.get("sequence", False), threads=max(1, train_cfg.torch_threads),
@@ -82,7 +85,8 @@ def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
         env = make(train_cfg.env, **kwargs)
 
     def run(run_dir: Path, resume: bool, hooks: Iterable[Hook], callbacks: Iterable[Callback]) -> TrainState:
-        return train_online(agent, env, eval_env, train_cfg, run_dir, resume=resume, hooks=hooks, callbacks=callbacks)
+        return train_online(agent, env, eval_env, train_cfg, run_dir, resume=resume, hooks=hooks, callbacks=callbacks,
+                            eval_at_interval=(interval, interval_env) if interval > 1 else None)
 
     return Prepared(train_cfg.env, run)
 

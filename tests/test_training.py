@@ -230,6 +230,14 @@ def test_srl_run_fas_and_planner(tmp_path):
     assert bundle["algo"] == "srl"
     assert bundle["buffer"]["size"] == bundle["counters"]["step"] >= 240  # one row per primitive step
     assert set(load_checkpoint(run, "agent.pt")["agent"]) == {"actor"}
+    # evaluations are labelled by ASL: the headline at ASL 1 (comparable with SAC), and at SRL's own J = 4
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    at_1, at_4 = events.Scalars("eval/return"), events.Scalars("eval/return_asl04")
+    assert [e.step for e in at_1] == [e.step for e in at_4] == [s for s, _ in bundle["counters"]["evals"]]
+    assert [e.value for e in at_1] == pytest.approx([r for _, r in bundle["counters"]["evals"]])
     assert main(["eval", "fas", str(run), "--asl", "1,3,5", "--episodes", "2"]) == 0
     assert np.asarray(json.loads((run / "fas_partial.json").read_text())["returns"]).shape == (3, 2)
     assert main(["eval", "fas", str(run), "--asl", "1,2", "--episodes", "1", "--planner", "--horizon", "4",

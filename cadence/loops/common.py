@@ -84,16 +84,38 @@ class TrainState:
     next_eval: int = 0
     next_checkpoint: int = 0
     evals: list[tuple[int, float]] = field(default_factory=list)
+    """(step, mean return at ASL 1) of every evaluation."""
+    last_evaluation: dict[str, float] = field(default_factory=dict)
+    """Every value the last evaluation logged (``eval/return``, ``eval/return_aslJJ``)."""
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
 
 
-def evaluate(agent: Agent, env: Any, episodes: int, seed: int) -> float:
-    """Mean return of the deterministic policy over ``episodes`` seeded episodes."""
-    returns, _ = run_episodes(env, lambda o: agent.act(o, deterministic=True), episodes, seed)
+def evaluate(agent: Agent, env: Any, episodes: int, seed: int, every_step: bool = True) -> float:
+    """Mean return of the deterministic policy over ``episodes`` seeded episodes.
+
+    ``every_step``: ``env`` is the plain env and the agent decides at every primitive step (ASL 1, closed loop),
+    which is comparable across agents; otherwise ``env`` runs at the agent's own decision interval.
+    """
+    if every_step:
+        policy = lambda o: agent.act_sequence(o, 1, deterministic=True)[0]
+    else:
+        policy = lambda o: agent.act(o, deterministic=True)
+    returns, _ = run_episodes(env, policy, episodes, seed)
     return float(returns.mean())
+
+
+def evaluate_all(ctx: LoopContext) -> dict[str, float]:
+    """The evaluations a run logs: ``eval/return`` at ASL 1 (every agent deciding at every step, the headline
+    that compares agents), and for agents trained at a decision interval J > 1, ``eval/return_aslJJ`` there."""
+    episodes, seed = ctx.config.eval_episodes, ctx.config.seed + 100_000
+    out = {"eval/return": evaluate(ctx.agent, ctx.eval_env, episodes, seed)}
+    if ctx.eval_at_interval is not None:
+        interval, env = ctx.eval_at_interval
+        out[f"eval/return_asl{interval:02d}"] = evaluate(ctx.agent, env, episodes, seed, every_step=False)
+    return out
 
 
 def deployment_bundle(agent: Agent) -> dict[str, Any]:
@@ -203,27 +225,42 @@ def checkpoint_if_due(ctx: LoopContext, make_bundle: Callable[[], dict[str, Any]
 
 
 def evaluate_if_due(ctx: LoopContext, hooks: Hooks, progress: Progress) -> float | None:
-    """Evaluate when due: log ``eval/return``, print a plain line, and tell the hooks. Returns the mean return."""
+    """Evaluate when due: log the evaluations, print a plain line, and tell the hooks. Returns the mean return at
+    ASL 1 (the headline)."""
     config, state = ctx.config, ctx.state
     if not config.eval_every or state.step < state.next_eval:
         return None
     state.next_eval += config.eval_every * math.ceil((state.step - state.next_eval + 1) / config.eval_every)
-    mean_return = evaluate(ctx.agent, ctx.eval_env, config.eval_episodes, seed=config.seed + 100_000)
-    state.evals.append((state.step, mean_return))
-    ctx.logger.scalars({"eval/return": mean_return}, state.step)
+    mean_return = _record_evaluation(ctx)
     if config.progress:  # a plain line too, so logs of non-interactive runs show progress
-        progress.console.print(f"step {state.step:>9,}  eval return {mean_return:9.1f}")
+        progress.console.print(f"step {state.step:>9,}  " + _describe(ctx))
     hooks.eval(ctx, mean_return)
     return mean_return
+
+
+def _record_evaluation(ctx: LoopContext) -> float:
+    results = evaluate_all(ctx)
+    ctx.state.evals.append((ctx.state.step, results["eval/return"]))
+    ctx.state.last_evaluation = results
+    ctx.logger.scalars(results, ctx.state.step)
+    return results["eval/return"]
+
+
+def _describe(ctx: LoopContext) -> str:
+    """``eval return 950.0 (ASL 1), 120.3 (ASL 8, the training interval)``."""
+    results = ctx.state.last_evaluation
+    text = f"eval return {results['eval/return']:9.1f} (ASL 1)"
+    for key, value in results.items():
+        if key != "eval/return":
+            text += f", {value:.1f} (ASL {int(key.rsplit('asl', 1)[1])}, the training interval)"
+    return text
 
 
 def finish_run(ctx: LoopContext, final_bundle: dict[str, Any]) -> None:
     """Final evaluation (unless one was just done), last checkpoint and the deployment checkpoint."""
     state = ctx.state
     if not state.evals or state.evals[-1][0] != state.step:
-        mean_return = evaluate(ctx.agent, ctx.eval_env, ctx.config.eval_episodes, seed=ctx.config.seed + 100_000)
-        state.evals.append((state.step, mean_return))
-        ctx.logger.scalars({"eval/return": mean_return}, state.step)
+        _record_evaluation(ctx)
     final_bundle["counters"] = dataclasses.asdict(state)
     save_checkpoint(ctx.run_dir, final_bundle)
     save_checkpoint(ctx.run_dir, deployment_bundle(ctx.agent), name=DEPLOY)

@@ -33,6 +33,7 @@ class LoopContext:
     env: Any
     """The training env: a Gymnasium env, a BatchedEnv, or None for offline loops."""
     eval_env: Any
+    """The plain env (decision interval 1) evaluations run in."""
     buffer: Any
     logger: RunLogger
     state: TrainState
@@ -40,6 +41,8 @@ class LoopContext:
     run_dir: Path
     stop: bool = False
     """Set by a hook to end the run after the current step (its bookkeeping is finished first)."""
+    eval_at_interval: tuple[int, Any] | None = None
+    """``(J, env)``: also evaluate at the agent's own decision interval J > 1, in an env made with it."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Loop-specific objects (the offline loop's model, for example)."""
 

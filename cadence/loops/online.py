@@ -57,6 +57,7 @@ def train_online(
     resume: bool = False,
     hooks: Iterable[Hook] = (),
     callbacks: Iterable[Callable[[TrainState], None]] = (),
+    eval_at_interval: tuple[int, Any] | None = None,
 ) -> TrainState:
     """Off-policy online training: act, store, update, evaluate, checkpoint.
 
@@ -69,7 +70,8 @@ def train_online(
         agent: an :class:`cadence.agents.base.Agent`; its config has ``buffer_size``, ``batch_size``,
             ``learning_starts`` and ``gradient_steps``.
         env: the training env, from :func:`cadence.envs.make`, or a BatchedEnv.
-        eval_env: a separate env for evaluation.
+        eval_env: a separate plain env (decision interval 1) for evaluation at ASL 1.
+        eval_at_interval: ``(J, env)``: also evaluate at the agent's training decision interval J.
         config: loop settings.
         run_dir: the run folder (TensorBoard events and ``checkpoints/``).
         resume: continue from ``run_dir/checkpoints/last.pt``.
@@ -85,7 +87,8 @@ def train_online(
     batched = hasattr(env, "n") and hasattr(env, "reset_worlds")
     collector = (BatchedCollector if batched else SingleEnvCollector)(env, agent.stores_primitive)
     buffer = ReplayBuffer(cfg.buffer_size, collector.obs_shape, collector.act_shape, config.device)
-    ctx = LoopContext(agent, env, eval_env, buffer, None, TrainState(), config, run_dir)  # type: ignore[arg-type]
+    ctx = LoopContext(agent, env, eval_env, buffer, None, TrainState(), config, run_dir,  # type: ignore[arg-type]
+                      eval_at_interval=eval_at_interval)
     run_hooks = make_hooks(config, hooks, callbacks)
     restored = open_run(ctx, run_hooks, resume, required=("env",))
     ctx.logger = RunLogger(run_dir, resume_step=ctx.state.step if resume else None, write_layout=not resume)
