@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ CUSTOM_SCALARS_LAYOUT = {
     "returns": {
         "episode and evaluation return": ["Multiline", ["train/episode_return", "eval/return"]],
         "frequency-averaged score": ["Multiline", ["eval/fas"]],
+        "return against action-sequence length (at the trained step)": ["Multiline", ["fas/return_asl.*"]],
+        "evaluation at the training decision interval": ["Multiline", ["eval/return_asl.*"]],
     },
     "learning": {
         "losses": ["Multiline", ["train/critic_loss", "train/actor_loss", "train/alpha_loss"]],
@@ -46,11 +47,15 @@ class RunLogger:
         for key, value in values.items():
             self.writer.add_scalar(f"{prefix}{key}", value, step)
 
-    def hparams(self, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-        """Record the run's flat config against its final metrics in the HParams tab."""
+    def hparams(self, config: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
+        """Record the run's config in the HParams tab, against scalar tags the run logs (``eval/return``,
+        ``eval/fas``): the table shows each tag's latest value, so a FAS sweep made later appears too, and no
+        extra scalar card is written. Columns follow ``config``'s order."""
+        from torch.utils.tensorboard.summary import hparams
+
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.items()}
-        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        self.writer.add_hparams(clean, finite, run_name=".")
+        for summary in hparams(clean, dict.fromkeys(metric_tags, 0.0)):
+            self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
         self.writer.flush()

@@ -70,8 +70,13 @@ def close_run(algo: str, sections: dict[str, Any], run_dir: Path, state: TrainSt
                "episodes": state.episodes, "final_eval_return": state.evals[-1][1], "evals": state.evals,
                "stopped_early": state.step < train_cfg.total_steps}
     write_metrics(run_dir, metrics)
-    logger = RunLogger(run_dir)
+    agent_cfg = sections["agent"]
+    interval = getattr(agent_cfg, "sequence_length", getattr(agent_cfg, "action_repeat", 1))
     flat = {f"{name}.{k}": v for name, cfg in sections.items() for k, v in to_dict(cfg).items()}
-    logger.hparams({"algo": algo, **flat}, {"hparams/final_eval_return": state.evals[-1][1]})
+    # the columns a reader compares first, then the whole config
+    leading = {"algo": algo, "env": env_id, "seed": train_cfg.seed, "decision_interval": interval}
+    tags = ["eval/return", *state.last_evaluation.keys(), "eval/fas"]
+    logger = RunLogger(run_dir)
+    logger.hparams({**leading, **flat}, list(dict.fromkeys(tags)))
     logger.close()
     return state

@@ -45,7 +45,14 @@ def test_run_folder_contents(tmp_path):
     events = EventAccumulator(str(run))
     events.Reload()
     assert [e.step for e in events.Scalars("eval/return")] == [200, 300]  # evals only, nothing at step 0
-    assert "hparams/final_eval_return" in events.Tags()["scalars"]
+    # HParams: the config against the run's own eval tags, with no stray scalar card of its own
+    assert not [t for t in events.Tags()["scalars"] if t.startswith("hparams/")]
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    plugin = events.summary_metadata["_hparams_/experiment"].plugin_data.content
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(plugin).experiment
+    assert [h.name for h in experiment.hparam_infos][:4] == ["algo", "env", "seed", "decision_interval"]
+    assert [m.name.tag for m in experiment.metric_infos] == ["eval/return", "eval/fas"]
     deploy = load_checkpoint(run, "agent.pt")
     assert "buffer" not in deploy and "critic" not in deploy["agent"]
 
