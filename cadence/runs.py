@@ -74,6 +74,9 @@ def train(
         load_checkpoint(run_dir)  # fail before anything is written if the checkpoint is missing or corrupt
     elif checkpoint_path(run_dir, LAST).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
+    elif list(run_dir.glob("events.out.tfevents.*")):  # a run that died before its first checkpoint
+        raise ConfigError(f"{run_dir} holds TensorBoard events of an earlier run that wrote no checkpoint; training "
+                          "into it would mix two runs' curves. Delete the folder or choose another")
     _require_device(train_cfg.device)
     check_precision(spec.agent_cls, train_cfg.precision)
     if train_cfg.torch_threads > 0:

@@ -1,6 +1,9 @@
 """The loops layer: hooks at named events, the per-episode task hook on both collection paths, exact resume of
 hook state, hook failures, and the checkpoint bundle's layout and safety."""
 
+import os
+import signal
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,10 +12,11 @@ from gymnasium import spaces
 
 from cadence.agents import SAC, SACConfig
 from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
+from cadence.config import ConfigError
 from cadence.envs import DecisionIntervalWrapper, make
 from cadence.envs.batched import BatchedEnv
 from cadence.envs.tasks import TaskFamily, TaskWrapper
-from cadence.loops import Hook, HookError, TrainConfig, train_online
+from cadence.loops import Hook, HookError, RunInterrupted, TrainConfig, train_online
 from cadence.runs import resolve_config, train
 from cadence.seeding import seed_everything
 
@@ -116,10 +120,10 @@ class FailsAtThirdEpisode(Hook):
             raise KeyError("no teacher state")
 
 
-def tiny_sac(total=400):
+def tiny_sac(total=400, checkpoint_every=20):
     return resolve_config("sac", {"train": {"env": "InvertedPendulum-v5", "seed": 3, "total_steps": total}}, None,
                           ["agent.hidden_sizes=[16, 16]", "agent.batch_size=16", "agent.learning_starts=50",
-                           "train.eval_every=100", "train.eval_episodes=1", "train.checkpoint_every=20",
+                           "train.eval_every=100", "train.eval_episodes=1", f"train.checkpoint_every={checkpoint_every}",
                            "train.torch_threads=1", "train.progress=false"])
 
 
@@ -214,3 +218,34 @@ def test_checkpoint_round_trips_numpy_generator_and_physics_states(tmp_path):
     restored.bit_generator.state = back["rng"]["gen"]
     assert restored.random() == rng.random()
     np.random.set_state(back["rng"]["numpy"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_checkpoints_the_step_and_the_run_resumes_exactly(tmp_path, signum):
+    full = train("sac", tiny_sac(), tmp_path / "full")
+
+    def signal_at_230(state):
+        if state.step == 230:
+            os.kill(os.getpid(), signum)
+
+    with pytest.raises(RunInterrupted, match=rf"{signal.Signals(signum).name} at step 230: checkpoint written"):
+        train("sac", tiny_sac(), tmp_path / "cut", callbacks=[signal_at_230])
+    assert load_checkpoint(tmp_path / "cut")["counters"]["step"] == 230  # mid-episode, not the last periodic one
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are restored
+    resumed = train("sac", tiny_sac(), tmp_path / "cut", resume=True)
+    assert (resumed.step, resumed.episodes, resumed.evals) == (full.step, full.episodes, full.evals)
+    a, b = load_checkpoint(tmp_path / "full")["agent"]["actor"], load_checkpoint(tmp_path / "cut")["agent"]["actor"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_folder_with_a_dead_runs_events_is_refused(tmp_path):
+    def die(state):
+        if state.step == 30:  # killed before its first checkpoint (due at step 1000)
+            raise Interrupt
+
+    run = tmp_path / "dead"
+    with pytest.raises(Interrupt):
+        train("sac", tiny_sac(checkpoint_every=1000), run, callbacks=[die])
+    assert not checkpoint_path(run).exists() and list(run.glob("events.out.tfevents.*"))
+    with pytest.raises(ConfigError, match="holds TensorBoard events of an earlier run"):
+        train("sac", tiny_sac(), run)

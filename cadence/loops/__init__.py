@@ -4,11 +4,11 @@
 - :func:`cadence.loops.offline.train_offline`: offline model-based RL from a data set.
 """
 
-from cadence.loops.common import LoopConfig, TrainingDiverged, TrainState, check_precision, learn
+from cadence.loops.common import LoopConfig, RunInterrupted, TrainingDiverged, TrainState, check_precision, learn
 from cadence.loops.hooks import Hook, HookError, Hooks, LoopContext, StopOnReturn
 from cadence.loops.offline import OfflineTrainConfig, fit_model, train_offline
 from cadence.loops.online import TrainConfig, train_online
 
-__all__ = ["Hook", "HookError", "Hooks", "LoopConfig", "LoopContext", "OfflineTrainConfig", "StopOnReturn",
-           "TrainConfig", "TrainState", "TrainingDiverged", "check_precision", "fit_model", "learn", "train_offline",
+__all__ = ["Hook", "HookError", "Hooks", "LoopConfig", "LoopContext", "OfflineTrainConfig", "RunInterrupted",
+           "StopOnReturn", "TrainConfig", "TrainState", "TrainingDiverged", "check_precision", "fit_model", "learn", "train_offline",
            "train_online"]

@@ -7,10 +7,13 @@ steps: :func:`open_run` (a fresh start or a restored checkpoint), then per itera
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +94,40 @@ class TrainState:
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM stopped a run after its current step; a checkpoint of that step was written."""
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[dict[str, str]]:
+    """While training, SIGINT and SIGTERM ask the loop to stop after the current step (the returned dict gets
+    ``signal``); a second signal stops at once. Outside the main thread signals cannot be caught: nothing changes."""
+    caught: dict[str, str] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if caught:  # asked twice: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        caught["signal"] = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def interrupt_run(ctx: LoopContext, final_bundle: dict[str, Any], signal_name: str) -> None:
+    """Checkpoint the step the run stopped at (exactly resumable) and raise :class:`RunInterrupted`."""
+    save_checkpoint(ctx.run_dir, final_bundle)
+    ctx.logger.close()
+    raise RunInterrupted(f"{signal_name} at step {ctx.state.step:,}: checkpoint written to "
+                         f"{ctx.run_dir / 'checkpoints'}; continue with --resume {ctx.run_dir}")
 
 
 def evaluate(agent: Agent, env: Any, episodes: int, seed: int, every_step: bool = True) -> float:

@@ -30,9 +30,11 @@ from cadence.loops.common import (
     checkpoint_if_due,
     evaluate_if_due,
     finish_run,
+    interrupt_run,
     make_hooks,
     open_run,
     progress_bar,
+    stop_signals,
 )
 from cadence.loops.hooks import Hook, LoopContext
 from cadence.replay import ReplayBuffer
@@ -132,7 +134,7 @@ def train_offline(
         return bundle(ctx, run_hooks, model=model.state_dict(), generator=generator.get_state())
 
     metrics: dict[str, float] = {}
-    with progress_bar(config.progress) as progress:
+    with stop_signals() as caught, progress_bar(config.progress) as progress:
         log = PeriodicLog(ctx.logger, progress, agent.algo.upper(), config, state)
         while state.step < config.total_steps:
             if state.step % cfg.rollout_every == 0:  # a round of model rollouts from real start states
@@ -152,7 +154,9 @@ def train_offline(
                 ctx.logger.scalars({"eval/normalized_score": score(mean_return)}, state.step)
             checkpoint_if_due(ctx, bundle_now)
             run_hooks.step(ctx)
-            if ctx.stop:  # a hook asked (train.stop_return)
+            if ctx.stop or caught:  # a hook asked (train.stop_return), or Ctrl-C
                 break
+    if caught:
+        interrupt_run(ctx, bundle_now(), caught["signal"])
     finish_run(ctx, bundle_now())
     return state

@@ -26,10 +26,12 @@ from cadence.loops.common import (
     checkpoint_if_due,
     evaluate_if_due,
     finish_run,
+    interrupt_run,
     learn,
     make_hooks,
     open_run,
     progress_bar,
+    stop_signals,
 )
 from cadence.loops.hooks import Hook, LoopContext
 from cadence.replay import ReplayBuffer
@@ -102,7 +104,7 @@ def train_online(
 
     run_hooks.start_episodes(ctx, list(collector.pending), collector.reset_worlds)
     metrics: dict[str, float] = {}
-    with progress_bar(config.progress) as progress:
+    with stop_signals() as caught, progress_bar(config.progress) as progress:
         log = PeriodicLog(ctx.logger, progress, agent.algo.upper() + collector.label, config, state)
         while state.step < config.total_steps:
             # act and store: uniform random actions until learning starts
@@ -129,8 +131,10 @@ def train_online(
             run_hooks.start_episodes(ctx, list(collector.pending), collector.reset_worlds)
 
             run_hooks.step(ctx)
-            if ctx.stop:  # a hook asked (train.stop_return): this step's bookkeeping is done
+            if ctx.stop or caught:  # a hook asked (train.stop_return), or Ctrl-C: this step's bookkeeping is done
                 break
 
+    if caught:
+        interrupt_run(ctx, bundle(ctx, run_hooks, env=collector.state_dict()), caught["signal"])
     finish_run(ctx, bundle(ctx, run_hooks, env=collector.state_dict()))
     return state
