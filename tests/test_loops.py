@@ -123,8 +123,8 @@ class FailsAtThirdEpisode(Hook):
 def tiny_sac(total=400, checkpoint_every=20):
     return resolve_config("sac", {"train": {"env": "InvertedPendulum-v5", "seed": 3, "total_steps": total}}, None,
                           ["agent.hidden_sizes=[16, 16]", "agent.batch_size=16", "agent.learning_starts=50",
-                           "train.eval_every=100", "train.eval_episodes=1", f"train.checkpoint_every={checkpoint_every}",
-                           "train.torch_threads=1", "train.progress=false"])
+                           "train.eval_every=100", "train.eval_episodes=1", "train.torch_threads=1",
+                           f"train.checkpoint_every={checkpoint_every}", "train.progress=false"])
 
 
 def test_a_hook_that_raises_stops_the_run_naming_it_and_keeps_the_checkpoint(tmp_path):
