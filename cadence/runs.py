@@ -44,9 +44,17 @@ __all__ = ["CONFIG_FILE", "METRICS_FILE", "default_run_dir", "evaluate_fas", "lo
 
 def resolve_config(algo: str, base: dict[str, dict[str, Any]] | None = None, config_file: str | Path | None = None,
                    overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """``{"train": TrainConfig, "agent": <Algo>Config}`` from defaults, a base dict, a TOML file and overrides."""
+    """``{"train": TrainConfig, "agent": <Algo>Config}`` from, in rising priority: the algo's defaults, its per-env
+    defaults (:data:`cadence.recipes.ONLINE_ENV_DEFAULTS`), a base dict, a TOML file and ``--set`` overrides."""
     spec = recipe(algo)
-    return load_sections({"train": spec.train_config_cls, "agent": spec.config_cls}, base, config_file, overrides)
+    schema = {"train": spec.train_config_cls, "agent": spec.config_cls}
+    sections = load_sections(schema, base, config_file, overrides)
+    per_env = spec.env_defaults(sections["train"].env)
+    if not per_env:
+        return sections
+    base = base or {}
+    layered = {name: {**per_env.get(name, {}), **base.get(name, {})} for name in schema}
+    return load_sections(schema, layered, config_file, overrides)
 
 
 def read_run_config(run_dir: str | Path) -> tuple[str, dict[str, Any]]:

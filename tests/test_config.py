@@ -63,3 +63,25 @@ def test_bad_toml_files(tmp_path):
     bad.write_text("[critic]\nx = 1\n")
     with pytest.raises(ConfigError, match=r"unknown config section \[critic\]"):
         load_sections(SCHEMA, toml_path=bad)
+
+
+def test_per_env_defaults_sit_under_the_users_settings():
+    from cadence.runs import resolve_config
+
+    assert resolve_config("sac", {"train": {"env": "InvertedPendulum-v5"}})["agent"].learning_starts == 1000
+    assert resolve_config("srl", None, None, ["train.env=Reacher-v5"])["agent"].learning_starts == 2000
+    assert resolve_config("sac", {"train": {"env": "Hopper-v5"}})["agent"].learning_starts == 10_000
+    given = resolve_config("sac", {"train": {"env": "InvertedPendulum-v5"}}, None, ["agent.learning_starts=50"])
+    assert given["agent"].learning_starts == 50
+
+
+def test_a_run_that_would_never_learn_is_refused(tmp_path):
+    import pytest
+
+    from cadence.config import ConfigError
+    from cadence.runs import resolve_config, train
+
+    sections = resolve_config("sac", {"train": {"env": "Hopper-v5", "total_steps": 3000}})
+    with pytest.raises(ConfigError, match=r"total_steps=3000 is not above agent.learning_starts=10000.*never learn"):
+        train("sac", sections, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

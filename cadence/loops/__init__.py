@@ -10,5 +10,5 @@ from cadence.loops.offline import OfflineTrainConfig, fit_model, train_offline
 from cadence.loops.online import TrainConfig, train_online
 
 __all__ = ["Hook", "HookError", "Hooks", "LoopConfig", "LoopContext", "OfflineTrainConfig", "RunInterrupted",
-           "StopOnReturn", "TrainConfig", "TrainState", "TrainingDiverged", "check_precision", "fit_model", "learn", "train_offline",
-           "train_online"]
+           "StopOnReturn", "TrainConfig", "TrainState", "TrainingDiverged", "check_precision", "fit_model", "learn",
+           "train_offline", "train_online"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import cadence
@@ -172,10 +173,13 @@ def check_precision(agent: Agent | type, precision: str) -> None:
 
 
 def progress_bar(enabled: bool) -> Progress:
+    """A live bar on a terminal; under nohup, a pipe or a cluster scheduler no bar (it would be drawn half-way into
+    the log) and :class:`PeriodicLog` prints plain lines instead."""
+    console = Console()
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[speed]:.0f} steps/s"), TextColumn("last return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(), disable=not enabled, transient=False,
+        TimeRemainingColumn(), disable=not (enabled and console.is_terminal), transient=False, console=console,
     )
 
 
@@ -185,7 +189,10 @@ class PeriodicLog:
     def __init__(self, logger: RunLogger, progress: Progress, label: str, config: LoopConfig, state: TrainState):
         self.task = progress.add_task(label, total=config.total_steps, completed=state.step, speed=0.0,
                                       ret=state.last_return)
-        self.logger, self.progress, self.every = logger, progress, config.log_every
+        self.logger, self.progress, self.every, self.label = logger, progress, config.log_every, label
+        self.total = config.total_steps
+        # no live bar (not a terminal) but progress wanted: plain lines, as stable-baselines3 and CleanRL print
+        self.plain = config.progress and progress.disable
         self.last_step, self.last_time = state.step, time.perf_counter()
 
     def __call__(self, state: TrainState, metrics: dict[str, float]) -> None:
@@ -197,6 +204,11 @@ class PeriodicLog:
         self.logger.scalars({k if "/" in k else f"train/{k}": v for k, v in metrics.items()}, state.step)
         self.logger.scalars({"train/steps_per_second": speed}, state.step)
         self.progress.update(self.task, completed=state.step, speed=speed, ret=state.last_return)
+        if self.plain:
+            losses = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/" not in k)
+            self.progress.console.print(f"{self.label} step {state.step:>9,}/{self.total:,}  {speed:6.0f} steps/s  "
+                                        f"episodes {state.episodes:,}  last return {state.last_return:8.1f}  {losses}",
+                                        highlight=False, soft_wrap=True)
         self.last_step, self.last_time = state.step, now
 
 
