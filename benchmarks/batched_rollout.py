@@ -17,6 +17,7 @@ Writes ``benchmarks/results/batched_rollout.json`` and ``batched_rollout.png``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -156,6 +157,19 @@ def fas_sweep_timing(args: argparse.Namespace) -> dict | None:
             "mean_asl1_return": float(np.mean(sequential.returns[0])), "target_speedup": 5.0}
 
 
+def plot(result: dict) -> Path:
+    """Median env-step rates of each peer, from a ``batched_rollout.json`` result."""
+    labels = {"gymnasium_single": "Gymnasium\n1 env", f"gymnasium_sync_vector_{VECTOR_ENVS}": "SyncVectorEnv\n8 envs",
+              "cadence_64": "cadence\n64 worlds", "cadence_256": "cadence\n256 worlds",
+              f"raw_rollout_{RAW_WORLDS}": f"raw rollout\n{RAW_WORLDS} worlds"}
+    rates = result["env_steps_per_second"]
+    order = [*(n for n in labels if n in rates), *(n for n in rates if n not in labels)]  # the JSON's keys are sorted
+    return plot_bars({labels.get(name, name): {"env steps / s": rates[name]["median"]} for name in order},
+                     RESULTS / "batched_rollout.png", "env steps / s (median)",
+                     f"{result['env']} stepping, {result['physics_threads']} physics threads, median of "
+                     f"{result['repeats']} repeats of {result['seconds_per_measurement']:g} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -165,7 +179,11 @@ def main() -> None:
     parser.add_argument("--fas-episodes", type=int, default=10, help="FAS sweep timing: episodes per ASL (0 skips)")
     parser.add_argument("--run", type=Path, help="Hopper-v5 run folder whose SAC actor the FAS timing uses")
     parser.add_argument("--checkpoint", help="a snapshot in that run, e.g. agent_100000.pt")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from batched_rollout.json")
     args = parser.parse_args()
+    if args.plot_only:
+        print(f"wrote {plot(json.loads((RESULTS / 'batched_rollout.json').read_text()))}")
+        return
     torch.set_num_threads(args.torch_threads)
 
     peers = {
@@ -198,11 +216,7 @@ def main() -> None:
     if (fas := fas_sweep_timing(args)) is not None:
         result["fas_sweep"] = fas
     atomic_write_json(RESULTS / "batched_rollout.json", result)
-    labels = {"gymnasium_single": "Gymnasium\n1 env", f"gymnasium_sync_vector_{VECTOR_ENVS}": "SyncVectorEnv\n8 envs",
-              "cadence_64": "cadence\n64 worlds", "cadence_256": "cadence\n256 worlds",
-              f"raw_rollout_{RAW_WORLDS}": f"raw rollout\n{RAW_WORLDS} worlds"}
-    plot_bars({labels[name]: {"env steps / s": v} for name, v in median.items()}, RESULTS / "batched_rollout.png",
-              "env steps / s", f"{ENV_ID} stepping, {args.threads} physics threads")
+    plot(result)
     for name, v in median.items():
         print(f"{name:26s} {v:11,.0f} env steps/s")
     for name, v in ratios.items():

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -218,6 +220,21 @@ def measure(cfg: EnsembleConfig, data: Batch, warmup: int, steps: int, repeats: 
     return runs
 
 
+def plot(result: dict) -> Path:
+    """Median gradient-step rates of the ensemble and the per-member loop, from an ``ensemble_throughput.json``."""
+    g, batch = result["grad_steps_per_second"], result["batch_per_member"]
+    peers = ("cadence GaussianEnsemble", "per-member loop")
+    rates = {batch: (g["cadence"], g["loop"]), **{int(b): (v["cadence"], v["loop"])
+                                                  for b, v in result["by_batch_size"].items()}}
+    groups = {f"batch {b}/member": dict(zip(peers, rates[b], strict=True)) for b in sorted(rates)}
+    widths = sorted(set(result["hidden"]))
+    hidden = f"[{widths[0]}]x{len(result['hidden'])}" if len(widths) == 1 else str(result["hidden"])
+    return plot_bars(groups, RESULTS / "ensemble_throughput.png", "gradient steps / s (median)",
+                     f"{result['members']} members, {hidden}, {result['machine']['torch_threads']} torch threads, "
+                     f"median of {result['repeats']} repeats of {result['timed_steps']} steps;\n"
+                     f"batch {batch}/member: {g['ratio']:.2f}x the per-member loop")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=100_000, help="random transitions to draw batches from")
@@ -226,7 +243,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sweep", type=int, nargs="*", default=[], help="other per-member batch sizes to time")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from ensemble_throughput.json")
     args = parser.parse_args()
+    if args.plot_only:
+        print(f"wrote {plot(json.loads((RESULTS / 'ensemble_throughput.json').read_text()))}")
+        return
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
 
@@ -266,12 +287,7 @@ def main() -> None:
                     "load_average_before": load_before, "load_average_after": load_after},
     }
     atomic_write_json(RESULTS / "ensemble_throughput.json", result)
-    plot_bars({"gradient steps / s": {"cadence GaussianEnsemble": c, "per-member loop": lp},
-               **{f"batch {b}/member": {"cadence GaussianEnsemble": v["cadence"], "per-member loop": v["loop"]}
-                  for b, v in sweep.items()}},
-              RESULTS / "ensemble_throughput.png", "gradient steps / s",
-              f"{cfg.n_members} members, [200]x4, batch {cfg.batch_size}/member, {args.threads} threads: "
-              f"{c / lp:.2f}x")
+    plot(result)
     print(f"cadence {c:.1f} steps/s ({c * per_step:,.0f} transitions/s), loop {lp:.1f} steps/s "
           f"({lp * per_step:,.0f} transitions/s), ratio {c / lp:.2f}x (target >= {TARGET_RATIO:.0f}x)")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} cores")

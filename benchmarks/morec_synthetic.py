@@ -224,7 +224,10 @@ def main() -> None:
               f"{fmt(u['mae_elite_sample'])}, filtered {fmt(u['mae_filtered'])}, best candidate "
               f"{fmt(u['mae_best_candidate'])}, keep {u['keep_rate']:.2f} (kept {fmt(u['mae_filtered_kept'])} vs "
               f"plain {fmt(u['mae_elite_mean_on_kept'])} on the same rows; dropped {fmt(u['mae_filtered_dropped'])})")
-    fig.suptitle(f"MOREC synthetic task: data only in |s| <= {COVERED} (seed {args.seeds[0]} shown)")
+    fig.suptitle(f"MOREC synthetic task: {args.data:,} offline transitions, only in |s| <= {COVERED}; ensemble of "
+                 f"{MODEL.n_members} ({MODEL.n_elites} elites), dynamics reward trained {REWARD.steps:,} steps;\n"
+                 f"one seed shown ({args.seeds[0]}) of {len(args.seeds)}; morec_synthetic.json has every seed and "
+                 "the mean over seeds")
     fig.tight_layout()
     out["wall_s"] = round(time.perf_counter() - start, 1)
     atomic_write_json(RESULTS / "morec_synthetic.json", out)

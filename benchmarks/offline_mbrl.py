@@ -14,6 +14,7 @@ MBPO/MOPO) against the one MOREC's filter chooses.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from cadence.checkpoint import checkpoint_path
 from cadence.evaluation.plots import plot_curves
 from cadence.evaluation.scores import normalized_score
 from cadence.io import atomic_write_bytes
-from cadence.recipes import load_model
+from cadence.recipes import load_dynamics_reward, load_model
+from cadence.run_folder import DYNAMICS_REWARD, MODEL
 
 METHODS = {"MOPO": [], "MOREC-MOPO": ["agent.morec=true", "agent.rollout_length=100"]}
 #: with --ablation: MOREC's choice of next state without its early termination (same reward as MOREC-MOPO's run),
@@ -55,7 +57,12 @@ def main() -> None:
                         help="run only these (default: MOPO and MOREC-MOPO, plus the ablations with --ablation)")
     parser.add_argument("--heldout", nargs="*", default=[],
                         help="per data set, one of another policy for the model-error check (e.g. hopper-expert)")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plots from offline_mbrl.json")
     args = parser.parse_args()
+    if args.plot_only:
+        for dataset in args.datasets:
+            print(f"wrote {plot_dataset(dataset)}")
+        return
 
     methods = {**METHODS, **(ABLATION if args.ablation else {})}
     if args.methods:
@@ -74,7 +81,7 @@ def main() -> None:
                 run_dir = args.runs / f"{method}_{dataset}_s{seed}"
                 share_model(args.runs / f"MOPO_{dataset}_s{seed}", run_dir)
                 if method in ABLATION:
-                    share_model(args.runs / f"MOREC-MOPO_{dataset}_s{seed}", run_dir, runs.DYNAMICS_REWARD)
+                    share_model(args.runs / f"MOREC-MOPO_{dataset}_s{seed}", run_dir, DYNAMICS_REWARD)
                 evals = runs.train_or_resume("mopo", sections, run_dir)
                 curves[method].append([(s, float(normalized_score(_env_of(dataset), r))) for s, r in evals])
                 rollouts[method].append(rollout_stats(run_dir))
@@ -87,15 +94,36 @@ def main() -> None:
             result["heldout_model_error"] = {
                 str(seed): heldout_error(args.runs / f"MOREC-MOPO_{dataset}_s{seed}", heldout) for seed in args.seeds}
         merge_result("offline_mbrl", dataset, result)
-        plot_curves(curves, RESULTS / f"offline_mbrl_{dataset}.png", xlabel="gradient steps",
-                    ylabel="normalised score", title=f"{dataset}: MOPO against MOREC-MOPO")
+        plot_dataset(dataset)
         for method, row in table.items():
             length = np.mean([r.get("rollout_mean_length", np.nan) for r in rollouts[method]])
             print(f"{dataset:22s} {method:12s} last {row['last_mean']:6.1f} ± {row['last_std']:4.1f}   "
                   f"best {row['best_mean']:6.1f} ± {row['best_std']:4.1f}   mean rollout length {length:5.2f}")
 
 
-def share_model(source: Path, run_dir: Path, name: str = runs.MODEL) -> None:
+#: legend text of each method: what the ablations are
+LEGEND = {
+    "MOPO": "MOPO",
+    "MOREC-MOPO": "MOREC-MOPO",
+    "MOREC-choice-only": "MOREC-choice-only (MOREC's filter picks the next state, no early termination)",
+    "MOPO-long-rollouts": "MOPO-long-rollouts (plain MOPO, MOREC-MOPO's rollout shape)",
+}
+
+
+def plot_dataset(dataset: str) -> Path:
+    """The data set's curves from ``offline_mbrl.json``: per method, mean and 95% band over seeds."""
+    entry = json.loads((RESULTS / "offline_mbrl.json").read_text())[dataset]
+    curves = {LEGEND.get(m, m): [[tuple(p) for p in c] for c in runs] for m, runs in entry["curves"].items()}
+    methods = list(entry["curves"])
+    names = " and ".join(methods) if len(methods) <= 2 else ", ".join(methods[:-1]) + " and " + methods[-1]
+    seeds = len(entry["seeds"])
+    return plot_curves(curves, RESULTS / f"offline_mbrl_{dataset}.png", xlabel="gradient steps",
+                       ylabel="normalised score (0 random, 100 expert;\ncadence v5 references)",
+                       title=f"{dataset}: {names};\n{seeds} seed{'s' if seeds != 1 else ''}, "
+                             f"{entry['steps']:,} gradient steps each")
+
+
+def share_model(source: Path, run_dir: Path, name: str = MODEL) -> None:
     """Give ``run_dir`` the ensemble (or, with ``name``, the dynamics reward) fitted in ``source``, so the methods of
     a seed plan through one model.
 
@@ -140,7 +168,7 @@ def heldout_error(run_dir: Path, heldout: str, rows: int = 5000, seed: int = 0) 
     obs, act = torch.as_tensor(data.observations[pick]), torch.as_tensor(data.actions[pick])
     true_next = torch.as_tensor(data.next_obs()[pick])
     model = load_model(run_dir)
-    reward, config = runs.load_dynamics_reward(run_dir, obs.shape[1], act.shape[1])  # the run's own threshold
+    reward, config = load_dynamics_reward(run_dir, obs.shape[1], act.shape[1])  # the run's own threshold
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         plain = random_elite_sample(model, generator)(obs, act)[0]

@@ -15,9 +15,11 @@ next_obs = 26 floats per transition). Writes ``benchmarks/results/replay.json`` 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -88,13 +90,27 @@ def storage_bytes(buf: ReplayBuffer) -> int:
     return total
 
 
+def plot(result: dict) -> Path:
+    """Median sampling rates of cadence's and SB3's buffers, from a ``replay.json`` result."""
+    s = result["sampling_batches_per_second"]
+    repeats = len(next(iter(s.values()))["runs"]["cadence"])
+    return plot_bars({name: {"cadence": v["cadence"], "SB3": v["sb3"]} for name, v in s.items()},
+                     RESULTS / "replay.png", "batches / s (median)",
+                     f"ReplayBuffer sampling, batch {result['batch']}, {result['transitions']:,} transitions;\n"
+                     f"median of {repeats} repeats, {result['torch_threads']} torch thread(s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from replay.json")
     args = parser.parse_args()
+    if args.plot_only:
+        print(f"wrote {plot(json.loads((RESULTS / 'replay.json').read_text()))}")
+        return
     torch.set_num_threads(args.threads)
 
     data = random_data(args.size)
@@ -132,9 +148,8 @@ def main() -> None:
         "targets": {"uniform_ratio_at_least": 3.0, "memory_over_payload_at_most": 1.1},
     }
     atomic_write_json(RESULTS / "replay.json", result)
+    plot(result)
     s = result["sampling_batches_per_second"]
-    plot_bars({name: {"cadence": v["cadence"], "SB3": v["sb3"]} for name, v in s.items()}, RESULTS / "replay.png",
-              "batches / s", f"ReplayBuffer sampling, batch {BATCH}, {args.size:,} transitions")
     for name, v in s.items():
         print(f"{name:12s} cadence {v['cadence']:9.0f}/s  sb3 {v['sb3']:9.0f}/s  ratio {v['ratio']:.2f}x")
     m = result["memory"]

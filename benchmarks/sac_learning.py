@@ -24,6 +24,7 @@ from common import RESULTS, merge_result, train_or_resume
 
 from cadence.evaluation.plots import plot_curves
 from cadence.nn import PRECISIONS
+from cadence.runs import resolve_config
 
 TARGETS = {"InvertedPendulum-v5": 1000.0, "Hopper-v5": 2500.0}
 #: Settings per env: InvertedPendulum learns in a few thousand steps, so warm-up is short there.
@@ -31,6 +32,28 @@ ENV_OVERRIDES = {
     "InvertedPendulum-v5": ["agent.learning_starts=1000", "train.eval_every=1000", "train.eval_episodes=5"],
     "Hopper-v5": ["train.eval_every=10000", "train.eval_episodes=10"],
 }
+
+
+def eval_episodes(env_id: str) -> int:
+    """Evaluation episodes per point of the curve (the runs' train.eval_episodes)."""
+    given = [o.split("=")[1] for o in ENV_OVERRIDES.get(env_id, []) if o.startswith("train.eval_episodes=")]
+    return int(given[0]) if given else resolve_config("sac")["train"].eval_episodes
+
+
+def plot_env(env_id: str, precision: str = "fp32") -> Path:
+    """The stored seeds' curves of ``env_id`` (``sac_learning.json``): mean and 95% band over seeds, with the target."""
+    label = env_id if precision == "fp32" else f"{env_id} {precision}"
+    entry = json.loads((RESULTS / "sac_learning.json").read_text())[label]
+    curves = [[tuple(p) for p in c] for c in entry["curves"].values()]
+    seeds = len(curves)
+    suffix = "" if precision == "fp32" else f"_{precision}"
+    return plot_curves({f"cadence SAC{'' if precision == 'fp32' else ' ' + precision}": curves},
+                       RESULTS / f"sac_learning_{env_id}{suffix}.png", ylabel="evaluation return",
+                       title=f"cadence SAC on {env_id}" + ("" if precision == "fp32" else f" ({precision})")
+                             + f": {seeds} seed{'s' if seeds != 1 else ''}, {entry['steps']:,} env steps; "
+                             f"each point: mean of {eval_episodes(env_id)} eval episodes",
+                       hline=entry.get("target_return"),
+                       hline_label=f"target {entry['target_return']:,.0f}" if entry.get("target_return") else None)
 
 
 def main() -> None:
@@ -41,7 +64,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_sac_learning"))
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="train.precision of the runs")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from sac_learning.json")
     args = parser.parse_args()
+    if args.plot_only:
+        print(f"wrote {plot_env(args.env, args.precision)}")
+        return
 
     overrides = [*ENV_OVERRIDES.get(args.env, []), f"train.precision={args.precision}"]
     label = args.env if args.precision == "fp32" else f"{args.env} {args.precision}"
@@ -72,9 +99,7 @@ def main() -> None:
     summary["seeds_reaching_target"] = f"{sum(reached)} of {len(reached)}"
     summary["all_seeds_reach_target"] = all(reached)
     merge_result("sac_learning", label, summary)
-    plot_curves({f"seed {s}": [c] for s, c in curves.items()}, RESULTS / f"sac_learning_{args.env}{suffix}.png",
-                title=f"cadence SAC on {args.env}" + ("" if args.precision == "fp32" else f" ({args.precision})"),
-                hline=target)
+    plot_env(args.env, args.precision)
     finals = np.array(list(summary["best_eval_return"].values()))
     print(f"{args.env}: best eval return per seed {finals.round(1).tolist()}, target {target}, "
           f"first step at target {summary['first_step_reaching_target']}")

@@ -12,6 +12,7 @@ products under autocast; different numerics, so it is reported beside the like-f
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import tempfile
 import time
@@ -68,6 +69,18 @@ def time_sb3(env_id: str, warmup: int, steps: int, seed: int) -> float:
     return steps / (time.perf_counter() - timer.t0)
 
 
+def plot(result: dict) -> Path:
+    """Median training rates of cadence SAC (fp32, bf16-mixed) and SB3 SAC, from a ``sac_throughput.json`` result."""
+    from cadence.evaluation.plots import plot_bars
+
+    c, b, s = result["cadence_steps_per_s"], result["cadence_bf16_mixed_steps_per_s"], result["sb3_steps_per_s"]
+    return plot_bars({result["env"]: {"cadence SAC": c, "cadence SAC bf16-mixed": b, "SB3 SAC": s}},
+                     RESULTS / "sac_throughput.png", "env + gradient steps / s (median)",
+                     f"{result['env']} SAC training, {result['torch_threads']} torch threads, median of "
+                     f"{result['repeats']} repeats of {result['timed_steps']:,} steps;\ncadence {c / s:.2f}x SB3 "
+                     f"in fp32, {b / s:.2f}x in bf16-mixed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--env", default="Hopper-v5")
@@ -75,7 +88,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from sac_throughput.json")
     args = parser.parse_args()
+    if args.plot_only:
+        print(f"wrote {plot(json.loads((RESULTS / 'sac_throughput.json').read_text()))}")
+        return
     torch.set_num_threads(args.threads)
 
     cadence_sps, bf16_sps, sb3_sps = [], [], []
@@ -97,12 +114,10 @@ def main() -> None:
     print(f"cadence {c:.1f} steps/s ({c / s:.2f}x), cadence bf16-mixed {b:.1f} steps/s ({b / s:.2f}x), "
           f"SB3 {s:.1f} steps/s (target 1.5x)")
 
-    from cadence.evaluation.plots import plot_bars
     from cadence.io import atomic_write_json
 
     atomic_write_json(RESULTS / "sac_throughput.json", result)
-    plot_bars({args.env: {"cadence SAC": c, "cadence SAC bf16-mixed": b, "SB3 SAC": s}}, RESULTS / "sac_throughput.png",
-              "env + gradient steps / s", f"{args.threads} torch threads: {c / s:.2f}x fp32, {b / s:.2f}x bf16-mixed")
+    plot(result)
 
 
 if __name__ == "__main__":

@@ -66,15 +66,22 @@ class EvalCurve(BaseCallback):
 
 
 def plot_against_cadence(env_id: str) -> None:
-    """cadence's stored seeds (``sac_learning.json``) and SB3's on one plot, with the issue's target."""
+    """cadence's stored seeds (``sac_learning.json``) and SB3's, each as mean and 95% band over its seeds, with
+    the issue's target."""
     ours = json.loads((RESULTS / "sac_learning.json").read_text()).get(env_id, {}) if (
         RESULTS / "sac_learning.json").is_file() else {}
     theirs = json.loads((RESULTS / "sb3_sac_learning.json").read_text()).get(env_id, {})
-    curves = {f"cadence SAC (seeds {', '.join(ours.get('curves', {}))})": list(ours.get("curves", {}).values()),
-              f"SB3 SAC (seeds {', '.join(theirs)})": [run["curve"] for run in theirs.values()]}
+    ours_seeds, theirs_seeds = list(ours.get("curves", {})), list(theirs)
+    curves = {"cadence SAC": list(ours.get("curves", {}).values()),
+              "SB3 SAC": [run["curve"] for run in theirs.values()]}
+    budget = max([ours.get("steps", 0), *(run["budget"] for run in theirs.values())])
+    target = ours.get("target_return")
     plot_curves({k: v for k, v in curves.items() if v}, RESULTS / f"sac_vs_sb3_{env_id}.png",
-                ylabel="evaluation return", title=f"{env_id}: cadence SAC and stable-baselines3 SAC, same settings",
-                hline=ours.get("target_return"))
+                ylabel="evaluation return",
+                title=f"{env_id}: cadence SAC (seeds {', '.join(ours_seeds)}) and stable-baselines3 SAC "
+                      f"(seed{'s' if len(theirs_seeds) != 1 else ''} {', '.join(theirs_seeds)}), same settings, "
+                      f"{budget:,} env steps;\neach point: mean of 10 eval episodes",
+                hline=target, hline_label=f"target {target:,.0f}" if target else None)
 
 
 def main() -> None:

@@ -62,6 +62,24 @@ def stored_seeds(env_id: str, steps: int, methods: list[str]) -> dict[str, dict[
     return out
 
 
+def plot_env(env_id: str) -> Path:
+    """One plot per env from ``srl_fas.json``: each method's mean return over seeds against ASL, ±1 std over seeds."""
+    entry = json.loads((RESULTS / "srl_fas.json").read_text())[env_id]
+    results, bands = {}, {}
+    for name, m in entry["methods"].items():
+        per_seed = m.get("return_per_asl") or {s: m["mean_return_per_asl"] for s in m["fas"]}
+        returns = np.asarray(list(per_seed.values())).T.tolist()  # [asl, seed]
+        label = f"{name} ({len(per_seed)} seed{'s' if len(per_seed) != 1 else ''})"
+        results[label] = FASResult(env_id, list(ASL_GRID), returns, m["fas_mean"], 0.0, 0.0)
+        bands[label] = f"±1 std over {len(per_seed)} seeds' mean returns"
+    seeds = len(entry["seeds"])
+    spread = "line and FAS: mean over seeds" if seeds > 1 else "no band: one seed (per-episode returns not stored)"
+    return plot_fas(results, RESULTS / f"srl_fas_{env_id}.png", band=bands,
+                    title=f"{env_id}: return against ASL, {seeds} seed{'s' if seeds != 1 else ''}, "
+                          f"{entry['steps']:,} env steps of training;\n{entry['fas_episodes_per_asl']} episodes per "
+                          f"ASL (MPC {entry['mpc_episodes_per_asl']}); {spread}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--env", default="InvertedPendulum-v5")
@@ -75,7 +93,11 @@ def main() -> None:
     parser.add_argument("--mpc-horizon", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_srl_fas"))
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from srl_fas.json")
     args = parser.parse_args()
+    if args.plot_only:
+        print(f"wrote {plot_env(args.env)}")
+        return
     torch.set_num_threads(args.threads)
     J = args.sequence_length
     base = ENV_OVERRIDES.get(args.env, [])
@@ -125,15 +147,7 @@ def main() -> None:
         }
     merge_result("srl_fas", args.env, summary)
 
-    # one plot per env: each method's return against ASL, mean and spread over seeds
-    def seed_mean(results: dict[int, FASResult]) -> FASResult:
-        returns = np.stack([r.mean for r in results.values()], axis=1).tolist()
-        first = next(iter(results.values()))
-        return FASResult(first.env_id, first.asl, returns, float(np.mean([r.fas for r in results.values()])),
-                         first.r_max, first.shift)
-
-    plot_fas({name: seed_mean(r) for name, r in per_seed.items()}, RESULTS / f"srl_fas_{args.env}.png",
-             title=f"{args.env}: return against ASL ({len(summary['seeds'])} seed(s), {args.steps} env steps)")
+    plot_env(args.env)
     print(f"{'method':10s} {'FAS':>14s} {'ASL-1 return':>14s}")
     for name, m in summary["methods"].items():
         print(f"{name:10s} {m['fas_mean']:8.3f} ± {m['fas_std']:.3f} {m['asl1_return_mean']:14.1f}")

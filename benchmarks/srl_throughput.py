@@ -11,6 +11,7 @@ with ``train.precision=bf16-mixed`` (its updates under bfloat16 autocast).
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -35,13 +36,30 @@ def updates_per_second(agent, buffer: ReplayBuffer, updates: int, warmup: int = 
     return updates / (time.perf_counter() - t0)
 
 
+def plot(result: dict) -> Path:
+    """Median update rates of SAC and SRL-J (fp32, bf16-mixed), from one ``srl_throughput.json`` entry."""
+    J, bf = result["sequence_length"], result["bf16_mixed"]
+    s, q = result["sac_updates_per_s"], result["srl_updates_per_s"]
+    return plot_bars({"fp32": {"SAC": s, f"SRL-{J}": q},
+                      "bf16-mixed": {"SAC": bf["sac_updates_per_s"], f"SRL-{J}": bf["srl_updates_per_s"]}},
+                     RESULTS / "srl_throughput.png", "gradient updates / s (median)",
+                     f"SAC and SRL-{J} updates, {result['torch_threads']} torch threads, median of "
+                     f"{len(result['sac_runs'])} repeats of {result['updates']} updates;\nSRL at {q / s:.2f}x SAC's "
+                     "rate (fp32)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--updates", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sequence-length", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from srl_throughput.json")
     args = parser.parse_args()
+    if args.plot_only:
+        stored = json.loads((RESULTS / "srl_throughput.json").read_text())[f"J={args.sequence_length}"]
+        print(f"wrote {plot(stored)}")
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     obs_dim, act_dim, J = 11, 3, args.sequence_length
@@ -74,9 +92,7 @@ def main() -> None:
     merge_result("srl_throughput", f"J={J}", result)
     print(f"SAC {s:.1f} updates/s, SRL-{J} {q:.1f} updates/s: SRL runs at {q / s:.2f}x SAC's update rate; "
           f"bf16-mixed: SAC {sb:.1f} ({sb / s:.2f}x), SRL-{J} {qb:.1f} ({qb / q:.2f}x)")
-    plot_bars({"fp32": {"SAC": s, f"SRL-{J}": q}, "bf16-mixed": {"SAC": sb, f"SRL-{J}": qb}},
-              RESULTS / "srl_throughput.png", "gradient updates / s",
-              f"{args.threads} torch threads: SRL {q / s:.2f}x SAC")
+    plot(result)
 
 
 if __name__ == "__main__":

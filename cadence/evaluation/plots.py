@@ -1,7 +1,14 @@
-"""Plots written next to results: return against ASL, learning curves."""
+"""Plots written next to results: return against ASL, learning curves, bars, and run folders side by side.
+
+Every shaded band is named in the legend (or the legend's title): ±1 std over a FAS sweep's episodes, or
+mean ± 1.96·SEM over seeds for learning curves (a normal-approximation 95% confidence interval; with few
+seeds the t-interval is wider, e.g. 2.2x for 3 seeds).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -9,10 +16,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 
 from cadence.evaluation.fas import FASResult
 from cadence.io import atomic_write
+
+#: z of a two-sided 95% interval under the normal approximation: the band is mean ± Z95·SEM.
+Z95 = 1.96
+#: what the confidence band is, for legends
+CI_NOTE = "mean ± 1.96·SEM"
+#: legends go below the axes, where they hide no data
+BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "frameon": False}
+#: run-folder fields that :func:`plot_runs` can group by
+RUN_GROUPS = ("algo", "env", "seed")
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
@@ -22,57 +39,256 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_fas(results: Mapping[str, FASResult], path: str | Path, title: str | None = None) -> Path:
-    """Mean return (+/- std over episodes, clipped to the observed range) against ASL, one line per result."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+def format_value(value: float) -> str:
+    """A bar label: thousands separators for large values (24,800), a few significant digits otherwise, never
+    scientific notation for ordinary magnitudes."""
+    if value is None or not math.isfinite(value):
+        return ""
+    size = abs(value)
+    if size >= 1000:
+        return f"{value:,.0f}"
+    if size >= 100:
+        return f"{value:.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    if size >= 0.01 or size == 0:
+        return f"{value:.3g}"
+    return f"{value:.2e}"
+
+
+def _tick(value: float, _pos: object = None) -> str:
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:g}"
+    return text.replace("-", "\u2212")  # a typographic minus, as matplotlib's own ticks
+
+
+def _readable_ticks(ax: plt.Axes) -> None:
+    """Tick labels with thousands separators (50,000 rather than 50000 or 5e4)."""
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(_tick))
+
+
+def mean_band(values: Sequence[Sequence[float]] | np.ndarray, z: float = Z95
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and confidence band over runs: ``values[run, point]`` (NaN where a run has no point) ->
+    ``(mean, low, high, n)`` per point, with ``low, high = mean ∓ z·std/sqrt(n)`` (sample std, ddof 1) and ``n``
+    the runs with a value there. Where ``n < 2`` the band is the mean itself."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    n = np.sum(~np.isnan(values), axis=0)
+    if np.any(n == 0):
+        raise ValueError("every point needs a value from at least one run")
+    mean = np.nansum(values, axis=0) / n
+    dev = np.where(np.isnan(values), 0.0, values - mean)
+    std = np.sqrt(np.sum(dev ** 2, axis=0) / np.maximum(n - 1, 1))
+    half = np.where(n >= 2, z * std / np.sqrt(n), 0.0)
+    return mean, mean - half, mean + half, n
+
+
+def align_runs(runs: Sequence[Sequence[Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of ``(x, y)`` points -> the sorted union of their x and ``y[run, x]`` (NaN where a run lacks that x)."""
+    if not runs or any(len(run) == 0 for run in runs):
+        raise ValueError("every run needs at least one (x, y) point")
+    xs = np.unique(np.concatenate([np.asarray(run, dtype=np.float64)[:, 0] for run in runs]))
+    ys = np.full((len(runs), len(xs)), np.nan)
+    for i, run in enumerate(runs):
+        run = np.asarray(run, dtype=np.float64)
+        ys[i, np.searchsorted(xs, run[:, 0])] = run[:, 1]
+    return xs, ys
+
+
+def _count(n: np.ndarray) -> str:
+    return f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+
+
+def _draw_mean_band(ax: plt.Axes, runs: Sequence[Sequence[Sequence[float]]], label: str, color: str, unit: str,
+                    marker: str | None = None) -> None:
+    """One label's runs: the mean line and, with 2+ runs, its 95% band, both named in the legend."""
+    xs, ys = align_runs(runs)
+    mean, low, high, n = mean_band(ys)
+    if n.max() < 2:
+        ax.plot(xs, mean, color=color, lw=1.5, marker=marker, ms=3, label=f"{label} (1 {unit.removesuffix('s')})")
+        return
+    ax.plot(xs, mean, color=color, lw=1.5, marker=marker, ms=3,
+            label=f"{label}: mean ± 95% CI over {_count(n)} {unit}")
+    ax.fill_between(xs, low, high, where=n >= 2, color=color, alpha=0.2, lw=0)
+
+
+def _band_legend(ax: plt.Axes, banded: bool, **kwargs) -> None:
+    title = f"shaded: 95% CI = {CI_NOTE} (normal approx.)" if banded else None
+    ax.legend(title=title, title_fontsize=8, fontsize=8, **{**BELOW, **kwargs})
+
+
+def plot_fas(results: Mapping[str, FASResult], path: str | Path, title: str | None = None,
+             episodes: int | None = None, band: str | Mapping[str, str] | None = None) -> Path:
+    """Mean return against ASL, one line per result, shaded ±1 std of the returns at each ASL (clipped to the
+    observed range).
+
+    The band is named in the legend: by default "±1 std over N episodes", N = ``episodes`` or the number of
+    returns per ASL in the result; ``band`` (one text, or one per label) names it otherwise, e.g. when a result's
+    returns are per-seed means. A result with one return per ASL gets no band.
+    """
+    texts = {}
     for label, res in results.items():
+        n = np.asarray(res.returns).shape[1]
+        given = band.get(label) if isinstance(band, Mapping) else band
+        texts[label] = None if n < 2 else given or f"±1 std over {episodes or n} episodes"
+    shown = set(texts.values()) - {None}
+    common = shown.pop() if len(shown) == 1 and None not in texts.values() else None  # one band text for all
+    fig, ax = plt.subplots(figsize=(7, 4.3))
+    handles, labels = [], []
+    for i, (label, res) in enumerate(results.items()):
         mean, std, returns = res.mean, res.std, np.asarray(res.returns)
-        ax.plot(res.asl, mean, marker="o", ms=3, label=f"{label} (FAS {res.fas:.3f})")
+        color = f"C{i}"
+        (line,) = ax.plot(res.asl, mean, marker="o", ms=3, color=color)
+        handles.append(line)
+        labels.append(f"{label} (FAS {res.fas:.3f})")
+        if texts[label] is None:
+            continue
         # +/- std, kept within the returns actually observed (a return cannot exceed its episode's best)
         low = np.maximum(mean - std, returns.min(axis=1))
         high = np.minimum(mean + std, returns.max(axis=1))
-        ax.fill_between(res.asl, low, high, alpha=0.2)
+        patch = ax.fill_between(res.asl, low, high, color=color, alpha=0.2, lw=0)
+        if not common:  # bands differ: each entry names its own
+            handles[-1] = (patch, line)
+            labels[-1] += f"; shaded {texts[label]}"
     env_id = next(iter(results.values())).env_id if results else ""
-    ax.set_xlabel("action-sequence length (ASL)")
+    if title is None:
+        counts = {np.asarray(r.returns).shape[1] for r in results.values()}
+        per = f" ({episodes or counts.pop()} episodes per ASL)" if episodes or len(counts) == 1 else ""
+        title = f"{env_id}: return against action-sequence length{per}"
+    ax.set_xlabel("action-sequence length (ASL): actions run open loop per decision")
     ax.set_ylabel("return")
-    ax.set_title(title or f"{env_id}: return against decision interval")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(handles, labels, title=f"shaded: {common}, clipped to observed returns" if common else None,
+              title_fontsize=8, fontsize=8, **BELOW)
     return save_figure(fig, path)
 
 
 def plot_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], path: str | Path,
                 xlabel: str = "env steps", ylabel: str = "return", title: str = "",
-                hline: float | None = None) -> Path:
-    """Learning curves: for each label, one or more runs of (x, y) points; runs are drawn thin."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+                hline: float | None = None, hline_label: str | None = None, unit: str = "seeds") -> Path:
+    """Learning curves: for each label, one or more runs of (x, y) points (``unit``: what the runs are, e.g.
+    seeds), drawn as their mean with a 95% confidence band over runs (mean ± 1.96·SEM; a single run is its line).
+    Runs may be evaluated at different x: each point's band uses the runs that have it."""
+    fig, ax = plt.subplots(figsize=(7, 4.3))
+    banded = False
     for i, (label, runs) in enumerate(curves.items()):
-        color = f"C{i}"
-        for j, run in enumerate(runs):
-            xs, ys = np.asarray(run).T
-            ax.plot(xs, ys, color=color, alpha=0.8, lw=1.2, label=label if j == 0 else None)
+        _draw_mean_band(ax, runs, label, f"C{i}", unit)
+        banded = banded or len(runs) > 1
     if hline is not None:
-        ax.axhline(hline, color="k", ls="--", lw=0.8)
+        ax.axhline(hline, color="k", ls="--", lw=0.8, label=hline_label or f"target {format_value(hline)}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    _readable_ticks(ax)
+    _band_legend(ax, banded)
     return save_figure(fig, path)
 
 
 def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, ylabel: str, title: str = "") -> Path:
-    """Grouped bars: one group per measurement, one bar per peer (e.g. cadence against SB3), labelled."""
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups), 3.6))
+    """Grouped bars: one group per measurement, one bar per peer (e.g. cadence against SB3), labelled with
+    their values (thousands separators, no scientific notation)."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.2 + 1.8 * len(groups)), 3.8))
     peers = list(dict.fromkeys(p for g in groups.values() for p in g))
     width = 0.8 / len(peers)
     for i, peer in enumerate(peers):
         xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(len(groups))]
         values = [g.get(peer, np.nan) for g in groups.values()]
         bars = ax.bar(xs, values, width, label=peer, color=f"C{i}")
-        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        ax.bar_label(bars, labels=[format_value(v) for v in values], fontsize=8, padding=2)
     ax.set_xticks(range(len(groups)), list(groups))
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend()
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_tick))
+    ax.margins(y=0.12)  # room for the labels above the tallest bar
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=min(len(peers), 3), **{**BELOW, "bbox_to_anchor": (0.5, -0.1 - 0.05 * max(
+        str(k).count("\n") for k in groups))})
     return save_figure(fig, path)
+
+
+def _read_json(path: Path, run_dir: Path, hint: str) -> dict:
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no {path.name}: {hint}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+
+
+def read_run(run_dir: str | Path, what: str = "eval") -> dict:
+    """What :func:`plot_runs` needs from one run folder: metrics.json's ``algo``, ``env``, ``seed``, ``steps`` and
+    ``evals`` and, for ``what="fas"``, fas.json's ``asl``, ``mean_return``, ``fas`` and ``episodes``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is not a folder (expected a cadence run folder)")
+    metrics = _read_json(run_dir / "metrics.json", run_dir,
+                         "not a finished cadence run folder (a run writes metrics.json when it ends)")
+    missing = [k for k in ("algo", "env", "seed", "evals") if k not in metrics]
+    if missing or not metrics.get("evals"):
+        raise ValueError(f"{run_dir / 'metrics.json'} lacks {', '.join(missing) or 'evaluations (evals is empty)'}: "
+                         "not a finished cadence run")
+    run = {"dir": run_dir, "algo": str(metrics["algo"]), "env": str(metrics["env"]), "seed": metrics["seed"],
+           "steps": int(metrics.get("steps", metrics["evals"][-1][0])), "evals": [tuple(e) for e in metrics["evals"]]}
+    if what == "fas":
+        fas = _read_json(run_dir / "fas.json", run_dir, f"no full FAS sweep yet (run `cadence eval fas {run_dir}`)")
+        if "asl" not in fas or "mean_return" not in fas:
+            raise ValueError(f"{run_dir / 'fas.json'} lacks asl or mean_return")
+        run.update(fas_points=list(zip(fas["asl"], fas["mean_return"], strict=True)), fas=fas.get("fas"),
+                   fas_episodes=fas.get("episodes"))
+    return run
+
+
+def plot_runs(run_dirs: Sequence[str | Path], group: str = "algo", what: str = "eval",
+              out: str | Path | None = None) -> Path:
+    """Run folders side by side, grouped by their metrics.json field ``group`` (algo, env or seed): per group the
+    mean over its runs and a 95% band (mean ± 1.96·SEM), of the learning curve against env steps
+    (``what="eval"``) or of the return against ASL from each run's fas.json (``what="fas"``). The title names
+    the env(s), the number of seeds and the training steps. Writes ``out`` (default
+    ``plot_<what>_by_<group>.png`` in the current folder) and returns it.
+
+    Raises ValueError for an unknown group or what, no folders, a folder that is no finished run, or a run
+    without fas.json when ``what="fas"``.
+    """
+    if group not in RUN_GROUPS:
+        raise ValueError(f"group must be one of {', '.join(RUN_GROUPS)}, got {group!r}")
+    if what not in ("eval", "fas"):
+        raise ValueError(f"what must be 'eval' or 'fas', got {what!r}")
+    if not run_dirs:
+        raise ValueError("no run folders given")
+    runs = [read_run(d, what) for d in run_dirs]
+    groups: dict[str, list[dict]] = {}
+    for run in sorted(runs, key=lambda r: (str(type(r[group])), r[group])):
+        groups.setdefault(str(run[group]), []).append(run)
+    # a band over one group's seeds is a band over seeds; over mixed algos or envs it is over runs
+    unit = "seeds" if all(len({r["seed"] for r in g}) == len(g) for g in groups.values()) else "runs"
+    fig, ax = plt.subplots(figsize=(7, 4.3))
+    for i, (key, members) in enumerate(groups.items()):
+        label = f"seed {key}" if group == "seed" else key
+        if what == "fas":
+            scores = [r["fas"] for r in members if r["fas"] is not None]
+            if scores:
+                label += f" (FAS {np.mean(scores):.3f})"
+            _draw_mean_band(ax, [r["fas_points"] for r in members], label, f"C{i}", unit, marker="o")
+        else:
+            _draw_mean_band(ax, [r["evals"] for r in members], label, f"C{i}", unit)
+    envs = sorted({r["env"] for r in runs})
+    steps = sorted({r["steps"] for r in runs})
+    seeds = len({r["seed"] for r in runs})
+    budget = f"{steps[0]:,} steps" if len(steps) == 1 else f"{steps[0]:,}–{steps[-1]:,} steps"
+    details = f"{seeds} seed{'s' if seeds != 1 else ''}, {budget}"
+    if what == "fas":
+        episodes = sorted({r["fas_episodes"] for r in runs if r["fas_episodes"]})
+        if episodes:
+            details += f", {'/'.join(map(str, episodes))} episodes per ASL"
+        ax.set_xlabel("action-sequence length (ASL): actions run open loop per decision")
+        ax.set_ylabel("mean return")
+        ax.set_title(f"{', '.join(envs)}: return against ASL by {group} ({details})", fontsize=10)
+    else:
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("evaluation return")
+        ax.set_title(f"{', '.join(envs)}: learning curves by {group} ({details})", fontsize=10)
+    ax.grid(alpha=0.3)
+    _readable_ticks(ax)
+    _band_legend(ax, any(len(g) > 1 for g in groups.values()))
+    return save_figure(fig, Path(out) if out is not None else Path(f"plot_{what}_by_{group}.png"))
