@@ -81,7 +81,8 @@ def main() -> None:
             show = lambda asl, r, label=label: status.update(f"{label}, ASL {asl}: mean return {r.mean():.1f}")
             results[label] = evaluate_fas(run_dir, on_asl=show)
     console.print(fas_table(results, title=f"{ENV}: mean return per ASL (seed {SEED}, {args.steps:,} env steps each)"))
-    plot = plot_fas(results, args.root / "fas_srl_vs_sac.png", title=f"{ENV}: SRL-8 against SAC-1")
+    plot = plot_fas(results, args.root / "fas_srl_vs_sac.png",
+                    title=f"{ENV}: SRL-8 against SAC-1, seed {SEED}, {args.steps:,} env steps each")
     sac, srl = results["SAC-1"].fas, results["SRL-8"].fas
     published = PUBLISHED_SAC_J_FAS["InvertedPendulum"][1]
     console.print(f"FAS: SRL-8 {srl:.3f}, SAC-1 {sac:.3f}  |  published SAC-1 FAS {published:.3f} "
