@@ -1,33 +1,51 @@
-"""The ``cadence`` command line.
+"""The cadence command line.
 
-    cadence train sac --env Hopper-v5 --seed 1 --total-steps 300000 [--config F.toml] [--set key=value ...]
-    cadence train srl --env Hopper-v5 --sequence-length 8
-    cadence train sac --resume RUN_DIR [--total-steps N]
-    cadence train mopo --dataset hopper-medium [--morec]      (offline; also: mobile)
-    cadence eval fas RUN_DIR [--episodes 10] [--asl 1,2,4,...] [--planner]
-    cadence collect --env Hopper-v5 --kind medium [--size N] [--policy-steps N] [--record-reference]
-    cadence config sac
-    cadence dashboard [--logdir runs]
+  cadence train sac --env Hopper-v5 --seed 1 --total-steps 300000 [--config F.toml] [--set KEY=VALUE ...]
+  cadence train srl --env Hopper-v5 --sequence-length 8
+  cadence train sac --resume RUN_DIR [--total-steps N]
+  cadence train mopo --dataset hopper-medium [--morec]      (offline; also: mobile)
+  cadence train sac --help                                  (the algo's config keys, for --set)
+  cadence eval fas RUN_DIR [--episodes 10] [--asl 1,2,4,...] [--planner]
+  cadence eval fas --sb3 MODEL.zip --env Hopper-v5 [--out DIR]
+  cadence collect --env Hopper-v5 --kind medium [--size N] [--policy-steps N] [--record-reference]
+  cadence config sac > sac.toml                             (then: cadence train sac --config sac.toml)
+  cadence plot RUN_DIR... [--group algo] [--what eval|fas] [--out FILE]
+  cadence dashboard [--logdir runs]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-from cadence.agents.planning import CEMConfig
-from cadence.checkpoint import CheckpointError
-from cadence.collection import KINDS as COLLECT_KINDS
-from cadence.collection import CollectConfig
-from cadence.config import ConfigError, field_docs, to_dict
-from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, FASResult, env_family
-from cadence.recipes import RECIPES, recipe
+import cadence
+from cadence.config import ConfigError
+
+if TYPE_CHECKING:  # torch, numpy and the recipes load inside the commands: --help stays fast
+    from rich.table import Table
+
+    from cadence.evaluation.fas import FASResult
+
+#: The algos of cadence.recipes.RECIPES with a line of help (kept here so that --help needs no torch;
+#: tests/test_cli.py keeps the two equal).
+ALGOS: dict[str, str] = {
+    "sac": "Soft Actor-Critic, online (SAC-J: --set agent.action_repeat=J)",
+    "srl": "Sequence RL, online: J actions per state (--sequence-length J)",
+    "mopo": "MOPO, offline from a data set (--dataset NAME) [--morec]",
+    "mobile": "MOBILE, offline from a data set (--dataset NAME) [--morec]",
+}
+#: cadence.collection.KINDS, for the same reason.
+COLLECT_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -40,128 +58,316 @@ def _parse_asl(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--asl must be a comma-separated list of integers, got {text!r}") from None
 
 
+def _first_sentence(doc: str, limit: int = 100) -> str:
+    text = re.split(r"(?<=\.)\s+(?=[A-Z(])", " ".join(doc.split()), maxsplit=1)[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def config_keys_help(algo: str) -> str:
+    """The algo's config keys with defaults and one-line docs (for ``cadence train ALGO --help``; imports torch)."""
+    from cadence.config import field_docs, toml_value
+    from cadence.recipes import recipe
+
+    spec = recipe(algo)
+    rows = []
+    for section, cls in (("train", spec.train_config_cls), ("agent", spec.config_cls)):
+        docs, defaults = field_docs(cls), cls()
+        for f in dataclasses.fields(cls):
+            value = getattr(defaults, f.name)
+            shown = "(unset)" if value is None else toml_value(value)
+            rows.append((f"{section}.{f.name} = {shown}", _first_sentence(docs.get(f.name, ""))))
+    width = min(44, max(len(key) for key, _ in rows))
+    head = f"config keys and defaults (--set KEY=VALUE, or a --config file; full docs: cadence config {algo}):"
+    return "\n".join([head] + [f"  {key:<{width}}  {doc}" for key, doc in rows])
+
+
+class AlgoParser(argparse.ArgumentParser):
+    """The parser of ``cadence train ALGO``: its help ends with the algo's config keys, read only when shown."""
+
+    def __init__(self, *args: Any, algo: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.algo = algo
+
+    def format_help(self) -> str:
+        if self.algo and self.epilog is None:
+            self.epilog = config_keys_help(self.algo)
+        return super().format_help()
+
+
+def _train_flags() -> argparse.ArgumentParser:
+    """The flags every ``cadence train ALGO`` takes."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--env", help="env id, e.g. Hopper-v5 (train.env)")
+    p.add_argument("--seed", type=int, help="seed of the networks, replay sampling and env (train.seed)")
+    p.add_argument("--total-steps", type=int, help="budget in primitive env steps (offline algos: gradient steps)")
+    p.add_argument("--dataset", help="offline algos (required): data set name or path (hopper-medium, d4rl:NAME, ...)")
+    p.add_argument("--morec", action="store_true",
+                   help="offline algos: MOREC's dynamics-reward transition filter in model rollouts")
+    p.add_argument("--sequence-length", type=int, metavar="J", help="SRL-J: actions decided per state (srl only)")
+    p.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections (cadence config ALGO)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set agent.batch_size=128 (repeatable)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default runs/<algo>_<env>_s<seed>_<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def _add_train(sub: Any) -> None:
+    p_train = sub.add_parser("train", help="train an agent; writes a run folder",
+                             description="Train an agent in a run folder. cadence train ALGO --help lists the "
+                                         "algo's flags and config keys.")
+    algos = p_train.add_subparsers(dest="algo", required=True, metavar="ALGO", parser_class=AlgoParser)
+    flags = _train_flags()
+    for name, text in ALGOS.items():
+        algos.add_parser(name, help=text, description=text, parents=[flags], algo=name,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_eval(sub: Any) -> None:
+    p_eval = sub.add_parser("eval", help="evaluate a trained run or a stable-baselines3 policy")
+    eval_sub = p_eval.add_subparsers(dest="what", required=True)
+    p = eval_sub.add_parser("fas", help="Frequency-Averaged Score sweep over action-sequence lengths")
+    p.add_argument("run_dir", type=Path, nargs="?", help="a cadence run folder (or use --sb3)")
+    p.add_argument("--sb3", type=Path, metavar="MODEL.zip", help="sweep a stable-baselines3 model instead (with --env)")
+    p.add_argument("--env", help="--sb3: the env id the model acts in, e.g. Hopper-v5")
+    p.add_argument("--out", type=Path, metavar="DIR", help="--sb3: output folder (default <model>_fas/)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per ASL")
+    p.add_argument("--asl", type=_parse_asl, help="ASL grid within 1..30, e.g. 1,2,4,8 (default: the paper's "
+                                                  "16 points; any other grid is no comparable FAS)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first evaluation episode")
+    p.add_argument("--planner", action="store_true",
+                   help="plan with CEM-MPC through the run's learned model (srl runs) instead of its actor")
+    p.add_argument("--sequential", action="store_true",
+                   help="one Gymnasium env per ASL in turn instead of all worlds in one batch (same FAS)")
+    p.add_argument("--horizon", type=int, help="CEM planning horizon (default 30)")
+    p.add_argument("--samples", type=int, help="CEM candidates per iteration (default 500)")
+    p.add_argument("--iterations", type=int, help="CEM iterations (default 5)")
+
+
+def _add_collect(sub: Any) -> None:
+    p = sub.add_parser("collect", help="make a D4RL-style data set from cadence's own SAC policies")
+    p.add_argument("--env", help="env id (default Hopper-v5)")
+    p.add_argument("--kind", choices=COLLECT_KINDS, help="which data set (default medium)")
+    p.add_argument("--size", type=int, help="transitions to collect")
+    p.add_argument("--seed", type=int, help="seed of the collection episodes")
+    p.add_argument("--policy-seed", type=int, help="seed of the SAC run")
+    p.add_argument("--policy-steps", type=int, help="SAC training budget; its final policy is the expert")
+    p.add_argument("--eval-every", type=int, help="policy snapshot interval (the medium policy is one snapshot)")
+    p.add_argument("--medium-fraction", type=float,
+                   help="the medium policy is the first snapshot reaching this fraction of the expert's return")
+    p.add_argument("--reference-episodes", type=int, help="episodes that measure the random or expert reference return")
+    p.add_argument("--record-reference", action="store_true",
+                   help="write the measured random/expert return into the reference-score table")
+    p.add_argument("--out", help="output folder (default $CADENCE_DATA_DIR or ~/.cadence/datasets)")
+    p.add_argument("--threads", type=int, help="torch threads while training and collecting")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the SAC run's config, e.g. --set agent.learning_starts=1000")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cadence", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {cadence.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p_train = sub.add_parser("train", help="train an agent; writes a run folder")
-    p_train.add_argument("algo", choices=sorted(RECIPES))
-    p_train.add_argument("--env", help="env id, e.g. Hopper-v5")
-    p_train.add_argument("--seed", type=int)
-    p_train.add_argument("--total-steps", type=int,
-                         help="budget in primitive env steps (offline algos: gradient steps)")
-    p_train.add_argument("--dataset", help="offline algos: data set name or path (hopper-medium, d4rl:NAME, ...)")
-    p_train.add_argument("--morec", action="store_true",
-                         help="offline algos: MOREC's dynamics-reward transition filter in model rollouts")
-    p_train.add_argument("--sequence-length", type=int, metavar="J", help="SRL-J: actions decided per state (srl only)")
-    p_train.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections")
-    p_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override one config value, e.g. --set agent.batch_size=128 (repeatable)")
-    p_train.add_argument("--run-dir", type=Path, help="run folder (default runs/<algo>_<env>_s<seed>_<time>)")
-    p_train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
-    p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-    p_eval = sub.add_parser("eval", help="evaluate a trained run")
-    eval_sub = p_eval.add_subparsers(dest="what", required=True)
-    p_fas = eval_sub.add_parser("fas", help="Frequency-Averaged Score sweep over action-sequence lengths")
-    p_fas.add_argument("run_dir", type=Path)
-    p_fas.add_argument("--episodes", type=int, default=10, help="episodes per ASL")
-    p_fas.add_argument("--asl", type=_parse_asl, default=ASL_GRID, help="ASL grid, e.g. 1,2,4,8")
-    p_fas.add_argument("--seed", type=int, default=0, help="seed of the first evaluation episode")
-    p_fas.add_argument("--planner", action="store_true",
-                       help="plan with CEM-MPC through the run's learned model (srl runs) instead of its actor")
-    p_fas.add_argument("--sequential", action="store_true",
-                       help="one Gymnasium env per ASL in turn instead of all worlds in one batch (same FAS)")
-    p_fas.add_argument("--horizon", type=int, default=CEMConfig.horizon, help="CEM planning horizon")
-    p_fas.add_argument("--samples", type=int, default=CEMConfig.samples, help="CEM candidates per iteration")
-    p_fas.add_argument("--iterations", type=int, default=CEMConfig.iterations, help="CEM iterations")
-
-    p_col = sub.add_parser("collect", help="make a D4RL-style data set from cadence's own SAC policies")
-    p_col.add_argument("--env", default=CollectConfig.env)
-    p_col.add_argument("--kind", default=CollectConfig.kind, choices=COLLECT_KINDS)
-    p_col.add_argument("--size", type=int, default=CollectConfig.size, help="transitions to collect")
-    p_col.add_argument("--seed", type=int, default=CollectConfig.seed, help="seed of the collection episodes")
-    p_col.add_argument("--policy-seed", type=int, default=CollectConfig.policy_seed, help="seed of the SAC run")
-    p_col.add_argument("--policy-steps", type=int, default=CollectConfig.policy_steps,
-                       help="SAC training budget; its final policy is the expert")
-    p_col.add_argument("--eval-every", type=int, default=CollectConfig.eval_every,
-                       help="policy snapshot interval (the medium policy is one snapshot)")
-    p_col.add_argument("--medium-fraction", type=float, default=CollectConfig.medium_fraction)
-    p_col.add_argument("--reference-episodes", type=int, default=CollectConfig.reference_episodes,
-                       help="episodes that measure the random or expert reference return")
-    p_col.add_argument("--record-reference", action="store_true",
-                       help="write the measured random/expert return into the reference-score table")
-    p_col.add_argument("--out", default="", help="output folder (default $CADENCE_DATA_DIR or ~/.cadence/datasets)")
-    p_col.add_argument("--threads", type=int, default=CollectConfig.threads)
-    p_col.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override the SAC run's config, e.g. --set agent.learning_starts=1000")
-    p_col.add_argument("--no-progress", action="store_true")
-
-    p_cfg = sub.add_parser("config", help="print an agent's config with its defaults and documentation")
-    p_cfg.add_argument("algo", choices=sorted(RECIPES))
-
+    _add_train(sub)
+    _add_eval(sub)
+    _add_collect(sub)
+    p_cfg = sub.add_parser("config", help="print an algo's config as TOML, with its defaults and documentation")
+    p_cfg.add_argument("algo", choices=ALGOS, help="one of: " + ", ".join(ALGOS))
+    p_plot = sub.add_parser("plot", help="plot run folders side by side (learning curves or return against ASL)")
+    p_plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run folders")
+    p_plot.add_argument("--group", default="algo", help="metrics.json field to group runs by: algo, env or seed")
+    p_plot.add_argument("--what", default="eval", choices=("eval", "fas"),
+                        help="eval: learning curves; fas: return against ASL from each run's fas.json")
+    p_plot.add_argument("--out", type=Path, metavar="FILE", help="image file (default plot_<what>_by_<group>.png)")
     p_dash = sub.add_parser("dashboard", help="start TensorBoard on a runs folder")
-    p_dash.add_argument("--logdir", type=Path, default=Path("runs"))
-    p_dash.add_argument("--port", type=int, default=6006)
+    p_dash.add_argument("--logdir", type=Path, default=Path("runs"), help="folder of run folders (default runs)")
+    p_dash.add_argument("--port", type=int, default=6006, help="TensorBoard's port (default 6006)")
     return parser
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from cadence.runs import default_run_dir, read_run_config, resolve_config, train
+# --- train ---------------------------------------------------------------------------------------------------------
+def _resume_sections(args: argparse.Namespace) -> dict[str, Any]:
+    """The config of the run in ``--resume``; flags that would change it are refused."""
+    from cadence.runs import read_run_config
 
+    algo, sections = read_run_config(args.resume)
+    if algo != args.algo:
+        raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
+    given = {"--env": args.env, "--seed": args.seed, "--config": args.config, "--dataset": args.dataset,
+             "--sequence-length": args.sequence_length, "--run-dir": args.run_dir}
+    ignored = [flag for flag, value in given.items() if value is not None]
+    ignored += (["--set"] if args.set else []) + (["--morec"] if args.morec else [])
+    if ignored:
+        raise ConfigError(f"--resume continues the run's own config in its own folder; drop {', '.join(ignored)}")
+    if args.total_steps is not None:
+        sections["train"] = dataclasses.replace(sections["train"], total_steps=args.total_steps)
+    if args.no_progress:  # display only: the numbers do not change
+        sections["train"] = dataclasses.replace(sections["train"], progress=False)
+    return sections
+
+
+def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
+    """A new run's config: defaults <- flags <- --config file <- --set."""
+    from cadence.runs import resolve_config
+
+    base: dict[str, dict[str, Any]] = {"train": {k: v for k, v in (("env", args.env), ("seed", args.seed),
+                                                                   ("total_steps", args.total_steps)) if v is not None}}
+    if args.no_progress:
+        base["train"]["progress"] = False
+    if (args.dataset is not None or args.morec) and not offline:
+        raise ConfigError(f"--dataset and --morec are for the offline algos (mopo, mobile), not {args.algo}")
+    if args.dataset is not None:
+        base["train"]["dataset"] = args.dataset
+    if args.morec:
+        base["agent"] = {"morec": True}
+    if args.sequence_length is not None:
+        if args.algo != "srl":
+            raise ConfigError("--sequence-length is for srl; for SAC-J use --set agent.action_repeat=J")
+        base["agent"] = {"sequence_length": args.sequence_length}
+    sections = resolve_config(args.algo, base, args.config, args.set)
+    if offline and not _dataset_given(args):
+        from cadence.replay.datasets import available_hint
+
+        raise ConfigError(f"{args.algo} learns from a data set: pass --dataset NAME; {available_hint()}")
+    return sections
+
+
+def _dataset_given(args: argparse.Namespace) -> bool:
+    """Whether --dataset, a --set [train.]dataset=... or the --config file names the data set (not the default)."""
+    from cadence.config import parse_override, read_toml
+
+    if args.dataset is not None or any(parse_override(s)[0] in ("dataset", "train.dataset") for s in args.set):
+        return True
+    return args.config is not None and "dataset" in read_toml(args.config).get("train", {})
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from cadence.recipes import recipe
+    from cadence.runs import default_run_dir, train
+
+    offline = recipe(args.algo).offline
     if args.resume is not None:
-        algo, sections = read_run_config(args.resume)
-        if algo != args.algo:
-            raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
-        given = {"--env": args.env, "--seed": args.seed, "--config": args.config, "--dataset": args.dataset,
-                 "--sequence-length": args.sequence_length, "--run-dir": args.run_dir}
-        ignored = [flag for flag, value in given.items() if value is not None]
-        ignored += (["--set"] if args.set else []) + (["--morec"] if args.morec else [])
-        if ignored:
-            raise ConfigError(f"--resume continues the run's own config in its own folder; drop {', '.join(ignored)}")
-        if args.total_steps is not None:
-            sections["train"] = dataclasses.replace(sections["train"], total_steps=args.total_steps)
-        if args.no_progress:  # display only: the numbers do not change
-            sections["train"] = dataclasses.replace(sections["train"], progress=False)
-        run_dir = args.resume
+        sections, run_dir = _resume_sections(args), args.resume
     else:
-        base = {"train": {k: v for k, v in (("env", args.env), ("seed", args.seed),
-                                            ("total_steps", args.total_steps)) if v is not None}}
-        if args.no_progress:
-            base["train"]["progress"] = False
-        offline = recipe(args.algo).offline
-        if (args.dataset is not None or args.morec) and not offline:
-            raise ConfigError(f"--dataset and --morec are for the offline algos (mopo, mobile), not {args.algo}")
-        if offline and args.dataset is not None:
-            base["train"]["dataset"] = args.dataset
-        if args.morec:
-            base["agent"] = {"morec": True}
-        if args.sequence_length is not None:
-            if args.algo != "srl":
-                raise ConfigError("--sequence-length is for srl; for SAC-J use --set agent.action_repeat=J")
-            base["agent"] = {"sequence_length": args.sequence_length}
-        sections = resolve_config(args.algo, base, args.config, args.set)
+        sections = _new_sections(args, offline)
         t = sections["train"]
         label = Path(t.dataset).stem.replace(":", "-") if offline else t.env
         run_dir = args.run_dir or default_run_dir(args.algo, label, t.seed)
-    console.print(f"[bold]run folder[/bold] {run_dir}")
-    state = train(args.algo, sections, run_dir, resume=args.resume is not None)
-    unit = "gradient steps" if recipe(args.algo).offline else f"env steps, {state.episodes} episodes"
+    state = train(args.algo, sections, run_dir, resume=args.resume is not None,
+                  on_start=lambda folder: console.print(f"[bold]run folder[/bold] {folder}"))
+    unit = "gradient steps" if offline else f"env steps, {state.episodes} episodes"
     console.print(f"done: {state.step} {unit}, final eval return {state.evals[-1][1]:.1f}")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
 
 
+# --- eval fas ------------------------------------------------------------------------------------------------------
+def fas_table(results: dict[str, FASResult], title: str = "Frequency-Averaged Score", score: str = "FAS") -> Table:
+    """Mean return per ASL, one column per agent, with the score in the last row."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("ASL", justify="right")
+    for label in results:
+        table.add_column(label, justify="right")
+    first = next(iter(results.values()))
+    for i, asl in enumerate(first.asl):
+        table.add_row(str(asl), *(f"{r.mean[i]:.1f} ± {r.std[i]:.1f}" for r in results.values()))
+    table.add_row(f"[bold]{score}", *(f"[bold]{r.fas:.3f}" for r in results.values()))
+    return table
+
+
+def _fas_grid(asl: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The --asl grid, checked against FAS's range 1..30; the paper's full grid by default."""
+    from cadence.evaluation.fas import ASL_GRID
+    from cadence.runs import check_fas_grid
+
+    if asl is None:
+        return ASL_GRID
+    try:
+        return check_fas_grid(asl)
+    except ValueError as e:
+        raise ConfigError(f"--asl {','.join(map(str, asl))}: {e}") from None
+
+
+def _check_fas_args(args: argparse.Namespace) -> None:
+    """A run folder, or --sb3 with --env: exactly one source, and only the flags that apply to it."""
+    if (args.run_dir is None) == (args.sb3 is None):
+        raise ConfigError("eval fas needs exactly one of RUN_DIR (a cadence run) or --sb3 MODEL.zip --env ENV_ID")
+    if args.sb3 is not None:
+        if args.env is None:
+            raise ConfigError("--sb3 needs --env ENV_ID, the env the model acts in (e.g. Hopper-v5)")
+        if args.planner:
+            raise ConfigError("--planner plans through a cadence srl run's model; an SB3 model has none")
+    elif args.env is not None or args.out is not None:
+        raise ConfigError("--env and --out are for --sb3; a run folder's sweep uses its own env and folder")
+
+
+def _planner(args: argparse.Namespace) -> Any:
+    from cadence.agents.planning import CEMConfig
+
+    d = CEMConfig()
+    samples = args.samples or d.samples
+    return CEMConfig(horizon=args.horizon or d.horizon, samples=samples, iterations=args.iterations or d.iterations,
+                     elites=max(1, min(d.elites, samples // 10)))
+
+
+def _sweep_sb3(args: argparse.Namespace, grid: tuple[int, ...], show: Callable) -> tuple[FASResult, str, Path]:
+    from cadence.agents.sb3 import load_sb3_policy
+    from cadence.runs import evaluate_policy_fas
+
+    policy = load_sb3_policy(args.sb3, args.env)
+    out_dir = args.out or args.sb3.with_name(args.sb3.name.removesuffix(".zip") + "_fas")
+    label = policy.algo.upper()
+    result = evaluate_policy_fas(policy, args.env, out_dir, label, grid, args.episodes, args.seed, show,
+                                 batched=False if args.sequential else None)
+    return result, label, out_dir
+
+
+def cmd_eval_fas(args: argparse.Namespace) -> None:
+    from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, env_family
+    from cadence.runs import evaluate_fas
+
+    _check_fas_args(args)
+    grid = _fas_grid(args.asl)
+    with console.status("FAS sweep") as status:
+        show = lambda asl, r: status.update(f"FAS sweep: ASL {asl} mean return {r.mean():.1f}")
+        if args.sb3 is not None:
+            result, label, out_dir = _sweep_sb3(args, grid, show)
+        else:
+            planner = _planner(args) if args.planner else None
+            result = evaluate_fas(args.run_dir, grid, args.episodes, args.seed, planner=planner,
+                                  batched=False if args.sequential else None, on_asl=show)
+            label, out_dir = "MPC" if args.planner else "agent", args.run_dir
+    partial = grid != ASL_GRID
+    title = f"{'partial-grid score' if partial else 'FAS'} on {result.env_id}"
+    console.print(fas_table({label: result}, title=title, score="FAS (partial)" if partial else "FAS"))
+    published = PUBLISHED_SAC_J_FAS.get(env_family(result.env_id), {}).get(1)
+    if published is not None:
+        console.print(f"published SAC-1 FAS on the Gym v2 task: {published:.3f} (cadence uses Gymnasium v5)")
+    stem = ("fas_partial" if partial else "fas") + ("_mpc" if args.planner else "")
+    logged = f"; eval/{stem} logged to TensorBoard" if args.run_dir is not None and not partial else ""
+    console.print(f"wrote {out_dir / f'{stem}.json'} and {out_dir / f'{stem}.png'}{logged}")
+    if partial:
+        console.print(f"[yellow]note:[/yellow] ASL grid {','.join(map(str, grid))} is not the paper's 16-point grid "
+                      f"({','.join(map(str, ASL_GRID))}): this score is not a FAS comparable with the paper's, so it "
+                      f"was written to {stem}.json, not fas.json")
+
+
+# --- collect, config, plot, dashboard ------------------------------------------------------------------------------
+COLLECT_FLAGS = ("env", "kind", "size", "seed", "policy_seed", "policy_steps", "eval_every", "medium_fraction",
+                 "reference_episodes", "out", "threads")
+
+
 def cmd_collect(args: argparse.Namespace) -> None:
-    from cadence.collection import collect
+    from cadence.collection import CollectConfig, collect
     from cadence.replay import OfflineDataset
 
-    cfg = CollectConfig(env=args.env, kind=args.kind, size=args.size, seed=args.seed, policy_seed=args.policy_seed,
-                        policy_steps=args.policy_steps, eval_every=args.eval_every,
-                        medium_fraction=args.medium_fraction, reference_episodes=args.reference_episodes,
-                        record_reference=args.record_reference, out=args.out,
-                        threads=args.threads, progress=not args.no_progress)
+    given = {name: getattr(args, name) for name in COLLECT_FLAGS if getattr(args, name) is not None}
+    cfg = CollectConfig(**given, record_reference=args.record_reference, progress=not args.no_progress)
     path = collect(cfg, tuple(args.set))
     meta = OfflineDataset.load_hdf5(path).metadata
     console.print(f"[bold]{path}[/bold]: {meta.get('transitions')} transitions, {meta.get('episodes')} episodes, "
@@ -172,49 +378,20 @@ def cmd_collect(args: argparse.Namespace) -> None:
                       f"{meta['reference_episodes']} episodes" + (" (recorded)" if cfg.record_reference else ""))
 
 
-def fas_table(results: dict[str, FASResult], title: str = "Frequency-Averaged Score") -> Table:
-    """Mean return per ASL, one column per agent, with FAS in the last row."""
-    table = Table(title=title)
-    table.add_column("ASL", justify="right")
-    for label in results:
-        table.add_column(label, justify="right")
-    first = next(iter(results.values()))
-    for i, asl in enumerate(first.asl):
-        table.add_row(str(asl), *(f"{r.mean[i]:.1f} ± {r.std[i]:.1f}" for r in results.values()))
-    table.add_row("[bold]FAS", *(f"[bold]{r.fas:.3f}" for r in results.values()))
-    return table
-
-
-def cmd_eval_fas(args: argparse.Namespace) -> None:
-    from cadence.runs import evaluate_fas
-
-    planner = None
-    if args.planner:
-        planner = CEMConfig(horizon=args.horizon, samples=args.samples, iterations=args.iterations,
-                            elites=max(1, min(CEMConfig.elites, args.samples // 10)))
-    with console.status("FAS sweep") as status:
-        show = lambda asl, r: status.update(f"FAS sweep: ASL {asl} mean return {r.mean():.1f}")
-        result = evaluate_fas(args.run_dir, args.asl, args.episodes, args.seed, planner=planner,
-                              batched=False if args.sequential else None, on_asl=show)
-    console.print(fas_table({"MPC" if args.planner else "agent": result}, title=f"FAS on {result.env_id}"))
-    published = PUBLISHED_SAC_J_FAS.get(env_family(result.env_id), {}).get(1)
-    if published is not None:
-        console.print(f"published SAC-1 FAS on the Gym v2 task: {published:.3f} (cadence uses Gymnasium v5)")
-    suffix = "_mpc" if args.planner else ""
-    console.print(f"wrote {args.run_dir / f'fas{suffix}.json'} and {args.run_dir / f'fas{suffix}.png'}; "
-                  f"eval/fas{suffix} logged to TensorBoard")
-
-
 def cmd_config(args: argparse.Namespace) -> None:
+    from cadence.config import documented_toml
+    from cadence.recipes import recipe
+
     spec = recipe(args.algo)
-    for section, cls in (("train", spec.train_config_cls), ("agent", spec.config_cls)):
-        docs = field_docs(cls)
-        print(f"[{section}]")
-        values = to_dict(cls())
-        for f in dataclasses.fields(cls):
-            print(f"# {docs.get(f.name, '')}")
-            print(f"{f.name} = {values[f.name]!r}" if f.name in values else f"# {f.name} = (unset)")
-        print()
+    print(f"# {args.algo} defaults; edit, then: cadence train {args.algo} --config FILE\n")
+    print(documented_toml({"train": spec.train_config_cls, "agent": spec.config_cls}), end="")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from cadence.evaluation.plots import plot_runs
+
+    path = plot_runs(args.run_dirs, group=args.group, what=args.what, out=args.out)
+    console.print(f"wrote {path}")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
@@ -223,21 +400,40 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
                    check=False)
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "train": cmd_train, "eval": cmd_eval_fas, "collect": cmd_collect, "config": cmd_config, "plot": cmd_plot,
+    "dashboard": cmd_dashboard,
+}
+
+
+def _user_error(e: Exception) -> bool:
+    """An error that tells the user what to change: printed in one line, without a traceback."""
+    if isinstance(e, (ValueError, FileNotFoundError)):  # ConfigError and DatasetError are ValueErrors
+        return True
+    checkpoint = sys.modules.get("cadence.checkpoint")  # not imported: none of its errors can have been raised
+    return checkpoint is not None and isinstance(e, checkpoint.CheckpointError)
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout has left (``cadence config sac | head``): stop quietly, as Unix tools do."""
+    try:  # later writes (the flush at exit) go nowhere instead of failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, what the shell reports for a tool stopped by a closed pipe
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            cmd_train(args)
-        elif args.command == "eval":
-            cmd_eval_fas(args)
-        elif args.command == "collect":
-            cmd_collect(args)
-        elif args.command == "config":
-            cmd_config(args)
-        elif args.command == "dashboard":
-            cmd_dashboard(args)
-    except (ConfigError, CheckpointError, ValueError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
+        COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        return _stdout_gone()
+    except Exception as e:
+        if not _user_error(e):
+            raise
+        err_console.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
     return 0
 

@@ -7,6 +7,7 @@ A run's config is a set of named sections (for training: ``train`` and ``agent``
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 import types
@@ -120,17 +121,43 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def build(cls: type, data: Mapping[str, Any], section: str = "") -> Any:
-    """Build config dataclass ``cls`` from a mapping, checking keys and types."""
+    """Build config dataclass ``cls`` from a mapping, checking keys and types; errors name ``section.key``."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     prefix = f"{section}." if section else ""
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            valid = ", ".join(prefix + k for k in fields)
-            raise ConfigError(f"unknown config key {prefix}{key!s}; valid keys: {valid}")
+            raise unknown_key(f"{prefix}{key}", [prefix + k for k in fields])
         kwargs[key] = _coerce(value, hints[key], prefix + key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # the dataclass's own checks name the bare field: add its section
+        raise ConfigError(_with_section(str(e), prefix)) from None
+
+
+def _with_section(message: str, prefix: str) -> str:
+    """``invalid config value gamma=...`` -> ``invalid config value agent.gamma=...``."""
+    head = "invalid config value "
+    if not prefix or not message.startswith(head) or message.startswith(head + prefix):
+        return message
+    return head + prefix + message.removeprefix(head)
+
+
+def unknown_key(key: str, valid: typing.Sequence[str]) -> ConfigError:
+    """The error for an unknown ``key``: the close match among the ``section.name`` keys ``valid`` (by name within
+    the key's own section, if it names one of theirs), else the valid keys by section."""
+    section, _, name = key.rpartition(".")
+    same = {k.rpartition(".")[2]: k for k in valid if section and k.rpartition(".")[0] == section}
+    pool = same or {k: k for k in valid}
+    close = difflib.get_close_matches(name if same else key, list(pool), n=1, cutoff=0.6)
+    if close:
+        return ConfigError(f"unknown config key {key!r}; did you mean {pool[close[0]]}?")
+    by_section: dict[str, list[str]] = {}
+    for k in valid:
+        by_section.setdefault(k.rpartition(".")[0], []).append(k.rpartition(".")[2])
+    listed = "; ".join(f"[{s}] {', '.join(names)}" if s else ", ".join(names) for s, names in by_section.items())
+    return ConfigError(f"unknown config key {key!r}; valid keys: {listed}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -165,20 +192,30 @@ def load_sections(
             if name not in schema or not isinstance(values, dict):
                 raise ConfigError(f"unknown config section [{name}] in {path}; valid sections: {', '.join(schema)}")
             data[name].update(values)
-    all_keys = [f"{s}.{f.name}" for s, cls in schema.items() for f in dataclasses.fields(cls)]
     for text in overrides:
         key, value = parse_override(text)
-        if "." in key:
-            section, name = key.split(".", 1)
-        else:
-            owners = [s for s, cls in schema.items() if key in {f.name for f in dataclasses.fields(cls)}]
-            if len(owners) != 1:
-                raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(all_keys)}")
-            section, name = owners[0], key
-        if f"{section}.{name}" not in all_keys:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(all_keys)}")
+        section, name = _override_target(schema, key)
         data[section][name] = value
     return {name: build(cls, data[name], name) for name, cls in schema.items()}
+
+
+def _override_target(schema: Mapping[str, type], key: str) -> tuple[str, str]:
+    """``(section, name)`` of an override key: ``agent.batch_size``, or a bare name only one section has."""
+    names = {s: [f.name for f in dataclasses.fields(cls)] for s, cls in schema.items()}
+    if "." in key:
+        section, name = key.split(".", 1)
+        if name in names.get(section, ()):
+            return section, name
+        known = names.get(section)
+        valid = [f"{section}.{n}" for n in known] if known else [f"{s}.{n}" for s in names for n in names[s]]
+        raise unknown_key(key, valid)
+    owners = [s for s in schema if key in names[s]]
+    if len(owners) > 1:
+        raise ConfigError(f"config key {key!r} is in sections {' and '.join(owners)}; write "
+                          + " or ".join(f"{s}.{key}" for s in owners))
+    if not owners:
+        raise unknown_key(key, [f"{s}.{n}" for s in names for n in names[s]])
+    return owners[0], key
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -190,6 +227,28 @@ def to_dict(config: Any) -> dict[str, Any]:
             continue
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def toml_value(value: Any) -> str:
+    """One value as TOML text: ``true``, ``inf``, ``"Hopper-v5"``, ``[256, 256]`` (arrays on one line)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
+
+
+def documented_toml(schema: Mapping[str, type]) -> str:
+    """The defaults of a sectioned config as a TOML file, each key under its docstring in ``#`` comments
+    (a key without a default, None, is left commented out)."""
+    lines = []
+    for section, cls in schema.items():
+        lines.append(f"[{section}]")
+        docs, defaults = field_docs(cls), cls()
+        for f in dataclasses.fields(cls):
+            lines += [f"# {line.strip()}".rstrip() for line in docs.get(f.name, "").splitlines()]
+            value = getattr(defaults, f.name)
+            lines.append(f"# {f.name} = (unset)" if value is None else f"{f.name} = {toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def to_toml(sections: Mapping[str, Any]) -> str:

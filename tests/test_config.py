@@ -1,7 +1,10 @@
+import dataclasses
+import tomllib
+
 import pytest
 
 from cadence.agents import SACConfig
-from cadence.config import ConfigError, load_sections, read_toml, to_toml
+from cadence.config import ConfigError, documented_toml, load_sections, read_toml, to_toml, toml_value
 from cadence.loops import TrainConfig
 
 SCHEMA = {"train": TrainConfig, "agent": SACConfig}
@@ -21,6 +24,47 @@ def test_unknown_key_names_it_and_lists_valid_keys():
         load_sections(SCHEMA, overrides=["agent.batchsize=3"])
     with pytest.raises(ConfigError, match=r"unknown config key 'lr'"):
         load_sections(SCHEMA, overrides=["lr=3"])
+
+
+@pytest.mark.parametrize("key, hint", [
+    ("agent.batchsize", "did you mean agent.batch_size?"),
+    ("batchsize", "did you mean agent.batch_size?"),
+    ("agnt.gamma", "did you mean agent.gamma?"),
+    ("train.evalevery", "did you mean train.eval_every?"),
+    ("agent.nope", "valid keys: [agent] hidden_sizes, actor_lr,"),
+])
+def test_unknown_key_suggests_the_close_match(key, hint):
+    with pytest.raises(ConfigError) as err:
+        load_sections(SCHEMA, overrides=[f"{key}=3"])
+    assert f"unknown config key {key!r}; {hint}" in str(err.value)
+    assert "did you mean" in hint or "[train]" not in str(err.value)  # only the named section's keys
+
+
+def test_a_bare_key_in_two_sections_must_name_one():
+    @dataclasses.dataclass(frozen=True)
+    class A:
+        x: int = 1
+
+    with pytest.raises(ConfigError, match="'x' is in sections a and b; write a.x or b.x"):
+        load_sections({"a": A, "b": A}, overrides=["x=2"])
+
+
+def test_invalid_values_name_their_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"^invalid config value agent\.gamma=1\.5: must be in \[0, 1\]$"):
+        load_sections(SCHEMA, overrides=["agent.gamma=1.5"])
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\ntotal_steps = 0\n")
+    with pytest.raises(ConfigError, match=r"invalid config value train\.total_steps=0: must be > 0"):
+        load_sections(SCHEMA, toml_path=path)
+
+
+def test_documented_toml_is_valid_toml_of_the_defaults():
+    assert [toml_value(v) for v in (True, float("inf"), (256, 256), "cpu", 3e-4)] == \
+        ["true", "inf", "[256, 256]", '"cpu"', "0.0003"]
+    text = documented_toml(SCHEMA)
+    assert "# steps (parameters, optimiser states" in text  # every line of a long docstring is a comment
+    assert "# target_entropy = (unset)" in text
+    assert load_sections(SCHEMA, base=tomllib.loads(text)) == load_sections(SCHEMA)
 
 
 @pytest.mark.parametrize("override, message", [

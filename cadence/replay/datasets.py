@@ -250,5 +250,21 @@ def load_dataset(name: str | os.PathLike, obs_shape: tuple[int, ...] | None = No
     file = dataset_file(text)
     if file.is_file():
         return OfflineDataset.load_hdf5(file, obs_shape, act_shape)
-    raise DatasetError(file, None, f"no data set named {text!r} (not a path, and not generated yet: create it with "
-                       f"`cadence collect --env <Env>-v5 --kind <kind>`, or use d4rl:NAME or minari:ID)")
+    raise DatasetError(file, None, f"no data set named {text!r} (not a path, and not generated yet); "
+                       f"{available_hint()}")
+
+
+def available_datasets() -> list[str]:
+    """The names :func:`load_dataset` accepts for the data sets on this machine: cadence's own in :func:`data_dir`
+    (``hopper-medium``) and D4RL's files in :func:`d4rl_dir` (``d4rl:hopper-medium-v2``)."""
+    own = sorted(p.name.removesuffix("-v5.hdf5") for p in data_dir().glob("*-v5.hdf5"))
+    return own + sorted(f"d4rl:{p.stem}" for p in d4rl_dir().glob("*.hdf5"))
+
+
+def available_hint() -> str:
+    """The data sets there are, or how to make one."""
+    names = available_datasets()
+    if names:
+        return f"available data sets: {', '.join(names)} (or a file path, d4rl:NAME or minari:ID)"
+    return (f"there are no data sets in {data_dir()} or {d4rl_dir()} yet; make one with "
+            "`cadence collect --env Hopper-v5 --kind medium`, or pass a file path, d4rl:NAME or minari:ID")

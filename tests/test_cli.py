@@ -1,0 +1,261 @@
+"""The command line as a new user meets it: help, config files, errors, eval fas and plot."""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from rich.console import Console
+
+import cadence
+from cadence import cli
+from cadence.cli import main
+from cadence.evaluation.fas import ASL_GRID, FASResult
+from cadence.recipes import RECIPES
+from cadence.replay import DatasetError, load_dataset
+from cadence.runs import resolve_config
+
+
+@pytest.fixture
+def wide(monkeypatch):
+    """A console wide enough that no printed path is wrapped."""
+    monkeypatch.setattr(cli, "console", Console(width=1000))
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """runs.train that starts (calls on_start) and returns at once; records its calls."""
+    calls = []
+
+    def train(algo, sections, run_dir, *, resume=False, on_start=None):
+        calls.append((algo, sections))
+        on_start(Path(run_dir))
+        return SimpleNamespace(step=10, episodes=1, evals=[(10, 1.0)])
+
+    monkeypatch.setattr("cadence.runs.train", train)
+    return calls
+
+
+@pytest.fixture
+def data_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CADENCE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
+    return tmp_path / "data", tmp_path / "d4rl"
+
+
+def test_static_names_match_the_library():
+    from cadence.collection import KINDS
+
+    assert set(cli.ALGOS) == set(RECIPES)
+    assert cli.COLLECT_KINDS == KINDS
+
+
+# --- cadence config -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("algo", sorted(RECIPES))
+def test_config_prints_a_valid_toml_file_of_the_defaults(algo, tmp_path, capsys):
+    assert main(["config", algo]) == 0
+    text = capsys.readouterr().out
+    tomllib.loads(text)
+    path = tmp_path / "my.toml"
+    path.write_text(text)
+    assert resolve_config(algo, config_file=path) == resolve_config(algo)
+
+
+@pytest.mark.parametrize("reader", ["head -1", "true"])
+def test_config_into_a_closed_pipe_is_quiet(reader):
+    command = f"{shlex.quote(sys.executable)} -m cadence.cli config srl | {reader}"
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert done.stderr == ""
+    if reader.startswith("head"):
+        assert done.stdout.startswith("# srl defaults")
+
+
+# --- help ----------------------------------------------------------------------------------------------------------
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom cadence.cli import main\n"
+            "for argv in (['--help'], ['train', '--help'], ['eval', 'fas', '--help'], ['--version']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch imported:', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("torch imported: False")
+
+
+def test_help_is_plain_text_and_there_is_a_version(capsys):
+    assert "``" not in cli.build_parser().format_help()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"cadence {cadence.__version__}"
+
+
+def test_train_algo_help_lists_its_config_keys(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert all(algo in out for algo in RECIPES) and "agent.batch_size" not in out
+    with pytest.raises(SystemExit):
+        main(["train", "sac", "--help"])
+    out = capsys.readouterr().out
+    assert "--total-steps" in out and "agent.action_repeat = 1" in out
+    assert "agent.batch_size = 256" in out and "Transitions per gradient step." in out
+    assert "train.stop_return = inf" in out and "train.progress = true" in out
+    with pytest.raises(SystemExit):
+        main(["train", "mopo", "--help"])
+    out = capsys.readouterr().out
+    assert 'train.dataset = "hopper-medium"' in out and "agent.penalty_coef" in out
+    assert "agent.sequence_length" not in out
+
+
+def _actions(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _actions(sub)
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield parser.prog, action
+
+
+def test_every_flag_has_help():
+    missing = [f"{prog} {action.dest}" for prog, action in _actions(cli.build_parser()) if not action.help]
+    assert not missing
+
+
+# --- train errors ---------------------------------------------------------------------------------------------------
+def test_run_folder_is_printed_once_the_run_starts(tmp_path, capsys, fake_train, wide):
+    assert main(["train", "sac", "--run-dir", str(tmp_path / "r")]) == 0
+    assert f"run folder {tmp_path / 'r'}" in capsys.readouterr().out
+
+
+def test_no_run_folder_is_printed_before_an_error(tmp_path, capsys):
+    assert main(["train", "sac", "--env", "Hoper-v5", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "run folder" not in capsys.readouterr().out and not (tmp_path / "x").exists()
+
+
+def test_offline_algos_require_a_dataset(tmp_path, capsys, data_dirs, fake_train):
+    own, d4rl = data_dirs
+    assert main(["train", "mopo", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset" in err and "cadence collect --env Hopper-v5 --kind medium" in err and not fake_train
+    own.mkdir()
+    d4rl.mkdir()
+    (own / "walker-medium-v5.hdf5").touch()
+    (d4rl / "hopper-medium-v2.hdf5").touch()
+    assert main(["train", "mobile", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "available data sets: walker-medium, d4rl:hopper-medium-v2" in capsys.readouterr().err
+    # named by --dataset, --set or the --config file: accepted
+    assert main(["train", "mopo", "--dataset", "walker-medium", "--run-dir", str(tmp_path / "a")]) == 0
+    assert main(["train", "mopo", "--set", "train.dataset=walker-medium", "--run-dir", str(tmp_path / "b")]) == 0
+    config = tmp_path / "mopo.toml"
+    config.write_text('[train]\ndataset = "walker-medium"\n')
+    assert main(["train", "mopo", "--config", str(config), "--run-dir", str(tmp_path / "c")]) == 0
+    assert [s["train"].dataset for _, s in fake_train] == ["walker-medium"] * 3
+
+
+def test_a_missing_dataset_lists_the_ones_there_are(data_dirs):
+    own, _ = data_dirs
+    with pytest.raises(DatasetError, match=r"no data sets in .* yet; make one with `cadence collect --env Hopper-v5"):
+        load_dataset("hopper-medium")
+    own.mkdir()
+    (own / "hopper-random-v5.hdf5").touch()
+    with pytest.raises(DatasetError, match=r"no data set named 'hopper-medium'.*available data sets: hopper-random"):
+        load_dataset("hopper-medium")
+
+
+def test_set_errors_name_the_key(tmp_path, capsys):
+    assert main(["train", "sac", "--set", "agent.batchsize=3", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "did you mean agent.batch_size?" in capsys.readouterr().err
+    assert main(["train", "sac", "--set", "agent.gamma=1.5", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "invalid config value agent.gamma=1.5" in capsys.readouterr().err
+
+
+def test_errors_print_brackets_literally(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[critic]\nx = 1\n")
+    assert main(["train", "sac", "--config", str(bad)]) == 2
+    assert "unknown config section [critic]" in capsys.readouterr().err
+
+
+# --- eval fas -------------------------------------------------------------------------------------------------------
+def _fake_result(grid) -> FASResult:
+    return FASResult("InvertedPendulum-v5", list(grid), [[1.0, 2.0] for _ in grid], 0.5, 1000.0, 0.0)
+
+
+@pytest.fixture
+def fake_fas(monkeypatch):
+    calls = []
+
+    def evaluate_fas(run_dir, asl_grid, episodes, seed, planner=None, batched=None, on_asl=None):
+        calls.append((tuple(asl_grid), planner))
+        return _fake_result(asl_grid)
+
+    monkeypatch.setattr("cadence.runs.evaluate_fas", evaluate_fas)
+    return calls
+
+
+def test_eval_fas_checks_its_arguments_first(tmp_path, capsys):
+    for asl, message in (("1,40", "--asl 1,40: ASL 40 is outside FAS's grid 1..30"),
+                         ("0,2", "--asl 0,2: ASL values must be integers >= 1"),
+                         ("4,2", "--asl 4,2: the ASL grid must be strictly increasing")):
+        assert main(["eval", "fas", str(tmp_path), "--asl", asl]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["eval", "fas"]) == 2
+    assert "exactly one of RUN_DIR" in capsys.readouterr().err
+    assert main(["eval", "fas", str(tmp_path), "--sb3", "m.zip", "--env", "Hopper-v5"]) == 2
+    assert "exactly one of RUN_DIR" in capsys.readouterr().err
+    assert main(["eval", "fas", "--sb3", "m.zip"]) == 2
+    assert "--sb3 needs --env" in capsys.readouterr().err
+
+
+def test_eval_fas_names_the_files_it_wrote(tmp_path, capsys, fake_fas, wide):
+    assert main(["eval", "fas", str(tmp_path), "--asl", "1,2,4"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'fas_partial.json'} and {tmp_path / 'fas_partial.png'}" in out
+    assert "not a FAS comparable with the paper's" in out and "16-point grid" in out and "TensorBoard" not in out
+    assert main(["eval", "fas", str(tmp_path), "--asl", "1,2", "--planner", "--samples", "20"]) == 0
+    assert f"wrote {tmp_path / 'fas_partial_mpc.json'}" in capsys.readouterr().out
+    assert fake_fas[-1][1].samples == 20 and fake_fas[-1][1].elites == 2
+    assert main(["eval", "fas", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'fas.json'} and {tmp_path / 'fas.png'}" in out and "comparable" not in out
+    assert fake_fas[-1] == (ASL_GRID, None)
+
+
+def test_eval_fas_of_an_sb3_model(tmp_path, capsys, wide):
+    pytest.importorskip("cadence.agents.sb3")
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    model = tmp_path / "pendulum.zip"
+    SAC("MlpPolicy", gym.make("InvertedPendulum-v5"), buffer_size=100, seed=0).save(model)
+    assert main(["eval", "fas", "--sb3", str(model), "--env", "InvertedPendulum-v5", "--asl", "1,2",
+                 "--episodes", "1"]) == 0
+    out = capsys.readouterr().out
+    written = tmp_path / "pendulum_fas" / "fas_partial.json"
+    assert f"wrote {written}" in out and "SB3-SAC" in out
+    assert json.loads(written.read_text())["label"] == "SB3-SAC"
+    assert main(["eval", "fas", "--sb3", str(model), "--env", "Hopper-v5", "--asl", "1"]) == 2
+    assert "does not fit Hopper-v5" in capsys.readouterr().err
+
+
+# --- plot -----------------------------------------------------------------------------------------------------------
+def test_plot_runs(tmp_path, capsys, wide):
+    if not hasattr(pytest.importorskip("cadence.evaluation.plots"), "plot_runs"):
+        pytest.skip("cadence.evaluation.plots.plot_runs is not written yet")
+    runs = []
+    for seed in (1, 2):
+        run = tmp_path / f"sac_s{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"algo": "sac", "env": "InvertedPendulum-v5", "seed": seed,
+                                                      "steps": 100, "evals": [[50, 1.0 + seed], [100, 5.0]]}))
+        runs.append(str(run))
+    out = tmp_path / "curves.png"
+    assert main(["plot", *runs, "--group", "algo", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0 and f"wrote {out}" in capsys.readouterr().out
+    assert main(["plot", *runs, "--what", "fas"]) == 2
+    assert "no full FAS sweep yet" in capsys.readouterr().err
+    assert main(["plot", *runs, "--group", "colour"]) == 2
+    assert "group must be one of" in capsys.readouterr().err
