@@ -430,12 +430,24 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not at exit
     except BrokenPipeError:
         return _stdout_gone()
+    except KeyboardInterrupt as e:  # a run's RunInterrupted names its checkpoint; a second Ctrl-C wrote none
+        said = str(e) or "interrupted again before the checkpoint: nothing was written for the current step"
+        err_console.print(f"[yellow]stopped:[/yellow] {escape(said)}")
+        return 130
     except Exception as e:
+        if _run_failure(e):  # a diverged loss or a failing hook: the run stopped, its last checkpoint is kept
+            err_console.print(f"[red]run stopped:[/red] {escape(str(e))}")
+            return 1
         if not _user_error(e):
             raise
         err_console.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
     return 0
+
+
+def _run_failure(e: Exception) -> bool:
+    loops = sys.modules.get("cadence.loops")
+    return loops is not None and isinstance(e, (loops.TrainingDiverged, loops.HookError))
 
 
 if __name__ == "__main__":

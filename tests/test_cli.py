@@ -259,3 +259,28 @@ def test_plot_runs(tmp_path, capsys, wide):
     assert "no full FAS sweep yet" in capsys.readouterr().err
     assert main(["plot", *runs, "--group", "colour"]) == 2
     assert "group must be one of" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_training_saves_and_exits_130(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from cadence.loops.common import PeriodicLog
+
+    real_call, sent = PeriodicLog.__call__, []
+
+    def send_sigint(self, state, metrics):  # Ctrl-C once, at step 120
+        real_call(self, state, metrics)
+        if state.step >= 120 and not sent:
+            sent.append(state.step)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(PeriodicLog, "__call__", send_sigint)
+    run = tmp_path / "run"
+    code = main(["train", "sac", "--env", "InvertedPendulum-v5", "--total-steps", "400", "--run-dir", str(run),
+                 "--no-progress", "--set", "agent.learning_starts=50", "--set", "agent.hidden_sizes=[16, 16]",
+                 "--set", "agent.batch_size=16", "--set", "train.torch_threads=1"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "SIGINT at step" in err and f"--resume {run}" in err and "Traceback" not in err
+    assert main(["train", "sac", "--resume", str(run), "--no-progress"]) == 0
