@@ -70,6 +70,7 @@ def close_run(algo: str, sections: dict[str, Any], run_dir: Path, state: TrainSt
                "episodes": state.episodes, "final_eval_return": state.evals[-1][1], "evals": state.evals,
                "stopped_early": state.step < train_cfg.total_steps}
     write_metrics(run_dir, metrics)
+    _set_aside_stale_sweeps(run_dir, state.step)
     agent_cfg = sections["agent"]
     interval = getattr(agent_cfg, "sequence_length", getattr(agent_cfg, "action_repeat", 1))
     flat = {f"{name}.{k}": v for name, cfg in sections.items() for k, v in to_dict(cfg).items()}
@@ -80,3 +81,24 @@ def close_run(algo: str, sections: dict[str, Any], run_dir: Path, state: TrainSt
     logger.hparams({**leading, **flat}, list(dict.fromkeys(tags)))
     logger.close()
     return state
+
+
+def _set_aside_stale_sweeps(run_dir: Path, step: int) -> None:
+    """A run extended past the step its FAS sweeps were made at no longer has that policy: rename the sweeps'
+    files to ``<name>_at_<steps>_steps.*`` and drop their values from metrics.json (``cadence eval fas`` again)."""
+    stale: list[str] = []
+    for path in sorted(run_dir.glob("fas*.json")):
+        swept = json.loads(path.read_text()).get("trained_steps")
+        if swept is None or swept == step or "_at_" in path.stem:
+            continue
+        for suffix in (".json", ".png"):
+            old = path.with_suffix(suffix)
+            if old.exists():
+                old.replace(run_dir / f"{path.stem}_at_{swept}_steps{suffix}")
+        stale.append(path.stem)
+    if stale:
+        metrics = read_metrics(run_dir)
+        for name in stale:
+            metrics.pop(name, None)
+            metrics.pop(f"{name}_logged_step", None)
+        atomic_write_json(run_dir / METRICS_FILE, metrics)

@@ -205,7 +205,12 @@ def test_cli_train_then_eval_fas(tmp_path, capsys):
     assert "outside FAS's grid 1..30" in capsys.readouterr().err
     # resuming a finished run with a larger budget continues it
     assert main(["train", "sac", "--resume", str(run), "--total-steps", "400", "--no-progress"]) == 0
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 400
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 400
+    # the sweep of the 300-step policy is set aside, not left to describe the extended run
+    assert not (run / "fas.json").exists() and "fas" not in metrics
+    assert json.loads((run / "fas_at_300_steps.json").read_text())["fas"] == pytest.approx(fas["fas"])
+    assert (run / "fas_at_300_steps.png").is_file()
     # flags that would change the run are refused on resume, not silently ignored
     assert main(["train", "sac", "--resume", str(run), "--run-dir", str(tmp_path / "other"), "--morec"]) == 2
     assert "drop --run-dir, --morec" in capsys.readouterr().err
