@@ -13,7 +13,8 @@ CUSTOM_SCALARS_LAYOUT = {
     "returns": {
         "episode and evaluation return": ["Multiline", ["train/episode_return", "eval/return"]],
         "frequency-averaged score": ["Multiline", ["eval/fas"]],
-        "return against action-sequence length (at the trained step)": ["Multiline", ["fas/return_asl.*"]],
+        "return against action-sequence length (x axis: ASL)": ["Multiline", ["fas/return_by_asl"]],
+        "return at each action-sequence length (x axis: trained step)": ["Multiline", ["fas/return_asl.*"]],
         "evaluation at the training decision interval": ["Multiline", ["eval/return_asl.*"]],
     },
     "learning": {

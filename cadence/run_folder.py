@@ -73,9 +73,11 @@ def close_run(algo: str, sections: dict[str, Any], run_dir: Path, state: TrainSt
     _set_aside_stale_sweeps(run_dir, state.step)
     agent_cfg = sections["agent"]
     interval = getattr(agent_cfg, "sequence_length", getattr(agent_cfg, "action_repeat", 1))
-    flat = {f"{name}.{k}": v for name, cfg in sections.items() for k, v in to_dict(cfg).items()}
-    # the columns a reader compares first, then the whole config
-    leading = {"algo": algo, "env": env_id, "seed": train_cfg.seed, "decision_interval": interval}
+    # TensorBoard orders HParams columns by name: capitals put the four a reader compares first ahead of the
+    # settings that differ from their defaults (config.toml keeps the whole config)
+    leading = {"Algo": algo, "Env": env_id, "Seed": train_cfg.seed, "J (decision interval)": interval}
+    flat = {f"{name}.{k}": v for name, cfg in sections.items() for k, v in to_dict(cfg).items()
+            if k not in ("env", "seed") and to_dict(type(cfg)()).get(k) != v}
     tags = ["eval/return", *state.last_evaluation.keys(), "eval/fas"]
     logger = RunLogger(run_dir)
     logger.hparams({**leading, **flat}, list(dict.fromkeys(tags)))
@@ -91,10 +93,13 @@ def _set_aside_stale_sweeps(run_dir: Path, step: int) -> None:
         swept = json.loads(path.read_text()).get("trained_steps")
         if swept is None or swept == step or "_at_" in path.stem:
             continue
-        for suffix in (".json", ".png"):
-            old = path.with_suffix(suffix)
-            if old.exists():
-                old.replace(run_dir / f"{path.stem}_at_{swept}_steps{suffix}")
+        stem, at = path.stem, f"_at_{swept}_steps"
+        # the files, and the TensorBoard sub-run of the curve
+        moves = {f"{stem}.json": f"{stem}{at}.json", f"{stem}.png": f"{stem}{at}.png",
+                 f"{stem}_by_asl": f"{stem}_by_asl{at}"}
+        for old, new in moves.items():
+            if (run_dir / old).exists():
+                (run_dir / old).replace(run_dir / new)
         stale.append(path.stem)
     if stale:
         metrics = read_metrics(run_dir)

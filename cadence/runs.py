@@ -231,9 +231,19 @@ def check_fas_grid(asl_grid: Sequence[int]) -> tuple[int, ...]:
 
 
 def log_fas(run_dir: Path, result: FASResult, step: int, suffix: str, plot: Path) -> None:
-    """``eval/fas``, one scalar per ASL and the return-against-ASL figure, at the run's trained step."""
+    """``eval/fas``, one scalar per ASL and the return-against-ASL figure, at the run's trained step; and the
+    curve itself as ``fas/return_by_asl`` whose x axis ("step") is the ASL, in the sub-run ``fas_by_asl/``, which
+    holds the latest sweep only (TensorBoard then draws one line per run: SRL against SAC at a glance)."""
+    import shutil
+
     import matplotlib.image
 
+    curve = run_dir / f"fas{suffix}_by_asl"
+    shutil.rmtree(curve, ignore_errors=True)
+    curve_logger = RunLogger(curve)
+    for asl, mean in zip(result.asl, result.mean, strict=True):
+        curve_logger.scalars({f"fas{suffix}/return_by_asl": float(mean)}, int(asl))
+    curve_logger.close()
     logger = RunLogger(run_dir)
     logger.scalars({f"eval/fas{suffix}": result.fas}, step)
     logger.scalars({f"fas{suffix}/return_asl{a:02d}": float(m) for a, m in zip(result.asl, result.mean, strict=True)},

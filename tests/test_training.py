@@ -51,7 +51,9 @@ def test_run_folder_contents(tmp_path):
 
     plugin = events.summary_metadata["_hparams_/experiment"].plugin_data.content
     experiment = plugin_data_pb2.HParamsPluginData.FromString(plugin).experiment
-    assert [h.name for h in experiment.hparam_infos][:4] == ["algo", "env", "seed", "decision_interval"]
+    names = [h.name for h in experiment.hparam_infos]
+    assert sorted(names)[:4] == ["Algo", "Env", "J (decision interval)", "Seed"]  # the first columns, by name
+    assert "agent.batch_size" in names and "agent.gamma" not in names  # settings changed from their defaults
     assert [m.name.tag for m in experiment.metric_infos] == ["eval/return", "eval/fas"]
     deploy = load_checkpoint(run, "agent.pt")
     assert "buffer" not in deploy and "critic" not in deploy["agent"]
@@ -201,6 +203,9 @@ def test_cli_train_then_eval_fas(tmp_path, capsys):
     assert [e.step for e in events.Scalars("fas/return_asl30")] == [300]
     assert events.Scalars("fas/return_asl01")[0].value == pytest.approx(fas["mean_return"][0])
     assert "fas/return_vs_asl" in events.Tags()["images"]
+    curve = EventAccumulator(str(run / "fas_by_asl"))  # the curve itself, x = ASL, the latest sweep only
+    curve.Reload()
+    assert [e.step for e in curve.Scalars("fas/return_by_asl")] == [1, *range(2, 31, 2)]
     assert main(["eval", "fas", str(run), "--asl", "1,40"]) == 2
     assert "outside FAS's grid 1..30" in capsys.readouterr().err
     # resuming a finished run with a larger budget continues it
@@ -210,7 +215,7 @@ def test_cli_train_then_eval_fas(tmp_path, capsys):
     # the sweep of the 300-step policy is set aside, not left to describe the extended run
     assert not (run / "fas.json").exists() and "fas" not in metrics
     assert json.loads((run / "fas_at_300_steps.json").read_text())["fas"] == pytest.approx(fas["fas"])
-    assert (run / "fas_at_300_steps.png").is_file()
+    assert (run / "fas_at_300_steps.png").is_file() and (run / "fas_by_asl_at_300_steps").is_dir()
     # flags that would change the run are refused on resume, not silently ignored
     assert main(["train", "sac", "--resume", str(run), "--run-dir", str(tmp_path / "other"), "--morec"]) == 2
     assert "drop --run-dir, --morec" in capsys.readouterr().err
