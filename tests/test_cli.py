@@ -262,6 +262,16 @@ def test_plot_runs(tmp_path, capsys, wide):
 
 
 def test_ctrl_c_during_training_saves_and_exits_130(tmp_path, monkeypatch, capsys):
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a shell, even under a CI job
+    try:
+        _ctrl_c_run(tmp_path, monkeypatch, capsys)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_run(tmp_path, monkeypatch, capsys):
     import os
     import signal
 

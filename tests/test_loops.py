@@ -220,8 +220,19 @@ def test_checkpoint_round_trips_numpy_generator_and_physics_states(tmp_path):
     np.random.set_state(back["rng"]["numpy"])
 
 
+@pytest.fixture
+def interactive_signals():
+    """SIGINT and SIGTERM as in an interactive shell (a background CI job inherits SIGINT ignored, and the loop
+    leaves an ignored signal alone), restored afterwards."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    before = {s: signal.signal(s, h) for s, h in defaults.items()}
+    yield defaults
+    for s, h in before.items():
+        signal.signal(s, h)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_checkpoints_the_step_and_the_run_resumes_exactly(tmp_path, signum):
+def test_a_signal_checkpoints_the_step_and_the_run_resumes_exactly(tmp_path, signum, interactive_signals):
     full = train("sac", tiny_sac(), tmp_path / "full")
 
     def signal_at_230(state):
@@ -231,11 +242,24 @@ def test_a_signal_checkpoints_the_step_and_the_run_resumes_exactly(tmp_path, sig
     with pytest.raises(RunInterrupted, match=rf"{signal.Signals(signum).name} at step 230: checkpoint written"):
         train("sac", tiny_sac(), tmp_path / "cut", callbacks=[signal_at_230])
     assert load_checkpoint(tmp_path / "cut")["counters"]["step"] == 230  # mid-episode, not the last periodic one
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are restored
+    assert signal.getsignal(signum) is interactive_signals[signum]  # the handler is put back
     resumed = train("sac", tiny_sac(), tmp_path / "cut", resume=True)
     assert (resumed.step, resumed.episodes, resumed.evals) == (full.step, full.episodes, full.evals)
     a, b = load_checkpoint(tmp_path / "full")["agent"]["actor"], load_checkpoint(tmp_path / "cut")["agent"]["actor"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path, interactive_signals):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
+    seen = []
+
+    def sigint_at_100(state):
+        if state.step == 100:
+            os.kill(os.getpid(), signal.SIGINT)
+        seen.append(signal.getsignal(signal.SIGINT))
+
+    assert train("sac", tiny_sac(200), tmp_path / "bg", callbacks=[sigint_at_100]).step == 200
+    assert set(seen) == {signal.SIG_IGN}
 
 
 def test_a_folder_with_a_dead_runs_events_is_refused(tmp_path):

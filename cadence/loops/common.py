@@ -115,7 +115,9 @@ def stop_signals() -> Iterator[dict[str, str]]:
             raise KeyboardInterrupt
         caught["signal"] = signal.Signals(signum).name
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the process ignores (SIGINT of a background job under nohup) stays ignored
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield caught
     finally:
