@@ -17,12 +17,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-#: file name -> TensorBoard URL fragment
+#: file name -> (TensorBoard URL fragment, window size); smoothing off, so curves show the measured points
 VIEWS = {
-    "fas_return_per_asl_scalars.png": "#scalars&tagFilter=fas%2Freturn_asl(01%7C08%7C16%7C30)",
-    "fas_return_vs_asl_image.png": "#images&tagFilter=return_vs_asl",
-    "hparams_fas.png": "#hparams",
-    "eval_returns.png": "#scalars&tagFilter=eval%2F",
+    "fas_return_by_asl_scalars.png": ("#scalars&_smoothingWeight=0&tagFilter=fas%2Freturn_by_asl", "1500,900"),
+    "fas_return_vs_asl_image.png": ("#images&tagFilter=return_vs_asl", "1500,1000"),
+    "hparams_fas.png": ("#hparams", "2300,600"),
+    "eval_returns.png": ("#scalars&_smoothingWeight=0&tagFilter=eval%2F", "1500,1000"),
 }
 
 
@@ -50,7 +50,6 @@ def main() -> None:
     parser.add_argument("--logdir", type=Path, default=Path("runs/demo"), help="runs folder to show")
     parser.add_argument("--out", type=Path, default=Path("docs/tensorboard"), help="where the PNGs go")
     parser.add_argument("--port", type=int, default=6077, help="TensorBoard port (localhost only)")
-    parser.add_argument("--size", default="1500,1000", help="browser window, width,height")
     args = parser.parse_args()
     if not args.logdir.is_dir():
         raise SystemExit(f"no runs in {args.logdir}: run `make demo` first")
@@ -62,10 +61,10 @@ def main() -> None:
     base = f"http://127.0.0.1:{args.port}/"
     try:
         wait_for(base)
-        for name, fragment in VIEWS.items():
+        for name, (fragment, size) in VIEWS.items():
             path = args.out / name
             subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            f"--window-size={args.size}", "--virtual-time-budget=20000",
+                            f"--window-size={size}", "--virtual-time-budget=20000",
                             f"--screenshot={path.resolve()}", base + fragment],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
             print(f"wrote {path}")
