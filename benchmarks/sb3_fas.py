@@ -8,7 +8,7 @@ its FAS is comparable with SAC-1's in ``srl_fas.json`` (0.025-0.071 over 3 seeds
 InvertedPendulum-v5). Writes ``benchmarks/results/sb3_fas.json`` (per env) and ``sb3_fas_<env>.png`` with
 cadence's stored SAC-1 mean return per ASL beside SB3's.
 
-    python benchmarks/sb3_fas.py --env InvertedPendulum-v5 --steps 20000 --seed 1
+    python benchmarks/sb3_fas.py --env InvertedPendulum-v5 --steps 20000 --seeds 1 2 3
     python benchmarks/sb3_fas.py --env InvertedPendulum-v5 --plot-only
 """
 
@@ -65,27 +65,34 @@ def cadence_sac1(env_id: str) -> tuple[FASResult, dict] | None:
 
 
 def plot(env_id: str) -> Path:
-    """SB3 SAC's return against ASL (±1 std over its episodes) beside cadence SAC-1's stored seeds."""
-    ours = json.loads((RESULTS / "sb3_fas.json").read_text())[env_id]
-    results = {f"SB3 SAC, seed {ours['seed']}": FASResult(env_id, ours["asl"], ours["returns"], ours["fas"],
-                                                          ours["r_max"], ours["shift"])}
-    bands = {next(iter(results)): f"±1 std over {ours['episodes']} episodes"}
+    """SB3 SAC's return against ASL (mean over its seeds) beside cadence SAC-1's stored seeds."""
+    entry = json.loads((RESULTS / "sb3_fas.json").read_text())[env_id]
+    runs = entry["per_seed"]
+    first = next(iter(runs.values()))
+    if len(runs) == 1:
+        ours = FASResult(env_id, first["asl"], first["returns"], first["fas"], first["r_max"], first["shift"])
+        band = f"±1 std over {first['episodes']} episodes"
+    else:
+        returns = np.asarray([r["mean_return"] for r in runs.values()]).T.tolist()  # [asl, seed]
+        ours = FASResult(env_id, first["asl"], returns, entry["fas_mean"], first["r_max"], first["shift"])
+        band = f"±1 std over the {len(runs)} seeds' mean returns"
+    label = f"SB3 SAC, seeds {', '.join(runs)}"
+    results, bands = {label: ours}, {label: band}
     stored = cadence_sac1(env_id)
     if stored is not None:
         result, info = stored
-        label = f"cadence SAC-1, mean of seeds {', '.join(info['seeds'])} (srl_fas.json)"
-        results[label] = result
-        bands[label] = f"±1 std over the {len(info['seeds'])} seeds' mean returns"
+        cadence_label = f"cadence SAC-1, seeds {', '.join(info['seeds'])} (srl_fas.json)"
+        results[cadence_label] = result
+        bands[cadence_label] = f"±1 std over the {len(info['seeds'])} seeds' mean returns"
     return plot_fas(results, RESULTS / f"sb3_fas_{env_id}.png", band=bands,
-                    title=f"{env_id}: SB3 SAC (1 seed) against cadence SAC-1 ({len(stored[1]['seeds'])} seeds), "
-                          f"{ours['steps']:,} env steps each,\n{ours['episodes']} episodes per ASL"
-                    if stored else f"{env_id}: SB3 SAC, {ours['steps']:,} env steps, {ours['episodes']} episodes")
+                    title=f"{env_id}: SB3 SAC ({len(runs)} seeds) against cadence SAC-1, {first['steps']:,} env "
+                          f"steps each,\n{first['episodes']} episodes per ASL; FAS of the mean curves")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--env", default="InvertedPendulum-v5")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="seeds to train and sweep (kept per seed)")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--episodes", type=int, default=10, help="FAS episodes per ASL")
     parser.add_argument("--threads", type=int, default=2)
@@ -97,6 +104,14 @@ def main() -> None:
         print(f"wrote {plot(args.env)}")
         return
     torch.set_num_threads(args.threads)
+    for seed in args.seeds:
+        run_seed(args, seed)
+    print(f"wrote {RESULTS / 'sb3_fas.json'} and {plot(args.env)}")
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> None:
+    """Train (or reuse) one SB3 SAC model, sweep it, and record it under its seed."""
+    args.seed = seed
     out_dir = args.runs / f"sb3_sac_{args.env}_s{args.seed}_{args.steps}"
     model_path = out_dir / "model.zip"
     learning_starts = LEARNING_STARTS.get(args.env, 100)
@@ -126,17 +141,21 @@ def main() -> None:
         "asl1_return": float(result.mean[0]), "sweep_s": sweep_s,
         "cadence_sac1_srl_fas": stored[1] if stored else None,
     }
+    path = RESULTS / "sb3_fas.json"
+    entry = json.loads(path.read_text()).get(args.env, {}) if path.is_file() else {}
+    per_seed = entry.get("per_seed", {})
+    previous = per_seed.get(str(seed), {})
     if train_s is not None:
         summary["train_s"] = train_s
-    else:  # keep the training time of the run that made the model
-        path = RESULTS / "sb3_fas.json"
-        previous = json.loads(path.read_text()).get(args.env, {}) if path.is_file() else {}
-        if previous.get("model") == str(model_path) and "train_s" in previous:
-            summary["train_s"] = previous["train_s"]
-    merge_result("sb3_fas", args.env, summary)
-    print(f"wrote {RESULTS / 'sb3_fas.json'} and {plot(args.env)}")
-    print(f"{args.env}: SB3 SAC FAS {result.fas:.3f} (ASL-1 return {result.mean[0]:.1f}); cadence SAC-1 "
-          + (f"FAS {stored[1]['fas_mean']:.3f} mean, per seed {stored[1]['fas']}" if stored else "not stored"))
+    elif previous.get("model") == str(model_path) and "train_s" in previous:  # the run that made the model
+        summary["train_s"] = previous["train_s"]
+    per_seed[str(seed)] = summary
+    fas = [r["fas"] for r in per_seed.values()]
+    merge_result("sb3_fas", args.env, {"per_seed": dict(sorted(per_seed.items())), "fas_mean": float(np.mean(fas)),
+                                       "fas_std": float(np.std(fas)), "seeds": sorted(int(k) for k in per_seed)})
+    print(f"{args.env} seed {seed}: SB3 SAC FAS {result.fas:.3f} (ASL-1 return {result.mean[0]:.1f}); cadence SAC-1 "
+          + (f"FAS {stored[1]['fas_mean']:.3f} mean, per seed {stored[1]['fas']}" if stored else "not stored"),
+          flush=True)
 
 
 if __name__ == "__main__":
