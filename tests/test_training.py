@@ -349,3 +349,14 @@ def test_stop_return_stops_at_the_first_good_evaluation(tmp_path):
     episode = load_checkpoint(tmp_path / "stop")["env"]["episode"]
     # that episode is counted and closed before stopping: the saved one is the next, fresh episode
     assert episode["start"] and episode["return"] == 0.0
+
+
+def test_off_a_terminal_progress_is_plain_lines(tmp_path, capsys):
+    train("sac", tiny(300, extra=["train.progress=true"]), tmp_path / "run")
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("SAC step")]
+    assert [line.split()[2] for line in lines] == ["100/300", "200/300", "300/300"]  # every log_every steps
+    assert all("steps/s" in line and "last return" in line for line in lines)
+    assert "critic_loss" in lines[-1] and " -0 " not in out
+    assert "━" not in out  # no half-drawn bar in a log
+    assert "eval return" in out and "(ASL 1)" in out

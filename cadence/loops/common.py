@@ -207,7 +207,7 @@ class PeriodicLog:
         self.logger.scalars({"train/steps_per_second": speed}, state.step)
         self.progress.update(self.task, completed=state.step, speed=speed, ret=state.last_return)
         if self.plain:
-            losses = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/" not in k)
+            losses = "  ".join(f"{k} {v + 0.0:.4g}" for k, v in metrics.items() if "/" not in k)  # + 0.0: no "-0"
             self.progress.console.print(f"{self.label} step {state.step:>9,}/{self.total:,}  {speed:6.0f} steps/s  "
                                         f"episodes {state.episodes:,}  last return {state.last_return:8.1f}  {losses}",
                                         highlight=False, soft_wrap=True)
