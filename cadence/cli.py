@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -416,10 +417,8 @@ def _user_error(e: Exception) -> bool:
 
 def _stdout_gone() -> int:
     """The reader of stdout has left (``cadence config sac | head``): stop quietly, as Unix tools do."""
-    try:  # later writes (the flush at exit) go nowhere instead of failing again
+    with contextlib.suppress(OSError, ValueError):  # later writes (the flush at exit) go nowhere, not failing again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
     return 141  # 128 + SIGPIPE, what the shell reports for a tool stopped by a closed pipe
 
 

@@ -225,7 +225,6 @@ def test_eval_fas_names_the_files_it_wrote(tmp_path, capsys, fake_fas, wide):
 
 
 def test_eval_fas_of_an_sb3_model(tmp_path, capsys, wide):
-    pytest.importorskip("cadence.agents.sb3")
     import gymnasium as gym
     from stable_baselines3 import SAC
 
@@ -243,8 +242,6 @@ def test_eval_fas_of_an_sb3_model(tmp_path, capsys, wide):
 
 # --- plot -----------------------------------------------------------------------------------------------------------
 def test_plot_runs(tmp_path, capsys, wide):
-    if not hasattr(pytest.importorskip("cadence.evaluation.plots"), "plot_runs"):
-        pytest.skip("cadence.evaluation.plots.plot_runs is not written yet")
     runs = []
     for seed in (1, 2):
         run = tmp_path / f"sac_s{seed}"

@@ -75,10 +75,11 @@ class Hook:
         """A periodic evaluation of the deterministic policy finished."""
 
     def state_dict(self) -> dict[str, Any]:
+        """What the hook needs to continue exactly after a resume; stateless hooks keep nothing."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore :meth:`state_dict`'s output (called before ``on_resume``); stateless hooks have nothing to do."""
 
 
 class Hooks:
