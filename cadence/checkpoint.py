@@ -25,7 +25,8 @@ LAST = "last.pt"
 DEPLOY = "agent.pt"
 #: 1: the bundles of cadence before the loops layer (pickled NumPy objects, loop-specific keys); 2: named parts
 LAYOUT_VERSION = 2
-BUNDLE_PARTS = ("algo", "agent", "buffer", "rng", "counters", "env", "hooks")
+#: the parts every training checkpoint holds; each loop adds its own (``env``; ``model`` and ``generator``)
+BUNDLE_PARTS = ("algo", "agent", "buffer", "rng", "counters", "hooks")
 _NDARRAY = "__ndarray__"
 #: the only globals a layout-1 checkpoint pickled: NumPy arrays, dtypes and scalars
 _NUMPY_GLOBALS = ("numpy.", "_codecs.encode")

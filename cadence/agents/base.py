@@ -43,7 +43,7 @@ class Agent(Protocol):
     algo: ClassVar[str]
     stores_primitive: ClassVar[bool]
     supports_bf16_mixed: ClassVar[bool]
-    config: Any
+    config: AgentConfig
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """One decision's action for a batch of (or one) observations."""

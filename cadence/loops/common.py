@@ -23,11 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import cadence
 from cadence.agents.base import Agent
-from cadence.checkpoint import DEPLOY, load_checkpoint, save_checkpoint
+from cadence.checkpoint import BUNDLE_PARTS, DEPLOY, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError, check, check_device, check_positive
 from cadence.envs import run_episodes
 from cadence.logging import RunLogger
-from cadence.loops.hooks import Hook, Hooks, LoopContext, standard_hooks
+from cadence.loops.hooks import Hook, Hooks, LoopContext, PolicySnapshots, StepCallback, StopOnReturn
 from cadence.nn import PRECISIONS, mixed_precision
 from cadence.replay import ReplayBuffer
 from cadence.seeding import rng_state, set_rng_state
@@ -125,9 +125,9 @@ def stop_signals() -> Iterator[dict[str, str]]:
             signal.signal(s, h)
 
 
-def interrupt_run(ctx: LoopContext, final_bundle: dict[str, Any], signal_name: str) -> None:
+def interrupt_run(ctx: LoopContext, make_bundle: Callable[[], dict[str, Any]], signal_name: str) -> None:
     """Checkpoint the step the run stopped at (exactly resumable) and raise :class:`RunInterrupted`."""
-    save_checkpoint(ctx.run_dir, final_bundle)
+    save_checkpoint(ctx.run_dir, make_bundle())
     ctx.logger.close()
     raise RunInterrupted(f"{signal_name} at step {ctx.state.step:,}: checkpoint written to "
                          f"{ctx.run_dir / 'checkpoints'}; continue with --resume {ctx.run_dir}")
@@ -241,7 +241,7 @@ def open_run(ctx: LoopContext, hooks: Hooks, resume: bool, required: tuple[str, 
     if not resume:
         ctx.state = TrainState(next_eval=config.eval_every, next_checkpoint=config.checkpoint_every)
         return None
-    bundle = load_checkpoint(ctx.run_dir, required=("algo", "agent", "buffer", "rng", "counters", "hooks", *required))
+    bundle = load_checkpoint(ctx.run_dir, required=(*BUNDLE_PARTS, *required))
     if bundle["algo"] != ctx.agent.algo:
         raise ValueError(f"checkpoint in {ctx.run_dir} is a {bundle['algo']!r} run, not {ctx.agent.algo!r}")
     ctx.agent.load_state_dict(bundle["agent"])
@@ -254,12 +254,19 @@ def open_run(ctx: LoopContext, hooks: Hooks, resume: bool, required: tuple[str, 
 
 
 def make_hooks(config: LoopConfig, hooks: Iterable[Hook], callbacks: Iterable[Callable[[TrainState], None]]) -> Hooks:
-    """The run's hooks: the caller's, then the loop settings that are hooks, then plain step callbacks."""
+    """The run's hooks: the caller's, then the loop settings that are hooks (snapshots, stop_return), then plain
+    step callbacks."""
 
     def save_snapshot(ctx: LoopContext) -> None:
         save_checkpoint(ctx.run_dir, deployment_bundle(ctx.agent), name=snapshot_name(ctx.state.step))
 
-    return standard_hooks(config, hooks, callbacks, save_snapshot)
+    built = list(hooks)
+    if config.snapshots:
+        built.append(PolicySnapshots(save_snapshot))
+    if math.isfinite(config.stop_return):
+        built.append(StopOnReturn(config.stop_return))
+    built += [StepCallback(c, i) for i, c in enumerate(callbacks)]
+    return Hooks(built)
 
 
 def bundle(ctx: LoopContext, hooks: Hooks, **parts: Any) -> dict[str, Any]:
@@ -301,18 +308,17 @@ def _describe(ctx: LoopContext) -> str:
     """``eval return 950.0 (ASL 1), 120.3 (ASL 8, the training interval)``."""
     results = ctx.state.last_evaluation
     text = f"eval return {results['eval/return']:9.1f} (ASL 1)"
-    for key, value in results.items():
-        if key != "eval/return":
-            text += f", {value:.1f} (ASL {int(key.rsplit('asl', 1)[1])}, the training interval)"
+    if ctx.eval_at_interval is not None:
+        interval = ctx.eval_at_interval[0]
+        text += f", {results[f'eval/return_asl{interval:02d}']:.1f} (ASL {interval}, the training interval)"
     return text
 
 
-def finish_run(ctx: LoopContext, final_bundle: dict[str, Any]) -> None:
-    """Final evaluation (unless one was just done), last checkpoint and the deployment checkpoint."""
+def finish_run(ctx: LoopContext, make_bundle: Callable[[], dict[str, Any]]) -> None:
+    """Final evaluation (unless one was just done), then the last checkpoint and the deployment checkpoint."""
     state = ctx.state
     if not state.evals or state.evals[-1][0] != state.step:
         _record_evaluation(ctx)
-    final_bundle["counters"] = dataclasses.asdict(state)
-    save_checkpoint(ctx.run_dir, final_bundle)
+    save_checkpoint(ctx.run_dir, make_bundle())
     save_checkpoint(ctx.run_dir, deployment_bundle(ctx.agent), name=DEPLOY)
     ctx.logger.close()

@@ -10,7 +10,6 @@ Task switches, curriculum teachers, continual evaluation and early stops are hoo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,15 +185,3 @@ class StepCallback(Hook):
 
     def on_step(self, ctx: LoopContext) -> None:
         self.callback(ctx.state)
-
-
-def standard_hooks(config: LoopConfig, hooks: Iterable[Hook], callbacks: Iterable[Callable[[TrainState], None]],
-                   save_snapshot: Callable[[LoopContext], None]) -> Hooks:
-    """The user's hooks, then the loop settings that are hooks (snapshots, stop_return), then plain callbacks."""
-    built = list(hooks)
-    if config.snapshots:
-        built.append(PolicySnapshots(save_snapshot))
-    if math.isfinite(config.stop_return):
-        built.append(StopOnReturn(config.stop_return))
-    built += [StepCallback(c, i) for i, c in enumerate(callbacks)]
-    return Hooks(built)

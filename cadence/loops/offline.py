@@ -157,6 +157,6 @@ def train_offline(
             if ctx.stop or caught:  # a hook asked (train.stop_return), or Ctrl-C
                 break
     if caught:
-        interrupt_run(ctx, bundle_now(), caught["signal"])
-    finish_run(ctx, bundle_now())
+        interrupt_run(ctx, bundle_now, caught["signal"])
+    finish_run(ctx, bundle_now)
     return state

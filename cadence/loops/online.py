@@ -15,6 +15,7 @@ from typing import Any
 
 from cadence.agents.base import Agent
 from cadence.config import check_positive
+from cadence.envs.batched import BatchedEnv
 from cadence.logging import RunLogger
 from cadence.loops.collectors import BatchedCollector, SingleEnvCollector
 from cadence.loops.common import (
@@ -86,8 +87,7 @@ def train_online(
     run_dir = Path(run_dir)
     check_precision(agent, config.precision)
     cfg = agent.config
-    batched = hasattr(env, "n") and hasattr(env, "reset_worlds")
-    collector = (BatchedCollector if batched else SingleEnvCollector)(env, agent.stores_primitive)
+    collector = (BatchedCollector if isinstance(env, BatchedEnv) else SingleEnvCollector)(env, agent.stores_primitive)
     buffer = ReplayBuffer(cfg.buffer_size, collector.obs_shape, collector.act_shape, config.device)
     ctx = LoopContext(agent, env, eval_env, buffer, None, TrainState(), config, run_dir,  # type: ignore[arg-type]
                       eval_at_interval=eval_at_interval)
@@ -134,7 +134,8 @@ def train_online(
             if ctx.stop or caught:  # a hook asked (train.stop_return), or Ctrl-C: this step's bookkeeping is done
                 break
 
+    final = lambda: bundle(ctx, run_hooks, env=collector.state_dict())
     if caught:
-        interrupt_run(ctx, bundle(ctx, run_hooks, env=collector.state_dict()), caught["signal"])
-    finish_run(ctx, bundle(ctx, run_hooks, env=collector.state_dict()))
+        interrupt_run(ctx, final, caught["signal"])
+    finish_run(ctx, final)
     return state

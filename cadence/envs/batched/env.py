@@ -173,8 +173,7 @@ class BatchedEnv:
         if self.autoreset and len(ended):
             info["final_obs"] = self._out(self._obs)  # rows of worlds that did not end are their current obs
             info["ended"] = torch.as_tensor(done)
-            self._episodes[ended] += 1
-            self._reset_worlds(ended)
+            self.reset_worlds(ended)
         return self._out(self._obs), self._out(reward), terminated, truncated, info
 
     # --- state ------------------------------------------------------------------------------------------------
