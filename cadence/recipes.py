@@ -146,8 +146,8 @@ def prepare_offline(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
         if agent_cfg.morec:  # MOREC: a dynamics reward learned on the data against this model filters rollouts
             choose = morec_filter(run_dir, recipe.name, real, model, train_cfg.seed, agent_cfg.morec_fit_steps,
                                   agent_cfg.morec_threshold_quantile, agent_cfg.morec_early_termination)
-        return train_offline(agent, real, model, eval_env, termination_fn(env_id), train_cfg, run_dir, choose=choose,
-                             resume=resume, score=score, hooks=hooks, callbacks=callbacks)
+        return train_offline(agent, real, model, eval_env, termination_fn(env_id, eval_env), train_cfg, run_dir,
+                             choose=choose, resume=resume, score=score, hooks=hooks, callbacks=callbacks)
 
     def extra(state: TrainState) -> dict[str, Any]:
         if score is None:

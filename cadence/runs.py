@@ -157,7 +157,7 @@ def load_planner(run_dir: str | Path, config: CEMConfig = CEMConfig()) -> CEMPla
     agent = spec.agent_cls(env.observation_space, env.action_space, sections["agent"])
     agent.load_state_dict(bundle["agent"])
     low, high = env.primitive_action_space.low, env.primitive_action_space.high
-    return CEMPlanner(agent.model.eval(), low, high, config, termination_fn=termination_fn(env_id),
+    return CEMPlanner(agent.model.eval(), low, high, config, termination_fn=termination_fn(env_id, env),
                       generator=torch.Generator().manual_seed(0))
 
 

@@ -2,7 +2,9 @@
 
 Model-based planners and model rollouts need to know when a predicted state ends the episode.
 Each function maps ``next_obs [..., obs_dim]`` to a bool tensor ``[...]`` and equals Gymnasium
-v5's default ``terminated`` flag (tests replay random actions in Gymnasium and compare). Healthy
+v5's default ``terminated`` flag (tests replay random actions in Gymnasium and compare), with two known limits:
+Hopper's observation clips velocities to ±10 where Gymnasium checks the unclipped ones against its state range,
+and InvertedDoublePendulum's tip height is read at an earlier integration stage (about 1 step in 100k differs). Healthy
 ranges, ``terminate_when_unhealthy`` and the observation layout are read from an env instance, as
 :mod:`cadence.envs.rewards` reads them, so constructor arguments (``healthy_z_range=...``) carry over.
 """
