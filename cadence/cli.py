@@ -330,7 +330,7 @@ def _sweep_sb3(args: argparse.Namespace, grid: tuple[int, ...], show: Callable) 
 
 def cmd_eval_fas(args: argparse.Namespace) -> None:
     from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, env_family
-    from cadence.runs import evaluate_fas
+    from cadence.runs import evaluate_fas, fas_stem
 
     _check_fas_args(args)
     grid = _fas_grid(args.asl)
@@ -349,7 +349,7 @@ def cmd_eval_fas(args: argparse.Namespace) -> None:
     published = PUBLISHED_SAC_J_FAS.get(env_family(result.env_id), {}).get(1)
     if published is not None:
         console.print(f"published SAC-1 FAS on the Gym v2 task: {published:.3f} (cadence uses Gymnasium v5)")
-    stem = ("fas_partial" if partial else "fas") + ("_mpc" if args.planner else "")
+    stem = fas_stem(grid, "_mpc" if args.planner else "")
     logged = f"; eval/{stem} logged to TensorBoard" if args.run_dir is not None and not partial else ""
     console.print(f"wrote {out_dir / f'{stem}.json'} and {out_dir / f'{stem}.png'}{logged}")
     if partial:

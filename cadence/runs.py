@@ -207,7 +207,7 @@ def evaluate_policy_fas(policy: Any, env_id: str, out_dir: str | Path, label: st
     else:
         result = fas_sweep(env_id, policy.act_sequence, grid, episodes, seed, on_asl=on_asl)
     partial = grid != ASL_GRID
-    stem = f"fas_partial{suffix}" if partial else f"fas{suffix}"
+    stem = fas_stem(grid, suffix)
     atomic_write_json(out_dir / f"{stem}.json", {**result.to_dict(), "label": label, "episodes": episodes,
                                                   "seed": seed, "trained_steps": run_step, "partial": partial})
     title = (f"{env_id}: {label}, return against ASL ({episodes} episodes per ASL"
@@ -219,6 +219,12 @@ def evaluate_policy_fas(policy: Any, env_id: str, out_dir: str | Path, label: st
         if logged != run_step:  # a re-run of the same sweep adds no second point at the same step
             log_fas(out_dir, result, run_step, suffix, plot)
     return result
+
+
+def fas_stem(grid: Sequence[int], suffix: str = "") -> str:
+    """The file stem a sweep over ``grid`` is written to: ``fas`` for the full grid, ``fas_partial`` otherwise
+    (``suffix`` ``_mpc`` for a planner)."""
+    return f"fas{suffix}" if tuple(grid) == ASL_GRID else f"fas_partial{suffix}"
 
 
 def check_fas_grid(asl_grid: Sequence[int]) -> tuple[int, ...]:
