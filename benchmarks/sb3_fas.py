@@ -64,9 +64,15 @@ def cadence_sac1(env_id: str) -> tuple[FASResult, dict] | None:
                  "episodes_per_asl": entry.get("fas_episodes_per_asl")}
 
 
-def plot(env_id: str) -> Path:
+def result_key(env_id: str, learning_starts: int | None) -> str:
+    """Where a run's results go in ``sb3_fas.json``: the env id, or ``<env> learning_starts=N`` for an override."""
+    return env_id if learning_starts is None else f"{env_id} learning_starts={learning_starts}"
+
+
+def plot(env_id: str, learning_starts: int | None = None) -> Path:
     """SB3 SAC's return against ASL (mean over its seeds) beside cadence SAC-1's stored seeds."""
-    entry = json.loads((RESULTS / "sb3_fas.json").read_text())[env_id]
+    key = result_key(env_id, learning_starts)
+    entry = json.loads((RESULTS / "sb3_fas.json").read_text())[key]
     runs = entry["per_seed"]
     first = next(iter(runs.values()))
     if len(runs) == 1:
@@ -76,7 +82,8 @@ def plot(env_id: str) -> Path:
         returns = np.asarray([r["mean_return"] for r in runs.values()]).T.tolist()  # [asl, seed]
         ours = FASResult(env_id, first["asl"], returns, entry["fas_mean"], first["r_max"], first["shift"])
         band = f"±1 std over the {len(runs)} seeds' mean returns"
-    label = f"SB3 SAC, seeds {', '.join(runs)}"
+    label = f"SB3 SAC (learning_starts {first['learning_starts']}), seeds {', '.join(runs)}" \
+        if "learning_starts" in first else f"SB3 SAC, seeds {', '.join(runs)}"
     results, bands = {label: ours}, {label: band}
     stored = cadence_sac1(env_id)
     if stored is not None:
@@ -84,7 +91,8 @@ def plot(env_id: str) -> Path:
         cadence_label = f"cadence SAC-1, seeds {', '.join(info['seeds'])} (srl_fas.json)"
         results[cadence_label] = result
         bands[cadence_label] = f"±1 std over the {len(info['seeds'])} seeds' mean returns"
-    return plot_fas(results, RESULTS / f"sb3_fas_{env_id}.png", band=bands,
+    stem = f"sb3_fas_{env_id}" + ("" if learning_starts is None else f"_ls{learning_starts}")
+    return plot_fas(results, RESULTS / f"{stem}.png", band=bands,
                     title=f"{env_id}: SB3 SAC ({len(runs)} seeds) against cadence SAC-1, {first['steps']:,} env "
                           f"steps each,\n{first['episodes']} episodes per ASL; FAS of the mean curves")
 
@@ -96,25 +104,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--episodes", type=int, default=10, help="FAS episodes per ASL")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--learning-starts", type=int, default=None,
+                        help="SB3's learning_starts (default: srl_fas.py's per-env value; SB3's own default is 100)")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_sb3_fas"))
     parser.add_argument("--retrain", action="store_true", help="train again even if the model file exists")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from the stored results")
     args = parser.parse_args()
     if args.plot_only:
-        print(f"wrote {plot(args.env)}")
+        print(f"wrote {plot(args.env, args.learning_starts)}")
         return
     torch.set_num_threads(args.threads)
     for seed in args.seeds:
         run_seed(args, seed)
-    print(f"wrote {RESULTS / 'sb3_fas.json'} and {plot(args.env)}")
+    print(f"wrote {RESULTS / 'sb3_fas.json'} and {plot(args.env, args.learning_starts)}")
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> None:
     """Train (or reuse) one SB3 SAC model, sweep it, and record it under its seed."""
     args.seed = seed
-    out_dir = args.runs / f"sb3_sac_{args.env}_s{args.seed}_{args.steps}"
+    learning_starts = LEARNING_STARTS.get(args.env, 100) if args.learning_starts is None else args.learning_starts
+    suffix = "" if args.learning_starts is None else f"_ls{learning_starts}"
+    out_dir = args.runs / f"sb3_sac_{args.env}_s{args.seed}_{args.steps}{suffix}"
     model_path = out_dir / "model.zip"
-    learning_starts = LEARNING_STARTS.get(args.env, 100)
     train_s = None
     if args.retrain or not model_path.is_file():
         start = time.perf_counter()
@@ -142,7 +153,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
         "cadence_sac1_srl_fas": stored[1] if stored else None,
     }
     path = RESULTS / "sb3_fas.json"
-    entry = json.loads(path.read_text()).get(args.env, {}) if path.is_file() else {}
+    key = result_key(args.env, args.learning_starts)
+    entry = json.loads(path.read_text()).get(key, {}) if path.is_file() else {}
     per_seed = entry.get("per_seed", {})
     previous = per_seed.get(str(seed), {})
     if train_s is not None:
@@ -151,7 +163,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
         summary["train_s"] = previous["train_s"]
     per_seed[str(seed)] = summary
     fas = [r["fas"] for r in per_seed.values()]
-    merge_result("sb3_fas", args.env, {"per_seed": dict(sorted(per_seed.items())), "fas_mean": float(np.mean(fas)),
+    merge_result("sb3_fas", key, {"per_seed": dict(sorted(per_seed.items())), "fas_mean": float(np.mean(fas)),
                                        "fas_std": float(np.std(fas)), "seeds": sorted(int(k) for k in per_seed)})
     print(f"{args.env} seed {seed}: SB3 SAC FAS {result.fas:.3f} (ASL-1 return {result.mean[0]:.1f}); cadence SAC-1 "
           + (f"FAS {stored[1]['fas_mean']:.3f} mean, per seed {stored[1]['fas']}" if stored else "not stored"),

@@ -44,6 +44,13 @@ ALGOS: dict[str, str] = {
     "srl": "Sequence RL, online: J actions per state (--sequence-length J)",
     "mopo": "MOPO, offline from a data set (--dataset NAME) [--morec]",
     "mobile": "MOBILE, offline from a data set (--dataset NAME) [--morec]",
+    "hypercrl": "HyperCRL, continual model-based over a task sequence (--sequence NAME --steps-per-task N)",
+    "mbrl-finetune": "continual model-based baseline: one model finetuned task after task (--sequence NAME)",
+    "mbrl-coreset": "continual model-based baseline: a growing replay of earlier tasks (--sequence NAME)",
+    "mbrl-ewc": "continual model-based baseline: Elastic Weight Consolidation (--sequence NAME)",
+    "mbrl-si": "continual model-based baseline: Synaptic Intelligence (--sequence NAME)",
+    "mbrl-multitask": "continual model-based bound: one model on every task's data (--sequence NAME)",
+    "mbrl-single": "continual model-based bound: one model per task (--sequence NAME)",
 }
 #: cadence.collection.KINDS, for the same reason.
 COLLECT_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
@@ -105,6 +112,10 @@ def _train_flags() -> argparse.ArgumentParser:
     p.add_argument("--morec", action="store_true",
                    help="offline algos: MOREC's dynamics-reward transition filter in model rollouts")
     p.add_argument("--sequence-length", type=int, metavar="J", help="SRL-J: actions decided per state (srl only)")
+    p.add_argument("--sequence", metavar="NAME",
+                   help="continual algos: task sequence, e.g. HalfCheetahBody or cheetah-vel-3 (train.sequence)")
+    p.add_argument("--steps-per-task", type=int, metavar="N",
+                   help="continual algos: env steps collected in each task (train.steps_per_task)")
     p.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections (cadence config ALGO)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set agent.batch_size=128 (repeatable)")
@@ -199,7 +210,8 @@ def _resume_sections(args: argparse.Namespace) -> dict[str, Any]:
     if algo != args.algo:
         raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
     given = {"--env": args.env, "--seed": args.seed, "--config": args.config, "--dataset": args.dataset,
-             "--sequence-length": args.sequence_length, "--run-dir": args.run_dir}
+             "--sequence-length": args.sequence_length, "--run-dir": args.run_dir, "--sequence": args.sequence,
+             "--steps-per-task": args.steps_per_task}
     ignored = [flag for flag, value in given.items() if value is not None]
     ignored += (["--set"] if args.set else []) + (["--morec"] if args.morec else [])
     if ignored:
@@ -225,6 +237,16 @@ def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
         base["train"]["dataset"] = args.dataset
     if args.morec:
         base["agent"] = {"morec": True}
+    continual = args.algo == "hypercrl" or args.algo.startswith("mbrl-")
+    if (args.sequence is not None or args.steps_per_task is not None) and not continual:
+        raise ConfigError(f"--sequence and --steps-per-task are for the continual algos (hypercrl, mbrl-*), "
+                          f"not {args.algo}")
+    if continual and (args.env is not None or args.total_steps is not None):
+        raise ConfigError("a continual run's env and budget follow from its sequence: use --sequence NAME and "
+                          "--steps-per-task N instead of --env / --total-steps")
+    for flag, key in ((args.sequence, "sequence"), (args.steps_per_task, "steps_per_task")):
+        if flag is not None:
+            base["train"][key] = flag
     if args.sequence_length is not None:
         if args.algo != "srl":
             raise ConfigError("--sequence-length is for srl; for SAC-J use --set agent.action_repeat=J")

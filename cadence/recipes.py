@@ -16,12 +16,16 @@ from typing import Any
 import torch
 
 from cadence.agents import MOBILE, MOPO, SAC, SRL, MOBILEConfig, MOPOConfig, SACConfig, SRLConfig
+from cadence.agents.continual import STRATEGIES, ContinualModelBased, ContinualModelBasedConfig
 from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError
 from cadence.envs import make
 from cadence.envs.batched import BatchedEnv
+from cadence.envs.tasks import base_env_id
 from cadence.envs.terminations import termination_fn
+from cadence.evaluation.continual import summary
 from cadence.loops import Hook, OfflineTrainConfig, TrainConfig, TrainState, fit_model, train_offline, train_online
+from cadence.loops.continual import ContinualTrainConfig, train_continual
 from cadence.run_folder import DYNAMICS_REWARD, MODEL
 from cadence.world_models import DynamicsReward, DynamicsRewardConfig, FilterConfig, GaussianEnsemble, TransitionFilter
 from cadence.world_models.ensemble import model_bundle, model_from_bundle
@@ -207,11 +211,37 @@ def load_model(run_dir: str | Path, env_id: str | None = None,
         raise CheckpointError(f"{checkpoint_path(run_dir, MODEL)} does not hold a loadable model: {e}") from None
 
 
+# --- continual model-based: a task sequence, one dynamics learner, CEM-MPC --------------------------------------
+def prepare_continual(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
+    """HyperCRL and its baselines (``mbrl-<strategy>``) over ``train.sequence``."""
+    train_cfg, agent_cfg = sections["train"], sections["agent"]
+    env = make(train_cfg.env)
+    strategy = "hypercrl" if recipe.name == "hypercrl" else recipe.name.removeprefix("mbrl-")
+    learner = ContinualModelBased(env.observation_space, env.action_space, strategy, agent_cfg,
+                                  termination_fn=termination_fn(base_env_id(train_cfg.env), env),
+                                  device=train_cfg.device, seed=train_cfg.seed)
+
+    def run(run_dir: Path, resume: bool, hooks: Iterable[Hook], callbacks: Iterable[Callback]) -> TrainState:
+        return train_continual(learner, train_cfg, run_dir, resume=resume, hooks=hooks, callbacks=callbacks)
+
+    def extra(state: TrainState) -> dict[str, Any]:
+        return {"sequence": train_cfg.sequence, "continual": continual_metrics(learner)}
+
+    return Prepared(train_cfg.env, run, extra)
+
+
+def continual_metrics(learner: ContinualModelBased) -> dict[str, Any]:
+    """The summary metrics of the run's two continual records, once every task is learned."""
+    return {name: summary(record) for name, record in getattr(learner, "records", {}).items()}
+
+
 RECIPES: dict[str, Recipe] = {
     "sac": Recipe("sac", SAC, SACConfig, TrainConfig, prepare_online),
     "srl": Recipe("srl", SRL, SRLConfig, TrainConfig, prepare_online),
     "mopo": Recipe("mopo", MOPO, MOPOConfig, OfflineTrainConfig, prepare_offline),
     "mobile": Recipe("mobile", MOBILE, MOBILEConfig, OfflineTrainConfig, prepare_offline),
+    **{name: Recipe(name, ContinualModelBased, ContinualModelBasedConfig, ContinualTrainConfig, prepare_continual)
+       for name in ("hypercrl", *(f"mbrl-{s}" for s in STRATEGIES if s != "hypercrl"))},
 }
 
 

@@ -18,7 +18,7 @@ from cadence.agents.planning import CEMConfig, CEMPlanner
 from cadence.checkpoint import DEPLOY, LAST, CheckpointError, checkpoint_path, load_checkpoint
 from cadence.config import ConfigError, load_sections
 from cadence.envs import make
-from cadence.envs.rewards import supported_envs
+from cadence.envs.rewards import supports
 from cadence.envs.terminations import termination_fn
 from cadence.evaluation.fas import ASL_GRID, FASResult, check_asl_grid, fas_sweep, fas_sweep_batched
 from cadence.evaluation.plots import plot_fas
@@ -198,7 +198,7 @@ def evaluate_policy_fas(policy: Any, env_id: str, out_dir: str | Path, label: st
     out_dir = Path(out_dir)
     grid = check_fas_grid(asl_grid)
     if batched is None:
-        batched = env_id in supported_envs()
+        batched = supports(env_id)
     if batched:  # a planner plans one state at a time (batch_policy=False)
         result = fas_sweep_batched(env_id, policy.act_sequence, grid, episodes, seed, batch_policy=batch_policy)
         if on_asl is not None:

@@ -77,3 +77,46 @@ def test_bad_config():
         CEMConfig(samples=10, elites=20)
     with pytest.raises(ValueError, match="no torch termination"):
         termination_fn("CartPole-v1")
+
+
+def test_batched_plan_plans_each_world():
+    planner = point_planner()
+    starts = np.array([[0.8, -0.5], [-0.6, 0.7], [0.0, 0.9]], dtype=np.float32)
+    plans = planner.plan(starts)
+    assert plans.shape == (3, 5, 2)
+    for start, plan in zip(starts, plans, strict=True):
+        assert np.linalg.norm(start + plan[0]) < 0.3 * np.linalg.norm(start)
+    assert planner.act_sequence(starts, 2).shape == (3, 2, 2)
+
+
+class GoalPerTask(PointModel):
+    """s' = s + a; task t rewards closeness to goal ``GOALS[t]``; ``for_task`` takes an int or one id per row."""
+
+    GOALS = torch.tensor([[0.5, 0.5], [-0.5, 0.0]])
+
+    def for_task(self, task):
+        goal = self.GOALS[torch.as_tensor(task)]
+        outer = self
+
+        class View:
+            predicts_reward = True
+
+            def elite_mean(self, obs, act):
+                nxt = obs + act
+                return nxt, -((nxt - goal) ** 2).sum(-1)
+
+        outer.views = getattr(outer, "views", 0) + 1
+        return View()
+
+
+def test_task_conditioned_plans_go_to_each_worlds_goal():
+    model = GoalPerTask(2, 2, EnsembleConfig(n_members=1, n_elites=1, hidden_sizes=(4,)))
+    planner = CEMPlanner(model, -np.ones(2, np.float32), np.ones(2, np.float32),
+                         CEMConfig(horizon=3, samples=300, elites=30, iterations=5),
+                         generator=torch.Generator().manual_seed(0))
+    starts = np.zeros((3, 2), np.float32)
+    first = planner.plan(starts, task=[0, 1, 0])[:, 0]
+    np.testing.assert_allclose(first, GoalPerTask.GOALS[[0, 1, 0]].numpy(), atol=0.15)
+    one = planner.plan(starts[0], task=1)[0]  # one world, one task id
+    np.testing.assert_allclose(one, GoalPerTask.GOALS[1].numpy(), atol=0.15)
+    assert model.views == 5 + 5  # one view per CEM iteration and call, never one per world

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 
 from cadence.envs.control import DecisionIntervalWrapper, check_decision_interval
+from cadence.envs.tasks import FAMILIES, TaskWrapper, base_env_id, family_of
 
 #: Gymnasium MuJoCo v5 tasks, plus the classic-control Pendulum that FAS has an R_max for.
 GYMNASIUM_IDS: tuple[str, ...] = (
@@ -25,9 +28,24 @@ GYMNASIUM_IDS: tuple[str, ...] = (
 )
 
 
+_MUJOCO_WARNINGS_SHOWN: set[str] = set()
+
+
+def _warn_once(text: str) -> None:
+    """MuJoCo's warning handler while cadence runs: each distinct warning once per process. Gymnasium's
+    half_cheetah.xml alone warns (``settotalmass`` is deprecated) at every env made, and continual runs make many."""
+    if text not in _MUJOCO_WARNINGS_SHOWN:
+        _MUJOCO_WARNINGS_SHOWN.add(text)
+        print(f"MuJoCo warning: {text}", file=sys.stderr)
+
+
+if mujoco.get_mju_user_warning() is None:  # a handler the user installed stays
+    mujoco.set_mju_user_warning(_warn_once)
+
+
 def known_env_ids() -> list[str]:
-    """Every env id that :func:`make` accepts."""
-    return list(GYMNASIUM_IDS)
+    """Every env id that :func:`make` accepts: the Gymnasium ids, then the task families'."""
+    return [*GYMNASIUM_IDS, *FAMILIES]
 
 
 def check_env_id(env_id: str) -> str:
@@ -39,6 +57,11 @@ def check_env_id(env_id: str) -> str:
     close = difflib.get_close_matches(env_id.lower(), list(lowered), n=5, cutoff=0.5)
     hint = ", ".join(lowered[c] for c in close) if close else "none; known ids: " + ", ".join(known)
     raise ValueError(f"unknown env id {env_id!r}; close matches: {hint}")
+
+
+def spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """Gymnasium's spec of ``env_id``, a task family's being its base env's (time limit, entry point)."""
+    return gym.spec(base_env_id(check_env_id(env_id)))
 
 
 def make(
@@ -53,23 +76,33 @@ def make(
     """Create an environment with decision-frequency control.
 
     Args:
-        env_id: a Gymnasium id such as ``"Hopper-v5"``.
+        env_id: a Gymnasium id such as ``"Hopper-v5"``, or a task family's (``"HalfCheetahBody-v0"``).
         decision_interval: primitive steps ``J`` per agent decision (>= 1).
         sequence: if True the action space is ``Box(J * act_dim)`` and the J actions run open loop;
             otherwise one action is repeated J times.
-        task: task parameters, for task-family ids only.
+        task: a task family's params or preset name (``"bigthigh"``); without it the family's default task.
+            ``env.reset(options={"task": ...})`` changes it later. A plain env refuses one.
         seed: if given, the env is reset once with this seed so its RNG is fixed.
         **kwargs: passed to ``gymnasium.make``.
 
     Returns:
         A ``gymnasium.Env``; the outermost wrapper is a :class:`DecisionIntervalWrapper`
-        whose ``info["primitive"]`` carries every primitive transition.
+        whose ``info["primitive"]`` carries every primitive transition. A family's env has a
+        :class:`~cadence.envs.tasks.TaskWrapper` inside it and reports ``info["task"]``.
     """
     env_id = check_env_id(env_id)
     decision_interval = check_decision_interval(decision_interval)
-    if task is not None:
-        raise ValueError(f"{env_id} is a plain Gymnasium env and takes no task parameters (got task={task!r})")
-    env = gym.make(env_id, **kwargs)
+    family = family_of(env_id)
+    if family is None and task is not None:
+        raise ValueError(f"{env_id} is a plain Gymnasium env and takes no task parameters (got task={task!r}); "
+                         f"task families: {', '.join(FAMILIES)}")
+    env = gym.make(base_env_id(env_id), **kwargs)
+    if family is not None:
+        try:
+            env = TaskWrapper(env, family, task)
+        except ValueError:
+            env.close()
+            raise
     env = DecisionIntervalWrapper(env, decision_interval=decision_interval, sequence=sequence)
     if seed is not None:
         env.reset(seed=seed)

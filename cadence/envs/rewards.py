@@ -13,12 +13,14 @@ last substep, as Gymnasium does; :attr:`TaskPhysics.reads` lists them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+from cadence.envs.tasks import TaskFamily, base_env_id, family_of
 
 Tensor = torch.Tensor
 
@@ -61,6 +63,8 @@ class PhysicsStep:
     """``[n, total read size]`` before the step."""
     dt: float
     """Duration of the primitive step (frame_skip * timestep)."""
+    task: Tensor | None = None
+    """``[n, n_params]`` each world's task params, for task families whose reward depends on them; else None."""
 
 
 StepFn = Callable[[PhysicsStep], Tensor]
@@ -212,13 +216,33 @@ _BUILDERS: dict[str, Callable[[gym.Env, str], TaskPhysics]] = {
 }
 
 
-def task_physics(env_id: str, env: gym.Env | None = None) -> TaskPhysics:
-    """The :class:`TaskPhysics` of ``env_id``, with weights read from ``env`` (default: ``gym.make(env_id)``)."""
-    if env_id not in _BUILDERS:
-        raise ValueError(f"no torch physics functions for {env_id!r}; available: {', '.join(_BUILDERS)}")
-    env = env if env is not None else gym.make(env_id)
-    return _BUILDERS[env_id](env.unwrapped, env_id)
+def task_physics(env_id: str, env: gym.Env | None = None, family: TaskFamily | None = None) -> TaskPhysics:
+    """The :class:`TaskPhysics` of ``env_id``, with weights read from ``env`` (default: ``gym.make`` of its base env).
+
+    A task family's id (or an explicit ``family``) gets its base env's functions, with the family's torch reward
+    where the family changes the reward; that reward reads each world's params from :attr:`PhysicsStep.task`.
+    """
+    base = base_env_id(env_id)
+    if base not in _BUILDERS:
+        behind = f" (a task family of {base})" if base != env_id else ""
+        raise ValueError(f"no torch physics functions for {env_id!r}{behind}; available: {', '.join(_BUILDERS)}")
+    env = env if env is not None else gym.make(base)
+    physics = _BUILDERS[base](env.unwrapped, base)
+    family = family if family is not None else family_of(env_id)
+    if family is None:
+        return physics
+    if family.reward is not None and family.torch_reward is None:
+        raise ValueError(f"task family {family.name} changes the reward but has no torch reward; use the gymnasium "
+                         "backend")
+    reward = family.torch_reward(env.unwrapped, physics) if family.torch_reward is not None else physics.reward
+    return replace(physics, env_id=family.name, reward=reward)
 
 
 def supported_envs() -> tuple[str, ...]:
+    """The Gymnasium ids with torch physics functions (task families of them are supported too: :func:`supports`)."""
     return tuple(_BUILDERS)
+
+
+def supports(env_id: str) -> bool:
+    """Whether ``env_id``, or the base env of the task family it names, has torch physics functions."""
+    return base_env_id(env_id) in _BUILDERS

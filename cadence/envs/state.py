@@ -1,4 +1,4 @@
-"""Capture and restore an env's random generators and, mid-episode, its physics and wrapper counters,
+"""Capture and restore an env's random generators and, mid-episode, its physics, task and wrapper counters,
 so a resumed run draws the same episodes and continues the one it stopped in."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import mujoco
 import numpy as np
 
 from cadence.envs.control import DecisionIntervalWrapper
+from cadence.envs.tasks import TaskWrapper
 
 #: what mj_step's result depends on: qpos, qvel, act, time, warm-start, controls and applied forces
 PHYSICS_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -43,7 +44,8 @@ def episode_state(env: gym.Env) -> dict[str, Any] | None:
     For MuJoCo envs: the integration state (mj_getState), the body positions that some envs read before
     stepping (Ant's ``xpos``, Humanoid's ``xipos``: after a step they still hold the last substep's values,
     which a fresh mj_forward would change), the time limit's step count, the decision wrapper's last
-    observation and the generators. Classic-control envs (Pendulum) keep their dynamic state in ``.state``.
+    observation, a task family's current task and the generators. Classic-control envs (Pendulum) keep their
+    dynamic state in ``.state``.
     """
     base = env.unwrapped
     if hasattr(base, "model") and hasattr(base, "data"):
@@ -58,13 +60,17 @@ def episode_state(env: gym.Env) -> dict[str, Any] | None:
         **dynamics,
         "elapsed_steps": [getattr(w, "_elapsed_steps", None) for w in _wrappers(env, gym.wrappers.TimeLimit)],
         "last_obs": [w._last_obs.copy() for w in _wrappers(env, DecisionIntervalWrapper)],
+        "tasks": [None if w.task is None else w.task.copy() for w in _wrappers(env, TaskWrapper)],
         "rng": env_rng_state(env),
     }
 
 
 def set_episode_state(env: gym.Env, state: dict[str, Any]) -> None:
-    """Put ``env`` back into the episode :func:`episode_state` captured (the env is reset first, so its
-    wrappers accept steps; the reset's random draws are then undone)."""
+    """Put ``env`` back into the episode :func:`episode_state` captured (the task is set and the env reset first, so
+    its physics is the task's and its wrappers accept steps; the reset's random draws are then undone)."""
+    for wrapper, task in zip(_wrappers(env, TaskWrapper), state.get("tasks", []), strict=False):
+        if task is not None:
+            wrapper.set_task(task)
     env.reset()
     base = env.unwrapped
     if "physics" in state:

@@ -18,6 +18,7 @@ import gymnasium as gym
 import torch
 
 from cadence.envs.rewards import _in
+from cadence.envs.tasks import base_env_id
 
 TerminationFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -101,11 +102,14 @@ TERMINATIONS: dict[str, Callable[[Any], TerminationFn]] = {
 
 
 def termination_fn(env_id: str, env: gym.Env | None = None) -> TerminationFn:
-    """The termination function of ``env_id``, with ranges read from ``env`` (default: ``gym.make(env_id)``).
+    """The termination function of ``env_id``, with ranges read from ``env`` (default: ``gym.make`` of its base env).
 
-    Raises for envs without one.
+    A task family's id uses its base env's function: families change physics or rewards, not when an episode
+    ends, and a family env's ``unwrapped`` is its base env. Raises for envs without one.
     """
-    if env_id not in TERMINATIONS:
-        raise ValueError(f"no torch termination function for {env_id!r}; available: {', '.join(TERMINATIONS)}")
-    env = env if env is not None else gym.make(env_id)
-    return TERMINATIONS[env_id](env.unwrapped)
+    base = base_env_id(env_id)
+    if base not in TERMINATIONS:
+        behind = f" (a task family of {base})" if base != env_id else ""
+        raise ValueError(f"no torch termination function for {env_id!r}{behind}; available: {', '.join(TERMINATIONS)}")
+    env = env if env is not None else gym.make(base)
+    return TERMINATIONS[base](env.unwrapped)

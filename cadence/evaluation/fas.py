@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cadence.envs import make, run_episodes
+from cadence.envs import base_env_id, family_of, make, run_episodes
 
 #: Action-sequence lengths of the paper: 1, 2, 4, 6, ..., 30 (16 values).
 ASL_GRID: tuple[int, ...] = (1, *range(2, 31, 2))
@@ -44,8 +44,16 @@ SequencePolicy = Callable[[np.ndarray, int], np.ndarray]
 
 
 def env_family(env_id: str) -> str:
-    """``"Hopper-v5"`` -> ``"Hopper"``."""
-    return env_id.split("-v")[0]
+    """The name the R_max and shift tables use: ``"Hopper-v5"`` -> ``"Hopper"``.
+
+    A task family that varies the physics has its base env's (``"HopperPhysics-v0"`` -> ``"Hopper"``): its returns
+    are on the same scale. One that changes the reward (``"CheetahVel-v0"``) keeps its own name, which the tables
+    lack, so a sweep asks for ``r_max``: HalfCheetah's 17000 says nothing about a velocity-tracking return.
+    """
+    found = family_of(env_id)
+    if found is not None and found.reward is not None:
+        return env_id.split("-v")[0]
+    return base_env_id(env_id).split("-v")[0]
 
 
 def check_asl_grid(asl: Sequence[int]) -> tuple[int, ...]:

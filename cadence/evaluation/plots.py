@@ -1,4 +1,5 @@
-"""Plots written next to results: return against ASL, learning curves, bars, and run folders side by side.
+"""Plots written next to results: return against ASL, learning curves, bars, run folders side by side, and the
+continual-learning matrix and per-task curves.
 
 Every shaded band is named in the legend (or the legend's title): ±1 std over a FAS sweep's episodes, or
 mean ± 1.96·SEM over seeds for learning curves (a normal-approximation 95% confidence interval; with few
@@ -15,10 +16,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
+from cadence.evaluation.continual import ContinualEvaluation
 from cadence.evaluation.fas import FASResult
 from cadence.io import atomic_write
 
@@ -292,3 +295,133 @@ def plot_runs(run_dirs: Sequence[str | Path], group: str = "algo", what: str = "
     _readable_ticks(ax)
     _band_legend(ax, any(len(g) > 1 for g in groups.values()))
     return save_figure(fig, Path(out) if out is not None else Path(f"plot_{what}_by_{group}.png"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# continual learning: the performance matrix and each task's performance over training
+# ---------------------------------------------------------------------------------------------------------------
+
+def _direction(record: ContinualEvaluation) -> str:
+    return f"{record.metric_name} ({'higher' if record.higher_is_better else 'lower'} is better)"
+
+
+def _matrix_norm(records: Sequence[ContinualEvaluation]) -> matplotlib.colors.Normalize:
+    """One colour scale over the measured cells of every record."""
+    values = np.concatenate([r.matrix[np.isfinite(r.matrix)] for r in records])
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    if low == high:  # a constant matrix still needs a range
+        pad = 0.5 if low == 0 else abs(low) * 0.05
+        low, high = low - pad, high + pad
+    return matplotlib.colors.Normalize(low, high)
+
+
+def _matrix_cmap(record: ContinualEvaluation) -> matplotlib.colors.Colormap:
+    # errors use the reversed map so that good cells have the same colour as for returns; grey marks NaN
+    return plt.get_cmap("viridis" if record.higher_is_better else "viridis_r").with_extremes(bad="0.88")
+
+
+def _draw_matrix(ax: plt.Axes, record: ContinualEvaluation, norm: matplotlib.colors.Normalize
+                 ) -> matplotlib.image.AxesImage:
+    """The heatmap of ``record.matrix`` with every cell's value written in it ("—" where not measured)."""
+    cmap = _matrix_cmap(record)
+    image = ax.imshow(np.ma.masked_invalid(record.matrix), cmap=cmap, norm=norm)
+    n = record.n_tasks
+    size = 8 if n <= 8 else 6
+    for (i, j), value in np.ndenumerate(record.matrix):
+        if np.isfinite(value):
+            r, g, b, _ = cmap(norm(value))
+            color = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"  # readable on the cell
+            ax.text(j, i, format_value(value), ha="center", va="center", fontsize=size, color=color)
+        else:
+            ax.text(j, i, "\u2014", ha="center", va="center", fontsize=size, color="0.4")
+    long = max(len(t) for t in record.tasks) > 6
+    ax.set_xticks(range(n), record.tasks, rotation=45 if long else 0, ha="right" if long else "center", fontsize=8)
+    ax.set_yticks(range(n), record.tasks, fontsize=8)
+    ax.set_xlabel("evaluated on task j")
+    ax.set_ylabel("after training task i")
+    return image
+
+
+def _colorbar_label(records: Sequence[ContinualEvaluation]) -> str:
+    note = "\ngrey cells (\u2014): not measured" if any(np.isnan(r.matrix).any() for r in records) else ""
+    return _direction(records[0]) + note
+
+
+def plot_continual_heatmap(record: ContinualEvaluation, path: str | Path, title: str = "") -> Path:
+    """Heatmap of the continual matrix: row i = after training task i, column j = evaluated on task j, the value
+    in every cell and a colour bar naming the metric and its direction. The title (seeds, steps) is the caller's."""
+    n = record.n_tasks
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * n + 2.5), max(3.5, 0.6 * n + 1.5)))
+    image = _draw_matrix(ax, record, _matrix_norm([record]))
+    fig.colorbar(image, ax=ax, label=_colorbar_label([record]))
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_continual_methods(records: Mapping[str, ContinualEvaluation], path: str | Path, title: str = "") -> Path:
+    """Continual matrices of several methods side by side on one colour scale (one colour bar). The records must
+    share the metric and its direction."""
+    if not records:
+        raise ValueError("no records to plot")
+    items = list(records.values())
+    kinds = {(r.metric_name, r.higher_is_better) for r in items}
+    if len(kinds) > 1:
+        raise ValueError(f"one colour scale needs one metric and direction, got {sorted(kinds)}")
+    n = max(r.n_tasks for r in items)
+    side = max(3.0, 0.6 * n + 1.5)
+    fig, axes = plt.subplots(1, len(items), figsize=(side * len(items) + 1.5, side + 0.5), squeeze=False,
+                             layout="constrained")
+    norm = _matrix_norm(items)
+    for ax, (method, record) in zip(axes[0], records.items()):
+        image = _draw_matrix(ax, record, norm)
+        ax.set_title(method, fontsize=10)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.85, label=_colorbar_label(items))
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def _task_color(j: int, n: int) -> object:
+    return f"C{j}" if n <= 10 else plt.get_cmap("tab20")(j % 20)
+
+
+def _task_spans(record: ContinualEvaluation) -> list[tuple[int, float, float]]:
+    """(task, first step, last step) of the steps each task trains over, from its history rows: a task starts
+    where the previous one ended."""
+    spans, start = [], None
+    for task in range(record.n_tasks):
+        steps = [r.step for r in record.history if r.task_index == task]
+        if not steps:
+            continue
+        begin = steps[0] if start is None else start
+        spans.append((task, float(begin), float(steps[-1])))
+        start = steps[-1]
+    return spans
+
+
+def plot_continual_curves(record: ContinualEvaluation, path: str | Path, title: str = "",
+                          xlabel: str = "global step") -> Path:
+    """Every task's performance against the global step, from the record's history (periodic and task-end rows):
+    one line per task, dashed lines at task boundaries (task ends), and each task's training span shaded in its
+    line's colour, all named in the legend. The title (seeds, steps) is the caller's."""
+    if not record.history:
+        raise ValueError("the record has no evaluation rows with a step to plot")
+    n = record.n_tasks
+    fig, ax = plt.subplots(figsize=(7.5, 4.3))
+    for task, begin, end in _task_spans(record):
+        ax.axvspan(begin, end, color=_task_color(task, n), alpha=0.08, lw=0)
+    for j, label in enumerate(record.tasks):
+        points = [(r.step, r.values[j]) for r in record.history if np.isfinite(r.values[j])]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, color=_task_color(j, n), marker="o", ms=2.5, lw=1.3, label=label)
+    ends = [r.step for r in record.history if r.final and r.task_index < n - 1]
+    for k, step in enumerate(ends):
+        ax.axvline(step, color="k", ls="--", lw=0.8, label="task boundary (end of a task)" if k == 0 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(_direction(record))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    _readable_ticks(ax)
+    ax.legend(title="shaded: the task in training (its line's colour)", title_fontsize=8, fontsize=8,
+              ncol=min(n + 1, 6), **BELOW)
+    return save_figure(fig, path)

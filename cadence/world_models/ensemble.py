@@ -56,6 +56,52 @@ class EnsembleConfig:
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
 
 
+# The Gaussian head shared by every dynamics model here (GaussianEnsemble, HyperDynamics): one implementation of
+# the bounded log-variance, the (s' - s, r) targets, the NLL and the conversion of deltas back to next states.
+
+
+def bounded_logvar(raw: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
+    """Soft-bound a raw log-variance between learned limits (PETS): smooth, so gradients never vanish at a clamp."""
+    logvar = max_logvar - F.softplus(max_logvar - raw)
+    return min_logvar + F.softplus(logvar - min_logvar)
+
+
+def logvar_bound_penalty(min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
+    """``0.01 (sum max - sum min)``: keeps the learned bounds tight (otherwise the NLL would push them apart)."""
+    return 0.01 * (max_logvar.sum() - min_logvar.sum())
+
+
+def transition_targets(batch: dict[str, torch.Tensor], learn_reward: bool) -> torch.Tensor:
+    """``s' - s``, with the reward as a last column when ``learn_reward``: ``[..., obs_dim + learn_reward]``."""
+    delta = batch["next_obs"] - batch["obs"]
+    if learn_reward:
+        return torch.cat([delta, batch["reward"].unsqueeze(-1)], dim=-1)
+    return delta
+
+
+def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Diagonal Gaussian NLL per member, constants dropped: ``[M]`` from ``[M, B, D]`` tensors.
+
+    NLL = mean_b,d [ (mu - y)^2 exp(-logvar) + logvar ] / 2
+    """
+    return 0.5 * (((mean - target) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
+
+
+def next_state_normal(obs: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
+                      learn_reward: bool) -> torch.distributions.Normal:
+    """The Gaussian over ``(s'[, r])`` from one over ``(s' - s[, r])``."""
+    shift = F.pad(obs, (0, 1)) if learn_reward else obs  # rewards are not deltas
+    return torch.distributions.Normal(mean + shift, torch.exp(0.5 * logvar))
+
+
+def split_next_state(obs: torch.Tensor, mean: torch.Tensor,
+                     learn_reward: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Next state ``[B, obs_dim]`` and reward ``[B]`` (or None) from one mean ``[B, out_dim]`` of the deltas."""
+    obs_dim = obs.shape[-1]
+    reward = mean[..., obs_dim] if learn_reward else None
+    return obs + mean[..., :obs_dim], reward
+
+
 class GaussianEnsemble(nn.Module):
     """Predicts ``p(s' - s, r | s, a)`` with ``n_members`` Gaussian MLPs at once.
 
@@ -95,9 +141,7 @@ class GaussianEnsemble(nn.Module):
         """
         x = (torch.cat([obs, act], dim=-1) - self.in_mean) / self.in_std
         mean, raw_logvar = self.net(x).float().chunk(2, dim=-1)  # float32 under bf16-mixed autocast too
-        logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
-        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar
+        return mean, bounded_logvar(raw_logvar, self.min_logvar, self.max_logvar)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Gaussian NLL per member, summed over members, plus the log-variance bound penalty.
@@ -107,17 +151,14 @@ class GaussianEnsemble(nn.Module):
         """
         target = self.targets(batch)
         mean, logvar = self(batch["obs"], batch["action"])
-        nll = 0.5 * (((mean - target) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
-        bound = 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
-        loss = nll.sum() + bound
+        nll = gaussian_nll(mean, logvar, target)
+        loss = nll.sum() + logvar_bound_penalty(self.min_logvar, self.max_logvar)
         mse = ((mean - target) ** 2).mean()
         return loss, {"model/nll": nll.mean().item(), "model/mse": mse.item()}
 
     def targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        delta = batch["next_obs"] - batch["obs"]
-        if self.config.learn_reward:
-            return torch.cat([delta, batch["reward"].unsqueeze(-1)], dim=-1)
-        return delta
+        """``(s' - s[, r])`` of ``batch``: see :func:`transition_targets`."""
+        return transition_targets(batch, self.config.learn_reward)
 
     @torch.no_grad()
     def member_errors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -128,17 +169,12 @@ class GaussianEnsemble(nn.Module):
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> torch.distributions.Normal:
         """The per-member distribution over ``(s'[, r])`` (not deltas): batch shape ``[n_members, B, out_dim]``."""
         mean, logvar = self(obs, act)
-        shift = F.pad(obs, (0, 1)) if self.config.learn_reward else obs  # rewards are not deltas
-        return torch.distributions.Normal(mean + shift, torch.exp(0.5 * logvar))
+        return next_state_normal(obs, mean, logvar, self.config.learn_reward)
 
     def elite_mean(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean next state (and reward) averaged over the elites; differentiable. Shapes ``[B, obs_dim]``, ``[B]``."""
         mean, _ = self(obs, act)
-        mean = mean[self.elites].mean(0)
-        next_obs = obs + mean[..., : self.obs_dim]
-        reward = mean[..., self.obs_dim] if self.config.learn_reward else None
-        return next_obs, reward
-
+        return split_next_state(obs, mean[self.elites].mean(0), self.config.learn_reward)
 
 
 #: bundle format version, bumped when the layout of :func:`model_bundle`'s dict changes

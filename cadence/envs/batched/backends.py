@@ -13,17 +13,28 @@ import torch
 
 from cadence.envs.batched.physics import STATE_SPEC, get_state, read_data, same_sizes, step_data
 from cadence.envs.rewards import PhysicsStep, task_physics
+from cadence.envs.tasks import TaskFamily, TaskWrapper, base_env_id
 
 
 class Backend(ABC):
-    """``n`` worlds of one env; ``reset``/``step`` take the indices of the worlds they act on."""
+    """``n`` worlds of one env (a task family's run in its base env); ``reset``/``step`` take the indices of the
+    worlds they act on, ``set_task`` puts one world in a task of the family."""
 
     name: str
 
-    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None):
-        self.env_id, self.n = env_id, n_worlds
-        self.env = gym.make(env_id, disable_env_checker=True, **(env_kwargs or {})).unwrapped
+    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None, family: TaskFamily | None = None):
+        self.env_id, self.n, self.family = env_id, n_worlds, family
+        self.env = gym.make(base_env_id(env_id), disable_env_checker=True, **(env_kwargs or {})).unwrapped
         self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
+
+    @abstractmethod
+    def set_task(self, world: int, params: np.ndarray) -> None:
+        """Put world ``world`` in the family's task ``params`` from its next reset on."""
+
+    def _require_family(self) -> TaskFamily:
+        if self.family is None:
+            raise ValueError(f"worlds of {self.env_id} take no task parameters: it is no task family")
+        return self.family
 
     @abstractmethod
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
@@ -42,11 +53,19 @@ class GymnasiumBackend(Backend):
 
     name = "gymnasium"
 
-    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None):
-        super().__init__(env_id, n_worlds, env_kwargs)
-        # the spec's TimeLimit stays on but never fires first: BatchedEnv counts the same steps and resets
-        make = lambda: gym.make(env_id, disable_env_checker=True, **(env_kwargs or {}))
+    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None, family: TaskFamily | None = None):
+        super().__init__(env_id, n_worlds, env_kwargs, family)
+
+        def make() -> gym.Env:
+            # the spec's TimeLimit stays on but never fires first: BatchedEnv counts the same steps and resets
+            env = gym.make(base_env_id(env_id), disable_env_checker=True, **(env_kwargs or {}))
+            return TaskWrapper(env, family) if family is not None else env
+
         self.vector = gym.vector.SyncVectorEnv([make for _ in range(n_worlds)])
+
+    def set_task(self, world: int, params: np.ndarray) -> None:
+        self._require_family()
+        self.vector.envs[world].set_task(params)
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
         obs = [self.vector.envs[i].reset(seed=int(s))[0] for i, s in zip(idx, seeds, strict=True)]
@@ -76,26 +95,40 @@ class RolloutBackend(Backend):
     would be. Tasks that read ``MjData`` after a step (Reacher, InvertedDoublePendulum, Ant) run their last
     substep with ``mj_step`` in Python, because those values come from MuJoCo's internal evaluations; that
     substep's warm start is exact.
+
+    With a task ``family`` every world starts in the family's default task; ``set_task`` gives a world the model
+    built for its params (models are cached by params, so worlds in one task share one) and, for reward-target
+    families, the params the torch reward reads (:attr:`PhysicsStep.task`). Explicit ``models`` win over the
+    default task's model.
     """
 
     name = "rollout"
 
+    #: task models kept for reuse; more distinct tasks than this (a continuous curriculum) rebuild models
+    MODEL_CACHE = 256
+
     def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None, threads: int | None = None,
-                 models: Sequence[mujoco.MjModel] | None = None):
-        super().__init__(env_id, n_worlds, env_kwargs)
+                 models: Sequence[mujoco.MjModel] | None = None, family: TaskFamily | None = None):
+        super().__init__(env_id, n_worlds, env_kwargs, family)
         from mujoco import rollout
 
-        self.physics = task_physics(env_id, self.env)
+        self.physics = task_physics(env_id, self.env, family)
         base = self.env.model
         if models is not None and len(models) != n_worlds:
             raise ValueError(f"got {len(models)} models for {n_worlds} worlds")
         for i, model in enumerate(models or ()):
-            if not same_sizes(model, base):
-                raise ValueError(f"model of world {i} differs in size from {env_id}'s (nq {model.nq} vs {base.nq}, "
-                                 f"nv {model.nv} vs {base.nv}, nbody {model.nbody} vs {base.nbody}); per-world models "
-                                 "may change parameters such as masses and friction, not structure")
+            self._check_sizes(model, f"model of world {i}")
+        self._task_models: dict[bytes, mujoco.MjModel] = {}
+        default = family.default_task if family is not None else None
+        self.tasks: np.ndarray | None = None  # [n, n_params] per-world task params, with a family
+        if family is not None:
+            fill = default if default is not None else np.nan
+            self.tasks = np.broadcast_to(fill, (n_worlds, *family.param_space.shape)).astype(np.float64)
+        if models is None and default is not None:
+            models = [self._model_for(default)] * n_worlds
         self.models = list(models) if models is not None else [base] * n_worlds
-        self._reset_datas: dict[int, mujoco.MjData] = {}  # per-world models' reset MjData, by id(model)
+        # one MjData resets every per-world model: they share the base model's sizes (rollout's datas are shared too)
+        self._reset_data = mujoco.MjData(base)
         self.threads = threads or min(os.cpu_count() or 1, 8)
         self.datas = [mujoco.MjData(base) for _ in range(self.threads)]
         self.runner = rollout.Rollout(nthread=self.threads)
@@ -107,12 +140,36 @@ class RolloutBackend(Backend):
         self._qpos = slice(1, 1 + base.nq)  # FULLPHYSICS layout: time, qpos, qvel, ...
         self._qvel = slice(1 + base.nq, 1 + base.nq + base.nv)
 
+    def _check_sizes(self, model: mujoco.MjModel, what: str) -> None:
+        base = self.env.model
+        if not same_sizes(model, base):
+            raise ValueError(f"{what} differs in size from {self.env_id}'s (nq {model.nq} vs {base.nq}, "
+                             f"nv {model.nv} vs {base.nv}, nbody {model.nbody} vs {base.nbody}); per-world models "
+                             "may change parameters such as masses and friction, not structure")
+
+    def _model_for(self, params: np.ndarray) -> mujoco.MjModel:
+        """The family's model for ``params``, from the cache when an earlier world had the same task."""
+        key = np.asarray(params, np.float64).tobytes()
+        if key not in self._task_models:
+            if len(self._task_models) >= self.MODEL_CACHE:
+                self._task_models.pop(next(iter(self._task_models)))  # the oldest; worlds using it keep their copy
+            model = self.family.model_for(self.env.model, params)
+            self._check_sizes(model, f"the model of task {params.tolist()}")
+            self._task_models[key] = model
+        return self._task_models[key]
+
+    def set_task(self, world: int, params: np.ndarray) -> None:
+        params = self._require_family().resolve(params)
+        self.models[world] = self._model_for(params)
+        self.tasks[world] = params
+
     def _physics_step(self, idx: np.ndarray, before: np.ndarray, reads_before: np.ndarray,
                       action: np.ndarray) -> PhysicsStep:
         t = lambda x: torch.as_tensor(x, dtype=torch.float64)
         return PhysicsStep(qpos_before=t(before[:, self._qpos]), qpos=t(self.state[idx, self._qpos]),
                            qvel=t(self.state[idx, self._qvel]), action=t(action), reads=t(self.reads[idx]),
-                           reads_before=t(reads_before), dt=self.dt)
+                           reads_before=t(reads_before), dt=self.dt,
+                           task=t(self.tasks[idx]) if self.tasks is not None else None)
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
         for i, seed in zip(idx, seeds, strict=True):
@@ -130,10 +187,8 @@ class RolloutBackend(Backend):
         if model is env.model:
             env.reset(seed=seed)
             return env.data
-        if id(model) not in self._reset_datas:
-            self._reset_datas[id(model)] = mujoco.MjData(model)
         saved = env.model, env.data, env.init_qpos, env.init_qvel
-        env.model, env.data = model, self._reset_datas[id(model)]
+        env.model, env.data = model, self._reset_data
         env.init_qpos, env.init_qvel = model.qpos0.copy(), np.zeros(model.nv)
         try:
             env.reset(seed=seed)

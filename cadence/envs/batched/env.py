@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
 
 from cadence.envs.batched.backends import BACKENDS, Backend, GymnasiumBackend, RolloutBackend, warp_backend
-from cadence.envs.registry import check_env_id
-from cadence.envs.rewards import supported_envs
-from cadence.envs.tasks import TaskFamily
+from cadence.envs.registry import check_env_id, spec
+from cadence.envs.rewards import supported_envs, supports
+from cadence.envs.tasks import TaskFamily, base_env_id, family_of
 
 
 class BatchedEnv:
@@ -28,8 +27,12 @@ class BatchedEnv:
     With ``autoreset`` (the default), a world whose episode ended is reset at once and ``info["final_obs"]``
     holds its last observation. Episode ``k`` of world ``i`` is reset with seed ``seeds[i] + k * n_worlds``.
 
+    A task family's id (``"HalfCheetahBody-v0"``) runs its base env with the family's tasks: every world starts in
+    the family's default task, and ``reset(tasks=...)`` / ``reset_worlds(idx, tasks)`` take params or preset names
+    per world. Reward-target families (``CheetahVel-v0``) compute each world's reward with its own params.
+
     Args:
-        env_id: a Gymnasium MuJoCo v5 id.
+        env_id: a Gymnasium MuJoCo v5 id or a task family's id.
         n_worlds: number of worlds.
         backend: ``rollout`` (mujoco.rollout, CPU threads), ``gymnasium`` (one env per world), ``warp`` (CUDA).
         device: where returned tensors live.
@@ -37,20 +40,24 @@ class BatchedEnv:
         sequence: open-loop action sequences instead of repeated actions.
         threads: physics threads of the rollout backend (default: the CPU count, at most 8).
         models: one MjModel per world (rollout backend), e.g. body variants; the same size signature is needed.
-        family: a :class:`cadence.envs.tasks.TaskFamily` of ``env_id``: ``reset`` and ``reset_worlds`` then take
-            per-world task parameters and rebuild those worlds' models (rollout backend).
+        family: a :class:`cadence.envs.tasks.TaskFamily` of ``env_id``'s base env (default: the family ``env_id``
+            names, if any): ``reset`` and ``reset_worlds`` then take per-world tasks and rebuild those worlds' models
+            (rollout backend) or envs (gymnasium backend).
+        max_episode_steps: the time limit in primitive steps (default: the env's Gymnasium spec's).
     """
 
     def __init__(self, env_id: str, n_worlds: int, backend: str = "rollout", device: str | torch.device = "cpu",
                  decision_interval: int | Sequence[int] = 1, sequence: bool = False, autoreset: bool = True,
                  threads: int | None = None, models: Sequence[mujoco.MjModel] | None = None,
-                 env_kwargs: dict | None = None, family: TaskFamily | None = None):
+                 env_kwargs: dict | None = None, family: TaskFamily | None = None,
+                 max_episode_steps: int | None = None):
         check_env_id(env_id)
+        family = _check_family(env_id, family)
         if n_worlds < 1:
             raise ValueError(f"n_worlds must be >= 1, got {n_worlds}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        if backend != "gymnasium" and env_id not in supported_envs():
+        if backend != "gymnasium" and not supports(env_id):
             raise ValueError(f"backend {backend!r} cannot run {env_id}: it has no torch reward functions. Backends "
                              f"that support it: gymnasium. rollout and warp support {', '.join(supported_envs())}")
         intervals = np.asarray(decision_interval)
@@ -60,22 +67,22 @@ class BatchedEnv:
         intervals = np.broadcast_to(intervals, (n_worlds,)).copy()
         if intervals.dtype.kind not in "iu" or (intervals < 1).any():
             raise ValueError(f"decision intervals must be integers >= 1, got {decision_interval!r}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         if backend == "rollout":
-            self.backend: Backend = RolloutBackend(env_id, n_worlds, env_kwargs, threads, models)
+            self.backend: Backend = RolloutBackend(env_id, n_worlds, env_kwargs, threads, models, family)
         elif backend == "gymnasium":
             if models is not None:
                 raise ValueError("per-world models need the rollout backend")
-            self.backend = GymnasiumBackend(env_id, n_worlds, env_kwargs)
+            self.backend = GymnasiumBackend(env_id, n_worlds, env_kwargs, family)
         else:
             self.backend = warp_backend(env_id, n_worlds)
         self.env_id, self.n, self.device, self.sequence, self.autoreset = env_id, n_worlds, device, sequence, autoreset
         self.intervals = intervals
         self.family = family
-        if family is not None and not isinstance(self.backend, RolloutBackend):
-            raise ValueError("task families need the rollout backend (per-world models)")
-        self._base_model = self.backend.env.model if isinstance(self.backend, RolloutBackend) else None
-        self._tasks: list[np.ndarray | None] = [None] * n_worlds
-        self.max_episode_steps = gym.spec(env_id).max_episode_steps or np.iinfo(np.int64).max
+        default = family.default_task if family is not None else None
+        self._tasks: list[np.ndarray | None] = [default] * n_worlds  # the backends start every world in it
+        self.max_episode_steps = max_episode_steps or spec(env_id).max_episode_steps or np.iinfo(np.int64).max
         self.single_observation_space = self.backend.observation_space
         self.single_action_space = self.backend.action_space
         self._obs = torch.zeros((n_worlds, *self.single_observation_space.shape), dtype=torch.float64)
@@ -87,7 +94,7 @@ class BatchedEnv:
     # --- episodes ---------------------------------------------------------------------------------------------
     def reset(self, seed: int | Sequence[int] = 0, tasks: Sequence | None = None) -> torch.Tensor:
         """Reset every world; world ``i`` gets ``seed + i`` (an int) or ``seed[i]`` (a sequence), and ``tasks[i]``
-        (task parameters of the env's family, or None to keep the world's task) when given."""
+        (params or a preset name of the env's family, or None to keep the world's task) when given."""
         seeds = np.asarray(seed, np.int64) + (np.arange(self.n) if np.ndim(seed) == 0 else 0)
         if seeds.shape != (self.n,):
             raise ValueError(f"need one seed per world ({self.n}), got {len(seeds)}")
@@ -121,11 +128,18 @@ class BatchedEnv:
         self._obs[idx] = self.backend.reset(idx, seeds.tolist())
         self._elapsed[idx] = 0
 
+    @property
+    def tasks(self) -> list[np.ndarray | None]:
+        """Each world's current task params (None where no task was set)."""
+        return list(self._tasks)
+
     def _set_task(self, world: int, task: Any) -> None:
         if self.family is None:
-            raise ValueError(f"BatchedEnv of {self.env_id} takes no task parameters (got {task!r}); pass family=")
-        self._tasks[world] = self.family.check(task)
-        self.backend.models[world] = self.family.model_for(self._base_model, self._tasks[world])
+            raise ValueError(f"BatchedEnv of {self.env_id} takes no task parameters (got {task!r}); use a task "
+                             "family's id or pass family=")
+        params = self.family.resolve(task)
+        self.backend.set_task(world, params)
+        self._tasks[world] = params
 
     def _out(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(device=self.device, dtype=torch.float32)
@@ -216,7 +230,16 @@ class BatchedEnv:
         self.backend.close()
 
 
-
+def _check_family(env_id: str, family: TaskFamily | None) -> TaskFamily | None:
+    """The family the worlds run: the explicit one (of ``env_id``'s base env) or the one ``env_id`` names."""
+    named = family_of(env_id)
+    if family is None:
+        return named
+    if named is not None and named is not family:
+        raise ValueError(f"{env_id} is task family {named.name}; family={family.name} cannot replace it")
+    if family.base_env != base_env_id(env_id):
+        raise ValueError(f"task family {family.name} varies {family.base_env}, not {env_id}")
+    return family
 
 
 def _primitive_records(records: list[tuple]) -> dict[str, np.ndarray]:

@@ -1,0 +1,321 @@
+"""Continual model-based RL: one dynamics learner over a task sequence, planned through by CEM-MPC (HyperCRL).
+
+:class:`ContinualModelBased` learns a dynamics model task after task and controls by planning through it
+(:class:`~cadence.agents.planning.CEMPlanner`). The ``strategy`` says how the model keeps earlier tasks
+(DESIGN.md section 3, HyperCRL):
+
+* ``hypercrl``: a :class:`~cadence.world_models.hyper.HyperDynamics` with one embedding per task, regularised
+  towards its own outputs for earlier tasks; trains on the current task's data only;
+* ``finetune``: one Gaussian MLP trained on each task in turn (the lower bound);
+* ``coreset``: the MLP, trained on the current task plus a growing replay of earlier tasks' transitions
+  (``coreset_per_task`` rows of each, chosen by ``replay.selection.RandomSelector``);
+* ``ewc`` / ``si``: the MLP with Elastic Weight Consolidation's or Synaptic Intelligence's penalty;
+* ``multitask``: the MLP trained on every task's data so far (the upper bound for one model);
+* ``single``: a fresh MLP per task (no transfer, no forgetting).
+
+All strategies share the target MLP's sizes, the optimiser settings and the planner, so only the way of keeping
+old tasks differs. The MLP baselines do not see the task id; HyperCRL and ``single`` plan with the task's own model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from cadence.agents.planning import CEMConfig, CEMPlanner
+from cadence.config import check, check_positive
+from cadence.nn import adam
+from cadence.replay.selection import RandomSelector
+from cadence.world_models import EnsembleConfig, GaussianEnsemble
+from cadence.world_models.base import DynamicsModel
+from cadence.world_models.continual import EWC, SI, train_model_steps
+from cadence.world_models.hyper import HyperConfig, HyperDynamics
+
+Data = dict[str, torch.Tensor]
+
+#: strategy name -> what it keeps of earlier tasks (for help texts)
+STRATEGIES: dict[str, str] = {
+    "hypercrl": "a hypernetwork with one embedding per task, regularised on its earlier outputs",
+    "finetune": "nothing: one model trained on each task in turn",
+    "coreset": "a growing replay of coreset_per_task transitions per earlier task",
+    "ewc": "an Elastic Weight Consolidation penalty",
+    "si": "a Synaptic Intelligence penalty",
+    "multitask": "every task's data (one model trained on all of it)",
+    "single": "one separate model per task",
+}
+
+
+@dataclass(frozen=True)
+class ContinualModelBasedConfig:
+    """Settings of a continual model-based learner (``[agent]``); one strategy reads only its own keys."""
+
+    hidden_sizes: tuple[int, ...] = (200, 200, 200)
+    """Hidden widths of the dynamics MLP (HyperCRL's target network, and every baseline's model)."""
+    lr: float = 1e-3
+    """Adam learning rate of the baselines' MLP."""
+    hnet_lr: float = 1e-4
+    """Adam learning rate of HyperCRL's hypernetwork and task embeddings (the paper's 1e-4)."""
+    hnet_hidden_sizes: tuple[int, ...] | None = None
+    """Hidden widths of HyperCRL's hypernetwork (None: HyperCRL's presets, (100, 100) plain, (25, 30) chunked)."""
+    embedding_size: int = 10
+    """Size of HyperCRL's task embeddings."""
+    chunked: bool = True
+    """Use the chunked hypernetwork (a chunk embedding per slice of the target weights: far fewer parameters)."""
+    beta: float | None = None
+    """Weight of HyperCRL's output regulariser (None: the paper's 0.05, or 0.005 for the chunked variant)."""
+    grad_clip: float = 5.0
+    """Gradient-norm clip of every model update (HyperCRL's 5)."""
+    batch_size: int = 256
+    """Transitions per model update."""
+    coreset_per_task: int = 1000
+    """coreset: transitions kept of every finished task."""
+    ewc_lambda: float = 100.0
+    """ewc: weight of the penalty lambda/2 * sum F (theta - theta*)^2."""
+    si_c: float = 1.0
+    """si: weight of the penalty c * sum Omega (theta - theta*)^2."""
+    si_xi: float = 0.1
+    """si: damping xi of the importance Omega = omega / (delta theta^2 + xi)."""
+    horizon: int = 30
+    """CEM planning horizon (HyperCRL's 30; 15 in CEMConfig.cpu())."""
+    samples: int = 500
+    """CEM candidates per iteration (HyperCRL's 500)."""
+    elites: int = 50
+    """CEM elites (HyperCRL's 50)."""
+    iterations: int = 5
+    """CEM iterations per decision (HyperCRL's 5)."""
+    gradient_steps: int = 1
+    """Unused by this learner's loop (model updates are set by train.model_steps); kept for the Agent protocol."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "hnet_lr", "embedding_size", "batch_size", "coreset_per_task", "horizon", "samples",
+                     "elites", "iterations"):
+            check_positive(self, name)
+        for name in ("ewc_lambda", "si_c", "si_xi", "grad_clip"):
+            check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        check(self.beta is None or self.beta >= 0, "beta", self.beta, ">= 0 (or unset for the paper's value)")
+        check(self.elites <= self.samples, "elites", self.elites, f"<= samples ({self.samples})")
+
+    @property
+    def cem(self) -> CEMConfig:
+        return CEMConfig(horizon=self.horizon, samples=self.samples, elites=self.elites, iterations=self.iterations)
+
+
+class PerTaskModels(torch.nn.Module):
+    """The ``single`` strategy's models, one per task; ``for_task`` picks one (an int task id)."""
+
+    def __init__(self, models: list[GaussianEnsemble]):
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+        self.predicts_reward = True
+
+    def for_task(self, task: Any) -> Any:
+        """Task ``task``'s model, or for one task id per row a view that sends each row to its task's model."""
+        task = torch.as_tensor(task)
+        if task.ndim == 0:
+            return self.models[int(task)]
+        return _RowsByTask(self, task)
+
+
+class _RowsByTask:
+    """``elite_mean`` of :class:`PerTaskModels` with one task id per row: rows are grouped by task."""
+
+    predicts_reward = True
+
+    def __init__(self, models: PerTaskModels, task: torch.Tensor):
+        self.models, self.task = models, task
+
+    def elite_mean(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        next_obs, reward = torch.empty_like(obs), obs.new_empty(obs.shape[0])
+        for t in self.task.unique().tolist():
+            rows = self.task == t
+            next_obs[rows], reward[rows] = self.models.models[t].elite_mean(obs[rows], act[rows])
+        return next_obs, reward
+
+
+class ContinualModelBased:
+    """A continual dynamics learner plus a CEM planner; see the module docstring for the strategies.
+
+    Args:
+        observation_space, action_space: the family's spaces (flat Boxes).
+        strategy: one of :data:`STRATEGIES`.
+        config: settings.
+        termination_fn: ``next_obs -> bool`` of the base env, used by the planner.
+        device: torch device.
+        seed: seeds the model-update generator.
+    """
+
+    stores_primitive = True
+    supports_bf16_mixed = False
+
+    def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, strategy: str,
+                 config: ContinualModelBasedConfig = ContinualModelBasedConfig(), termination_fn: Any = None,
+                 device: str | torch.device = "cpu", seed: int = 0):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown continual strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        self.algo = "hypercrl" if strategy == "hypercrl" else f"mbrl-{strategy}"
+        self.strategy, self.config, self.device = strategy, config, torch.device(device)
+        self.obs_dim, self.act_dim = int(observation_space.shape[0]), int(action_space.shape[0])
+        self.low, self.high = action_space.low.astype(np.float32), action_space.high.astype(np.float32)
+        self.termination_fn = termination_fn
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.task = -1  # the task being learned
+        self.normalizer: tuple[torch.Tensor, torch.Tensor] | None = None  # (mean, std) of the first data
+        self.coreset: Data | None = None
+        self.model: Any = self._new_model()
+        if strategy == "single":
+            self.model = PerTaskModels([])
+        self.optimizer = None if strategy == "single" else self._new_optimizer()  # single: one per task's model
+        self.penalty = EWC(self.model, config.ewc_lambda) if strategy == "ewc" else (
+            SI(self.model, config.si_c, config.si_xi) if strategy == "si" else None)
+
+    # --- models --------------------------------------------------------------------------------------------
+    def _new_model(self) -> torch.nn.Module:
+        cfg = self.config
+        if self.strategy == "hypercrl":
+            hnet = None if cfg.hnet_hidden_sizes is None else tuple(cfg.hnet_hidden_sizes)
+            hyper = HyperConfig(embedding_size=cfg.embedding_size, hidden_sizes=tuple(cfg.hidden_sizes),
+                                hnet_hidden_sizes=hnet, chunked=cfg.chunked, beta=cfg.beta,
+                                lr=cfg.hnet_lr, grad_clip=cfg.grad_clip, batch_size=cfg.batch_size)
+            return HyperDynamics(self.obs_dim, self.act_dim, hyper).to(self.device)
+        mlp = EnsembleConfig(n_members=1, n_elites=1, hidden_sizes=tuple(cfg.hidden_sizes), lr=cfg.lr,
+                             batch_size=cfg.batch_size, learn_reward=True)
+        return GaussianEnsemble(self.obs_dim, self.act_dim, mlp).to(self.device)
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        lr = self.config.hnet_lr if self.strategy == "hypercrl" else self.config.lr
+        return adam(self._trained().parameters(), lr)
+
+    def _trained(self) -> torch.nn.Module:
+        """The module the current task trains (for ``single``, the current task's own model)."""
+        return self.model.models[-1] if self.strategy == "single" else self.model
+
+    def dynamics(self, task: Any) -> DynamicsModel:
+        """The model the planner uses for ``task`` (an int, or one id per row)."""
+        for_task = getattr(self.model, "for_task", None)
+        return self.model if for_task is None else for_task(task)
+
+    # --- the task sequence ---------------------------------------------------------------------------------
+    def start_task(self, task: int) -> None:
+        """Begin learning ``task`` (ids count up from 0)."""
+        if task != self.task + 1:
+            raise ValueError(f"tasks are learned in order: expected task {self.task + 1}, got {task}")
+        self.task = task
+        if self.strategy == "single":
+            self.model.models.append(self._new_model())
+            if self.normalizer is not None:
+                self._restore_normalizer(self._trained())
+        if self.strategy == "hypercrl":
+            self.model.add_task()
+            self.model.start_task(task)
+        if self.strategy in ("single", "hypercrl"):  # new parameters (a model, an embedding): a new optimiser
+            self.optimizer = self._new_optimizer()
+        if self.strategy == "si":
+            self.penalty.begin_task()
+
+    def fit(self, data: Data, steps: int, every_task: list[Data] | None = None) -> dict[str, float]:
+        """``steps`` model updates for the current task. ``data`` is the current task's data so far;
+        ``every_task`` (multitask only) is every task's data so far."""
+        train = self._training_data(data, every_task)
+        model = self._trained()
+        if self.normalizer is None:  # set once, from the first task's first data: later inputs keep their scale
+            model.set_normalizer(data["obs"], data["action"])
+            self.normalizer = (model.in_mean.clone(), model.in_std.clone())
+        if self.strategy == "hypercrl":
+            loss_fn = lambda batch: model.loss(batch, self.task)
+        else:
+            loss_fn = model.loss
+        penalty = self.penalty.penalty if self.strategy == "ewc" else (
+            self.penalty.penalty if self.strategy == "si" else None)
+        return train_model_steps(loss_fn, list(model.parameters()), train, steps, self.config.batch_size,
+                                 self.optimizer, self.config.grad_clip, self.generator, penalty=penalty,
+                                 si=self.penalty if self.strategy == "si" else None)
+
+    def _restore_normalizer(self, model: torch.nn.Module) -> None:
+        model.in_mean.copy_(self.normalizer[0])
+        model.in_std.copy_(self.normalizer[1])
+
+    def _training_data(self, data: Data, every_task: list[Data] | None) -> Data:
+        if self.strategy == "multitask":
+            if not every_task:
+                raise ValueError("the multitask strategy trains on every task's data: pass every_task")
+            return {k: torch.cat([d[k] for d in every_task]) for k in _MODEL_KEYS}
+        if self.strategy == "coreset" and self.coreset is not None:
+            return {k: torch.cat([data[k], self.coreset[k]]) for k in _MODEL_KEYS}
+        return {k: data[k] for k in _MODEL_KEYS}
+
+    def end_task(self, data: Data) -> None:
+        """Close the current task: consolidate EWC/SI, or add the task's coreset rows."""
+        if self.strategy == "ewc":
+            n = len(data["obs"])
+            batches = [{k: data[k][i:i + 1024] for k in _MODEL_KEYS} for i in range(0, n, 1024)]
+            self.penalty.consolidate(batches, lambda batch: self.model.loss(batch)[0])
+        elif self.strategy == "si":
+            self.penalty.end_task()
+        elif self.strategy == "coreset":
+            rows = {k: data[k] for k in _MODEL_KEYS}
+            keep = RandomSelector().select(rows, min(self.config.coreset_per_task, len(rows["obs"])), self.generator)
+            chosen = {k: v[keep] for k, v in rows.items()}
+            self.coreset = chosen if self.coreset is None else {
+                k: torch.cat([self.coreset[k], chosen[k]]) for k in _MODEL_KEYS}
+
+    # --- acting --------------------------------------------------------------------------------------------
+    def planner(self, config: CEMConfig | None = None, generator: torch.Generator | None = None) -> CEMPlanner:
+        """A CEM planner through this learner's models (task-conditioned where the strategy has per-task models)."""
+        return CEMPlanner(_TaskRouter(self), self.low, self.high, config or self.config.cem,
+                          termination_fn=self.termination_fn, generator=generator, device=self.device)
+
+    @torch.no_grad()
+    def prediction_error(self, data: Data, task: int) -> float:
+        """Mean squared error of the predicted (s' - s, r) on ``data`` (held-out transitions of ``task``)."""
+        model = self.dynamics(task)
+        next_obs, reward = model.elite_mean(data["obs"].to(self.device), data["action"].to(self.device))
+        err = torch.cat([next_obs - data["next_obs"].to(self.device),
+                         (reward - data["reward"].to(self.device))[:, None]], dim=1)
+        return float(err.square().mean())
+
+    # --- persistence ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "task": self.task, "n_models": len(getattr(self.model, "models", [])),
+                "model": self.model.state_dict(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "normalizer": self.normalizer, "coreset": self.coreset, "generator": self.generator.get_state(),
+                "penalty": None if self.penalty is None else self.penalty.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["strategy"] != self.strategy:
+            raise ValueError(f"checkpoint holds a {state['strategy']!r} learner, not {self.strategy!r}")
+        self.task, self.normalizer, self.coreset = int(state["task"]), state["normalizer"], state["coreset"]
+        if self.strategy == "single":
+            self.model = PerTaskModels([self._new_model() for _ in range(int(state["n_models"]))])
+        self.model.load_state_dict(state["model"])
+        if state["optimizer"] is not None:
+            self.optimizer = self._new_optimizer()
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        if self.penalty is not None:
+            self.penalty.load_state_dict(state["penalty"])
+
+    def deployment_state_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "task": self.task, "n_models": len(getattr(self.model, "models", [])),
+                "model": self.model.state_dict(), "normalizer": self.normalizer}
+
+
+_MODEL_KEYS = ("obs", "action", "reward", "next_obs")
+
+
+class _TaskRouter:
+    """The learner's models as one DynamicsModel for the planner: ``for_task`` routes to the task's model."""
+
+    def __init__(self, learner: ContinualModelBased):
+        self.learner = learner
+        self.predicts_reward = True
+
+    def for_task(self, task: Any) -> DynamicsModel:
+        return self.learner.dynamics(task)
+
+    def elite_mean(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.learner.dynamics(self.learner.task).elite_mean(obs, act)

@@ -1,0 +1,295 @@
+"""Continual model-based training over a task sequence (HyperCRL and its baselines), a loop that reads top to bottom.
+
+For each task of the sequence, in order:
+
+1. the learner starts the task (HyperCRL adds the task's embedding and snapshots its outputs for earlier tasks);
+2. ``worlds`` copies of the task's env collect ``steps_per_task`` primitive steps: uniform random actions for the
+   first ``random_steps``, then CEM-MPC through the model; each world decides every step (MPC replans);
+3. every ``train_every`` steps the model takes ``model_steps`` updates on what its strategy may see;
+4. every ``eval_every`` steps, and at the task's end, every task learned so far is evaluated in one batched call
+   (``eval_episodes`` episodes each, planned with that task's model), and the model's prediction error is measured
+   on every learned task's held-out transitions; the rows fill two
+   :class:`~cadence.evaluation.continual.ContinualEvaluation` records (``continual_return``, ``continual_model_error``);
+5. the learner closes the task (EWC/SI consolidate, coreset rows are kept).
+
+Held-out transitions come from a uniform random policy in every task, collected before the first task with their
+own seeds, so all strategies are scored on the same data. A checkpoint holds the learner, every task's data,
+the worlds' physics and both records, so a run killed mid-task resumes at the same task and step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cadence.checkpoint import save_checkpoint
+from cadence.config import check, check_positive
+from cadence.envs.batched import BatchedEnv
+from cadence.envs.batched.episodes import task_returns
+from cadence.envs.tasks import resolve_sequence
+from cadence.evaluation.continual import ContinualEvaluation, log_continual_row, log_continual_summary, summary
+from cadence.logging import RunLogger
+from cadence.loops.common import (
+    LoopConfig,
+    PeriodicLog,
+    TrainState,
+    bundle,
+    check_finite,
+    finish_run,
+    interrupt_run,
+    make_hooks,
+    open_run,
+    progress_bar,
+    stop_signals,
+)
+from cadence.loops.hooks import Hook, LoopContext
+from cadence.replay import ReplayBuffer
+
+Data = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ContinualTrainConfig(LoopConfig):
+    """The continual loop (``[train]``); ``env`` and ``total_steps`` follow from the sequence."""
+
+    env: str = ""
+    """Set from ``sequence``: the task family's id."""
+    total_steps: int = 0
+    """Set from the sequence: steps_per_task x its number of tasks."""
+    sequence: str = "HalfCheetahBody"
+    """Task sequence (cadence.envs.tasks.SEQUENCES): a family's name for its default sequence, or e.g. cheetah-vel-3."""
+    steps_per_task: int = 5_000
+    """Primitive env steps collected in each task (the paper: 100k for Half-Cheetah)."""
+    random_steps: int = 1_000
+    """Uniform random steps at the start of each task, before the planner acts."""
+    worlds: int = 4
+    """Copies of the task's env collecting at once (one batched planner call per step for all of them)."""
+    train_every: int = 1_000
+    """Model updates happen every this many env steps of a task (and when its random steps end)."""
+    model_steps: int = 200
+    """Model updates per fit."""
+    episode_steps: int = 0
+    """Episode length in collection and evaluation (0: the env's own limit, 1000 for Half-Cheetah)."""
+    heldout: int = 2_000
+    """Held-out random-policy transitions per task, for the model-error matrix."""
+    eval_every: int = 0
+    """Also evaluate every learned task this often inside a task, in env steps (0: at task ends only)."""
+    eval_episodes: int = 5
+    """Episodes per task and evaluation."""
+    checkpoint_every: int = 5_000
+
+    def __post_init__(self) -> None:
+        for name in ("steps_per_task", "worlds", "train_every", "model_steps", "heldout"):
+            check_positive(self, name)
+        check(0 <= self.random_steps < self.steps_per_task, "random_steps", self.random_steps,
+              f">= 0 and < steps_per_task ({self.steps_per_task}), so the planner acts in every task")
+        check(self.episode_steps >= 0, "episode_steps", self.episode_steps, ">= 0")
+        family, tasks = resolve_sequence(self.sequence)  # an unknown sequence fails here, listing the known ones
+        object.__setattr__(self, "env", family.name)
+        object.__setattr__(self, "total_steps", self.steps_per_task * len(tasks))
+        super().__post_init__()
+
+
+class TaskBuffers:
+    """One replay buffer per task of the sequence (what each task collected); checkpointed together."""
+
+    def __init__(self, n_tasks: int, capacity: int, obs_dim: int, act_dim: int, device: str | torch.device):
+        self.buffers = [ReplayBuffer(capacity, (obs_dim,), (act_dim,), device) for _ in range(n_tasks)]
+
+    def data(self, task: int) -> Data:
+        buffer = self.buffers[task]
+        return {k: buffer.storage[k][: len(buffer)] for k in ("obs", "action", "reward", "next_obs", "terminated")}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffers": [b.state_dict() for b in self.buffers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["buffers"]) != len(self.buffers):
+            raise ValueError(f"checkpoint holds {len(state['buffers'])} task buffers, this sequence has "
+                             f"{len(self.buffers)} tasks")
+        for buffer, own in zip(self.buffers, state["buffers"], strict=True):
+            buffer.load_state_dict(own)
+
+
+def collect_heldout(family_id: str, tasks: list[np.ndarray], n: int, seed: int, episode_steps: int,
+                    generator: torch.Generator) -> list[Data]:
+    """``n`` uniform-random transitions of every task, from worlds seeded apart from training's."""
+    worlds = 8
+    env = BatchedEnv(family_id, worlds * len(tasks), autoreset=True, max_episode_steps=episode_steps or None)
+    env.reset(seed=seed + 1_000_003, tasks=[p for p in tasks for _ in range(worlds)])
+    low = torch.as_tensor(env.single_action_space.low)
+    high = torch.as_tensor(env.single_action_space.high)
+    parts: list[list[Data]] = [[] for _ in tasks]
+    for _ in range(-(-n // worlds)):
+        obs = env.observations()
+        action = low + (high - low) * torch.rand(env.n, len(low), generator=generator)
+        next_obs, reward, terminated, _, info = env.step(action)
+        real_next = info["final_obs"] if "final_obs" in info else next_obs
+        for t in range(len(tasks)):
+            rows = slice(t * worlds, (t + 1) * worlds)
+            parts[t].append({"obs": obs[rows], "action": action[rows].float(), "reward": reward[rows],
+                             "next_obs": real_next[rows]})
+    env.close()
+    return [{k: torch.cat([p[k] for p in part])[:n] for k in part[0]} for part in parts]
+
+
+def train_continual(
+    learner: Any,
+    config: ContinualTrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    hooks: Iterable[Hook] = (),
+    callbacks: Iterable[Callable[[TrainState], None]] = (),
+) -> TrainState:
+    """Learn ``config.sequence`` task after task with ``learner`` (a
+    :class:`cadence.agents.continual.ContinualModelBased`); see the module docstring."""
+    run_dir = Path(run_dir)
+    family, sequence = resolve_sequence(config.sequence)
+    labels, params = [label for label, _ in sequence], [p for _, p in sequence]
+    n_tasks, worlds = len(sequence), config.worlds
+    env = BatchedEnv(family.name, worlds, autoreset=True, max_episode_steps=config.episode_steps or None)
+    obs_dim, act_dim = env.single_observation_space.shape[0], env.single_action_space.shape[0]
+    low = torch.as_tensor(env.single_action_space.low, dtype=torch.float32)
+    high = torch.as_tensor(env.single_action_space.high, dtype=torch.float32)
+    buffers = TaskBuffers(n_tasks, config.steps_per_task + worlds, obs_dim, act_dim, config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    returns = ContinualEvaluation(labels, metric_name="return", higher_is_better=True)
+    errors = ContinualEvaluation(labels, metric_name="model_error", higher_is_better=False)
+    position = {"sequence": config.sequence, "labels": labels, "task": 0, "task_step": 0, "next_fit": 0,
+                "started": False}
+    ctx = LoopContext(learner, env, None, buffers, None, TrainState(), config, run_dir,  # type: ignore[arg-type]
+                      extras={"returns": returns, "errors": errors, "position": position})
+    run_hooks = make_hooks(config, hooks, callbacks)
+    restored = open_run(ctx, run_hooks, resume, required=("env", "continual"))
+    if restored is None:
+        heldout = collect_heldout(family.name, params, config.heldout, config.seed, config.episode_steps, generator)
+        env.reset(seed=config.seed, tasks=[params[0]] * worlds)
+    else:
+        own = restored["continual"]
+        if (own["sequence"], own["labels"]) != (config.sequence, labels):
+            raise ValueError(f"the checkpoint in {run_dir} learns sequence {own['sequence']!r} ({own['labels']}), "
+                             f"not {config.sequence!r} ({labels}); nothing was changed")
+        env.load_state_dict(restored["env"])
+        generator.set_state(own["generator"])
+        heldout = own["heldout"]
+        position.update(own["position"])
+        returns = ContinualEvaluation.from_dict(own["returns"])
+        errors = ContinualEvaluation.from_dict(own["errors"])
+    ctx.logger = RunLogger(run_dir, resume_step=ctx.state.step if resume else None, write_layout=not resume)
+    state = ctx.state
+    (run_hooks.resume if restored is not None else run_hooks.run_start)(ctx)
+
+    def bundle_now() -> dict[str, Any]:
+        continual = {"sequence": config.sequence, "labels": labels, "position": dict(position),
+                     "generator": generator.get_state(), "heldout": heldout, "returns": returns.to_dict(),
+                     "errors": errors.to_dict()}
+        return bundle(ctx, run_hooks, env=env.state_dict(), continual=continual)
+
+    def evaluate(final: bool) -> None:
+        """One row of both records: every task learned so far, in one batched call (NaN for later tasks)."""
+        task = position["task"]
+        planner = learner.planner(generator=torch.Generator().manual_seed(config.seed * 7919 + state.step))
+        mean = task_returns(family.name, planner.act_sequence, params[: task + 1], config.eval_episodes,
+                            seed=config.seed + 10_000, task_aware=True,
+                            max_episode_steps=config.episode_steps or None).mean(axis=1)
+        row = np.full(n_tasks, np.nan)
+        row[: task + 1] = mean
+        err = np.full(n_tasks, np.nan)
+        err[: task + 1] = [learner.prediction_error(heldout[t], t) for t in range(task + 1)]
+        returns.add_row(task, row, state.step, final)
+        errors.add_row(task, err, state.step, final)
+        log_continual_row(ctx.logger, state.step, returns, row)
+        log_continual_row(ctx.logger, state.step, errors, err)
+        state.evals.append((state.step, float(np.nanmean(row))))
+        state.last_evaluation = {"eval/return": float(np.nanmean(row))}
+        ctx.logger.scalars(state.last_evaluation, state.step)
+        run_hooks.eval(ctx, float(np.nanmean(row)))
+
+    episode_return = np.zeros(worlds)
+    metrics: dict[str, float] = {}
+    with stop_signals() as caught, progress_bar(config.progress) as progress:
+        log = PeriodicLog(ctx.logger, progress, learner.algo.upper(), config, state)
+        while position["task"] < n_tasks:
+            task = position["task"]
+            if not position["started"]:  # a new task: its worlds, its embedding, its first fit after warm-up
+                learner.start_task(task)
+                env.reset(seed=config.seed + 7 * task, tasks=[params[task]] * worlds)
+                position.update(started=True, task_step=0, next_fit=config.random_steps or config.train_every)
+                episode_return[:] = 0
+            while position["task_step"] < config.steps_per_task:
+                obs = env.observations()
+                if position["task_step"] < config.random_steps:
+                    action = low + (high - low) * torch.rand(worlds, act_dim, generator=generator)
+                else:
+                    planner = learner.planner(generator=generator)
+                    action = torch.as_tensor(planner.plan(obs.numpy(), task=task)[:, 0])
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                real_next = info["final_obs"] if "final_obs" in info else next_obs
+                buffers.buffers[task].add(obs, action, reward, real_next, terminated)
+                position["task_step"] += worlds
+                state.step += worlds
+                state.decisions += worlds
+                episode_return += reward.numpy()
+                for w in np.flatnonzero((terminated | truncated).numpy()):
+                    state.episodes += 1
+                    state.last_return = float(episode_return[w])
+                    episode_return[w] = 0.0
+                if position["task_step"] >= position["next_fit"]:
+                    every = [buffers.data(t) for t in range(task + 1)] if learner.strategy == "multitask" else None
+                    metrics = learner.fit(buffers.data(task), config.model_steps, every)
+                    check_finite(metrics, state, run_dir, unit="model update")
+                    position["next_fit"] += config.train_every
+                log(state, {**metrics, "continual/task": float(task)})
+                if config.eval_every and state.step >= state.next_eval:
+                    state.next_eval += config.eval_every
+                    if position["task_step"] < config.steps_per_task:  # the task's end evaluates anyway
+                        evaluate(final=False)
+                if state.step >= state.next_checkpoint:
+                    state.next_checkpoint = state.step + config.checkpoint_every
+                    save_checkpoint(run_dir, bundle_now())
+                run_hooks.step(ctx)
+                if ctx.stop or caught:
+                    break
+            if ctx.stop or caught:
+                break
+            # the task's end: a last fit on all of its data, the final row, then the strategy closes the task
+            every = [buffers.data(t) for t in range(task + 1)] if learner.strategy == "multitask" else None
+            learner.fit(buffers.data(task), config.model_steps, every)
+            evaluate(final=True)
+            learner.end_task(buffers.data(task))
+            progress.console.print(f"task {task + 1}/{n_tasks} ({labels[task]}) done at step {state.step:,}: "
+                                   f"return per task {np.round(returns.matrix[task, : task + 1], 1).tolist()}")
+            position.update(task=task + 1, started=False)
+    if caught:
+        interrupt_run(ctx, bundle_now, caught["signal"])
+    if not state.evals or state.evals[-1][0] != state.step:  # stopped early by a hook: a last in-task row
+        evaluate(final=False)
+    if position["task"] == n_tasks:
+        for record in (returns, errors):
+            log_continual_summary(ctx.logger, state.step, record, summary(record))
+        write_records(run_dir, returns, errors)
+    learner.records = {"return": returns, "model_error": errors}  # for the run's metrics.json
+    finish_run(ctx, bundle_now)
+    return state
+
+
+def write_records(run_dir: Path, *records: ContinualEvaluation) -> None:
+    """``continual_<metric>.json`` (the record and its metrics) and ``.png`` (its heatmap) per record."""
+    import json
+
+    from cadence.evaluation.plots import plot_continual_heatmap
+    from cadence.io import atomic_write_text
+
+    for record in records:
+        stem = run_dir / f"continual_{record.metric_name}"
+        atomic_write_text(stem.with_suffix(".json"),
+                          json.dumps({"record": record.to_dict(), "metrics": summary(record)}, indent=2))
+        plot_continual_heatmap(record, stem.with_suffix(".png"), title=f"{run_dir.name}: {record.metric_name}")
+
+

@@ -1,0 +1,387 @@
+"""HyperCRL's dynamics model: a hypernetwork turns a learned task embedding into all weights of a Gaussian MLP.
+
+Huang et al., arXiv 2009.11997 (ICRA 2021); DESIGN.md section 3. Each task ``t`` has a learned embedding ``e_t``
+(size 10). A hypernetwork ``h(e; Theta)`` outputs every weight and bias of the target dynamics MLP, which predicts
+a diagonal Gaussian over ``(s' - s[, r])`` from normalised ``(s, a)`` with the same SiLU layers, bounded
+log-variance head, targets and NLL as :class:`~cadence.world_models.ensemble.GaussianEnsemble` (shared functions).
+
+Continual training (only the current task's data, old data never revisited):
+``add_task()`` a new embedding, ``start_task(t)`` to snapshot ``h(e_s; Theta*)`` for every earlier task ``s < t``,
+then minimise ``loss(batch)`` = NLL on task ``t`` + ``beta * mean_{s<t} ||h(e_s; Theta) - h(e_s; Theta*)||^2``.
+The snapshot stores the generated weights rather than ``Theta*``: the regulariser only ever needs those outputs,
+so this is equivalent and cheaper (no second hypernetwork forward per step).
+
+Not carried over from the HyperCRL code: its two-step "look-ahead" optimisation of the regulariser
+(``no_look_ahead=False``); the plain gradient of the loss above is used.
+
+The model itself takes a task argument; :meth:`HyperDynamics.for_task` gives a
+:class:`~cadence.world_models.base.DynamicsModel` bound to one task for planners and rollouts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cadence.config import check, check_positive
+from cadence.nn import mlp
+from cadence.world_models.ensemble import (
+    bounded_logvar,
+    gaussian_nll,
+    logvar_bound_penalty,
+    next_state_normal,
+    split_next_state,
+    transition_targets,
+)
+
+Tensor = torch.Tensor
+Task = int | Tensor
+
+#: hypernetwork hidden widths when ``hnet_hidden_sizes`` is None: HyperCRL's presets for a (200, 200, 200)
+#: target net (plain) and for its chunked hypernetwork (``tools/default_arg.py``)
+PLAIN_HNET_HIDDEN = (100, 100)
+CHUNKED_HNET_HIDDEN = (25, 30)
+
+
+@dataclass(frozen=True)
+class HyperConfig:
+    """Architecture and training settings of a HyperDynamics model (HyperCRL's defaults)."""
+
+    embedding_size: int = 10
+    """Size of each task embedding e_t."""
+    hidden_sizes: tuple[int, ...] = (200, 200, 200)
+    """Hidden widths of the target dynamics MLP (whose weights the hypernetwork generates)."""
+    hnet_hidden_sizes: tuple[int, ...] | None = None
+    """Hidden widths of the hypernetwork (ReLU); None: (100, 100), or (25, 30) when chunked (HyperCRL's presets)."""
+    chunked: bool = False
+    """Generate the target weights chunk by chunk from [e_t, c_k] (learned chunk embeddings c_k): a far smaller
+    hypernetwork output layer."""
+    chunk_size: int = 4000
+    """Target-net weights produced per hypernetwork call in the chunked variant."""
+    chunk_embedding_size: int = 20
+    """Size of each chunk embedding c_k in the chunked variant."""
+    beta: float | None = None
+    """Weight of the output regulariser; None: 0.05 (plain), 0.005 (chunked). HyperCRL uses 0.5 for door/pusher."""
+    plastic_embeddings: bool | None = None
+    """Keep training earlier tasks' embeddings (through the regulariser only); None: False for the plain
+    variant, True for the chunked one, as HyperCRL's ``plastic_prev_tembs``."""
+    lr: float = 1e-4
+    """Adam learning rate of the hypernetwork and embeddings."""
+    grad_clip: float | None = 5.0
+    """Gradient-norm clip per step; None: no clipping."""
+    learn_reward: bool = True
+    """Also predict the reward."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_size", "chunk_size", "chunk_embedding_size", "lr", "batch_size"):
+            check_positive(self, name)
+        check(len(self.hidden_sizes) > 0 and min(self.hidden_sizes) > 0, "hidden_sizes", self.hidden_sizes,
+              "a non-empty list of positive widths")
+        hnet = self.hnet_hidden_sizes
+        check(hnet is None or (len(hnet) > 0 and min(hnet) > 0), "hnet_hidden_sizes", hnet,
+              "a non-empty list of positive widths")
+        check(self.beta is None or (self.beta >= 0 and math.isfinite(self.beta)), "beta", self.beta, ">= 0")
+        check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip, "> 0")
+
+    @property
+    def reg_beta(self) -> float:
+        """``beta``, or its default for the variant: 0.05 plain, 0.005 chunked."""
+        if self.beta is not None:
+            return self.beta
+        return 0.005 if self.chunked else 0.05
+
+    @property
+    def hnet_hidden(self) -> tuple[int, ...]:
+        """``hnet_hidden_sizes``, or its default for the variant."""
+        if self.hnet_hidden_sizes is not None:
+            return self.hnet_hidden_sizes
+        return CHUNKED_HNET_HIDDEN if self.chunked else PLAIN_HNET_HIDDEN
+
+    @property
+    def plastic(self) -> bool:
+        """``plastic_embeddings``, or its default for the variant."""
+        if self.plastic_embeddings is not None:
+            return self.plastic_embeddings
+        return self.chunked
+
+
+def mlp_shapes(dims: list[int]) -> list[tuple[int, ...]]:
+    """Weight ``(out, in)`` and bias ``(out,)`` shapes of an MLP through ``dims``, in layer order."""
+    shapes: list[tuple[int, ...]] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        shapes += [(b, a), (b,)]
+    return shapes
+
+
+def functional_mlp(x: Tensor, weights: list[Tensor]) -> Tensor:
+    """The target MLP with given ``[weight, bias, ...]``: SiLU between layers, as GaussianEnsemble's members."""
+    n_layers = len(weights) // 2
+    for i in range(n_layers):
+        x = F.linear(x, weights[2 * i], weights[2 * i + 1])
+        if i < n_layers - 1:
+            x = F.silu(x)
+    return x
+
+
+class HyperDynamics(nn.Module):
+    """Predicts ``p(s' - s, r | s, a, task)`` with a target MLP whose weights a hypernetwork generates per task.
+
+    Args:
+        obs_dim: observation size.
+        act_dim: action size.
+        config: architecture and regulariser settings.
+
+    Optimiser: build a fresh Adam over ``parameters_for_optimizer()`` (or ``model.parameters()``, the same set)
+    after every ``add_task``/``start_task``: embeddings added later are new parameters that an existing optimiser
+    does not hold, and earlier tasks' embeddings stop requiring gradients unless ``config.plastic``.
+    The log-variance bounds and input normaliser are shared by all tasks and not regularised (as HyperCRL's
+    ``mlp_var_minmax``); set the normaliser once, from the first task's data.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, config: HyperConfig = HyperConfig()):
+        super().__init__()
+        self.config = config
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.out_dim = obs_dim + int(config.learn_reward)
+        self.target_shapes = mlp_shapes([obs_dim + act_dim, *config.hidden_sizes, 2 * self.out_dim])
+        self.n_weights = sum(math.prod(s) for s in self.target_shapes)
+        self.task_embeddings = nn.ParameterList()
+        self._build_hnet(config)
+        self.max_logvar = nn.Parameter(torch.full((self.out_dim,), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((self.out_dim,), -10.0))
+        self.register_buffer("in_mean", torch.zeros(obs_dim + act_dim))
+        self.register_buffer("in_std", torch.ones(obs_dim + act_dim))
+        # h(e_t; Theta*) for t < current task, recorded by start_task: [current_task, n_weights]
+        self.register_buffer("reg_targets", torch.zeros(0, self.n_weights))
+        self.register_buffer("current_task_id", torch.zeros((), dtype=torch.long))
+        self._cache: tuple[tuple, Tensor] | None = None
+
+    def _build_hnet(self, config: HyperConfig) -> None:
+        """The hypernetwork (ReLU MLP, as HyperCRL) and, when chunked, its chunk embeddings."""
+        if config.chunked:
+            n_chunks = math.ceil(self.n_weights / config.chunk_size)
+            self.chunk_embeddings = nn.Parameter(torch.randn(n_chunks, config.chunk_embedding_size))
+            in_dim, out_dim = config.embedding_size + config.chunk_embedding_size, config.chunk_size
+        else:
+            in_dim, out_dim = config.embedding_size, self.n_weights
+        self.hnet = mlp(in_dim, config.hnet_hidden, out_dim, nn.ReLU)
+
+    # ---- tasks -------------------------------------------------------------------------------------------------
+
+    @property
+    def n_tasks(self) -> int:
+        """Number of task embeddings."""
+        return len(self.task_embeddings)
+
+    @property
+    def current_task(self) -> int:
+        """The task set by the last ``start_task`` (0 before any)."""
+        return int(self.current_task_id)
+
+    @property
+    def predicts_reward(self) -> bool:
+        """Whether the last output column is the reward (``config.learn_reward``)."""
+        return self.config.learn_reward
+
+    def add_task(self) -> int:
+        """Append a new task embedding, drawn from N(0, 1) as HyperCRL's, and return its id."""
+        device = self.max_logvar.device
+        self.task_embeddings.append(nn.Parameter(torch.randn(self.config.embedding_size, device=device)))
+        return self.n_tasks - 1
+
+    @torch.no_grad()
+    def start_task(self, task: int) -> None:
+        """Make ``task`` the current one: snapshot ``h(e_t; Theta)`` of every task ``t < task`` as the regulariser's
+        targets, and freeze those tasks' embeddings unless ``config.plastic``."""
+        self._check_task(task)
+        self.reg_targets = self.generate(torch.arange(task, device=self.in_mean.device)).detach().clone()
+        self.current_task_id.fill_(task)
+        self._set_plasticity()
+
+    def _set_plasticity(self) -> None:
+        """Embeddings of tasks before the current one train only when ``config.plastic``."""
+        for t, emb in enumerate(self.task_embeddings):
+            emb.requires_grad_(t >= self.current_task or self.config.plastic)
+
+    def _check_task(self, task: int) -> None:
+        if not 0 <= task < self.n_tasks:
+            raise IndexError(f"task {task} out of range: the model has {self.n_tasks} tasks (add_task adds one)")
+
+    def parameters_for_optimizer(self) -> list[nn.Parameter]:
+        """Parameters to train now: hypernetwork, chunk embeddings, log-variance bounds and the embeddings that
+        require gradients (the current task's and later ones, and earlier ones when ``config.plastic``)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ---- weight generation -------------------------------------------------------------------------------------
+
+    def generate(self, tasks: Tensor) -> Tensor:
+        """All target-net weights of each task, flat: ``tasks [K] -> [K, n_weights]``."""
+        if tasks.numel() == 0:
+            return self.reg_targets.new_zeros(0, self.n_weights)
+        emb = torch.stack(list(self.task_embeddings))[tasks]
+        if not self.config.chunked:
+            return self.hnet(emb)
+        k, (n_chunks, _) = emb.shape[0], self.chunk_embeddings.shape
+        x = torch.cat([emb[:, None].expand(-1, n_chunks, -1), self.chunk_embeddings.expand(k, -1, -1)], dim=-1)
+        return self.hnet(x).reshape(k, -1)[:, : self.n_weights]  # concatenated chunks, cut to the weight count
+
+    def split_weights(self, flat: Tensor) -> list[Tensor]:
+        """One task's flat weights ``[n_weights]`` as tensors of ``target_shapes``."""
+        sizes = [math.prod(s) for s in self.target_shapes]
+        return [w.view(s) for w, s in zip(flat.split(sizes), self.target_shapes)]
+
+    def task_weights(self, task: int) -> list[Tensor]:
+        """The target-net weights of ``task``, shaped as ``target_shapes``."""
+        self._check_task(task)
+        return self.split_weights(self._flat_weights([task])[0])
+
+    def _flat_weights(self, tasks: list[int]) -> list[Tensor]:
+        """Each task's flat weights ``[n_weights]``. Without autograd they are rows of a table of every task, cached
+        until a parameter changes, so planning (thousands of no-grad calls between optimiser steps) generates them
+        once. Rows are taken by integer indexing: a view, where tensor indexing copies (and is slow on CPU)."""
+        if torch.is_grad_enabled():
+            flat = self.generate(torch.tensor(tasks, device=self.in_mean.device))
+            return [flat[k] for k in range(len(tasks))]
+        key = tuple((id(p), p.data_ptr(), p._version) for p in self.parameters())
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self.generate(torch.arange(self.n_tasks, device=self.in_mean.device)))
+        return [self._cache[1][t] for t in tasks]
+
+    # ---- prediction --------------------------------------------------------------------------------------------
+
+    def set_normalizer(self, obs: Tensor, act: Tensor) -> None:
+        """Input normaliser from data: per-column mean and std of ``(s, a)``."""
+        x = torch.cat([obs, act], dim=-1)
+        self.in_mean.copy_(x.mean(0))
+        self.in_std.copy_(x.std(0).clamp_min(1e-6))
+
+    def forward(self, obs: Tensor, act: Tensor, task: Task) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of ``(s' - s[, r])``: each ``[1, B, out_dim]`` (one member).
+
+        ``task``: one id for the whole batch, or a ``long`` tensor ``[B]`` of ids, one per row; rows are grouped
+        by id and each group runs through its task's MLP (no per-row weights are materialised).
+        """
+        x = (torch.cat([obs, act], dim=-1) - self.in_mean) / self.in_std
+        if isinstance(task, Tensor) and task.dim() == 0:
+            task = int(task)
+        if isinstance(task, int):
+            out = functional_mlp(x, self.task_weights(task))
+        else:
+            out = self._forward_grouped(x, task.to(x.device, torch.long))
+        mean, raw_logvar = out.float().chunk(2, dim=-1)  # float32 under bf16-mixed autocast too
+        return mean[None], bounded_logvar(raw_logvar, self.min_logvar, self.max_logvar)[None]
+
+    def _forward_grouped(self, x: Tensor, tasks: Tensor) -> Tensor:
+        """Target-net outputs ``[B, 2 out_dim]`` for rows with per-row task ids, one MLP call per distinct id."""
+        if tasks.shape != x.shape[:1]:
+            raise ValueError(f"per-row task ids must be [B] = [{x.shape[0]}], got {list(tasks.shape)}")
+        ids = torch.unique(tasks)
+        if ids.numel() and (ids[0] < 0 or ids[-1] >= self.n_tasks):
+            raise IndexError(f"task ids {ids.tolist()} out of range: the model has {self.n_tasks} tasks")
+        flat = self._flat_weights(ids.tolist())
+        if len(flat) == 1:  # one task in every row (a planner's usual call): no gather and scatter
+            return functional_mlp(x, self.split_weights(flat[0]))
+        rows = [torch.nonzero(tasks == t).squeeze(1) for t in ids]
+        outs = [functional_mlp(x[r], self.split_weights(w)) for r, w in zip(rows, flat)]
+        order = torch.cat(rows)
+        return torch.cat(outs).index_select(0, torch.argsort(order))  # back to the input row order
+
+    # ---- training ----------------------------------------------------------------------------------------------
+
+    def regularizer(self, task: int | None = None) -> Tensor:
+        """``beta * mean_{t < task} ||h(e_t; Theta) - h(e_t; Theta*)||^2`` (sum of squares over every generated
+        weight, as HyperCRL); ``task`` defaults to the current one. Zero before the second task."""
+        task = self.current_task if task is None else task
+        if task > self.reg_targets.shape[0]:
+            raise ValueError(f"no regulariser targets for tasks before {task}: call start_task({task}) first")
+        if task == 0:
+            return self.reg_targets.new_zeros(())
+        tasks = torch.arange(task, device=self.reg_targets.device)
+        sq = ((self.generate(tasks) - self.reg_targets[:task]) ** 2).sum(dim=1)
+        return self.config.reg_beta * sq.mean()
+
+    def loss(self, batch: Mapping[str, Tensor], task: Task | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Gaussian NLL of ``batch`` under ``task`` (default: the current one) + log-variance bound penalty + the
+        regulariser over every task before the current one. Metrics ``model/nll``, ``model/mse``,
+        ``model/hnet_reg``."""
+        task = self.current_task if task is None else task
+        target = transition_targets(dict(batch), self.config.learn_reward)
+        mean, logvar = self(batch["obs"], batch["action"], task)
+        nll = gaussian_nll(mean, logvar, target).sum()
+        reg = self.regularizer()
+        loss = nll + logvar_bound_penalty(self.min_logvar, self.max_logvar) + reg
+        mse = ((mean - target) ** 2).mean()
+        return loss, {"model/nll": nll.item(), "model/mse": mse.item(), "model/hnet_reg": reg.item()}
+
+    def for_task(self, task: Task) -> HyperTaskView:
+        """A :class:`~cadence.world_models.base.DynamicsModel` view bound to ``task`` (see :class:`HyperTaskView`)."""
+        if isinstance(task, int):
+            self._check_task(task)
+        return HyperTaskView(self, task)
+
+    # ---- state -------------------------------------------------------------------------------------------------
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+        """Grow the task embeddings and the regulariser targets to the saved counts before loading, so a fresh model
+        loads a state saved after any number of tasks (runs before the children load, also when nested)."""
+        n_saved = sum(1 for k in state_dict if k.startswith(prefix + "task_embeddings."))
+        while self.n_tasks < n_saved:
+            self.add_task()
+        targets = state_dict.get(prefix + "reg_targets")
+        if targets is not None:
+            self.reg_targets = self.reg_targets.new_zeros(targets.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._set_plasticity()
+
+
+class HyperTaskView:
+    """A :class:`HyperDynamics` bound to one task: a one-member :class:`~cadence.world_models.base.DynamicsModel`.
+
+    ``task`` is an id, or a ``long`` tensor with one id per row (then every call's batch must have that many rows).
+    The view holds no weights: each call generates them from the model's current parameters, so it sees later
+    training. ``state_dict`` is the whole model's.
+    """
+
+    def __init__(self, model: HyperDynamics, task: Task):
+        self.model, self.task = model, task
+        self.obs_dim, self.act_dim = model.obs_dim, model.act_dim
+        self.elites = torch.zeros(1, dtype=torch.long, device=model.in_mean.device)
+
+    @property
+    def predicts_reward(self) -> bool:
+        """Whether the last output column is the reward."""
+        return self.model.predicts_reward
+
+    def __call__(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of ``(s' - s[, r])``: each ``[1, B, out_dim]``."""
+        return self.model(obs, act, self.task)
+
+    def predict(self, obs: Tensor, act: Tensor) -> torch.distributions.Normal:
+        """The distribution over ``(s'[, r])``: batch shape ``[1, B, out_dim]``."""
+        mean, logvar = self(obs, act)
+        return next_state_normal(obs, mean, logvar, self.predicts_reward)
+
+    def elite_mean(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Mean next state ``[B, obs_dim]`` and reward ``[B]`` (None without a reward)."""
+        mean, _ = self(obs, act)
+        return split_next_state(obs, mean[0], self.predicts_reward)
+
+    def loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """The model's loss on ``batch`` under this view's task (regulariser included)."""
+        return self.model.loss(batch, self.task)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole model's state (every task)."""
+        return self.model.state_dict()
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The model's parameters (for callers that build an optimiser from a model)."""
+        return self.model.parameters()
