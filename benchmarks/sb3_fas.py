@@ -146,6 +146,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
         "seed": args.seed, "steps": args.steps, "episodes": args.episodes, "fas_seed": 0,
         "settings": f"SB3 SAC defaults (MlpPolicy [256, 256], lr 3e-4, batch 256, buffer 1e6, gamma 0.99, "
                     f"tau 0.005, auto entropy), learning_starts {learning_starts}",
+        "learning_starts": learning_starts,
         "open_loop": "one action per decision, repeated over the sequence (as cadence SAC.act_sequence)",
         "model": str(model_path), "fas": result.fas, "asl": result.asl, "mean_return": result.mean.tolist(),
         "returns": result.returns, "r_max": result.r_max, "shift": result.shift,

@@ -80,6 +80,7 @@ def train(
     run_dir = Path(run_dir)
     if resume:
         load_checkpoint(run_dir)  # fail before anything is written if the checkpoint is missing or corrupt
+        _check_same_source(run_dir, train_cfg)
     elif checkpoint_path(run_dir, LAST).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
     elif list(run_dir.glob("events.out.tfevents.*")):  # a run that died before its first checkpoint
@@ -96,6 +97,16 @@ def train(
         on_start(run_dir)
     state = prepared.run(run_dir, resume, hooks, callbacks)
     return close_run(algo, sections, run_dir, state, prepared.env_id, prepared.extra_metrics(state))
+
+
+def _check_same_source(run_dir: Path, train_cfg: Any) -> None:
+    """A resumed run keeps what it learns from: its env, task sequence or data set (nothing is written otherwise)."""
+    stored = read_run_config(run_dir)[1]["train"]
+    for key in ("env", "sequence", "dataset"):
+        own, given = getattr(stored, key, None), getattr(train_cfg, key, None)
+        if own != given:
+            raise ConfigError(f"{run_dir} learns {key} {own!r}; it cannot resume under {key} {given!r}. Resume with "
+                              "its own config (cadence train ALGO --resume RUN_DIR), or start a new run")
 
 
 def _require_device(name: str) -> None:

@@ -277,6 +277,23 @@ class ContinualModelBased:
                          (reward - data["reward"].to(self.device))[:, None]], dim=1)
         return float(err.square().mean())
 
+    def old_task_memory(self) -> int | None:
+        """Numbers the learner keeps for earlier tasks besides its current model (None for ``multitask``, which
+        keeps every earlier task's data in the loop): HyperCRL's stored outputs and earlier embeddings, the
+        coreset's rows, EWC's Fisher and anchor, SI's importance and anchor, single's earlier models."""
+        count = lambda tensors: int(sum(t.numel() for t in tensors))
+        if self.strategy == "hypercrl":
+            return int(self.model.reg_targets.numel()) + max(self.task, 0) * self.config.embedding_size
+        if self.strategy == "coreset":
+            return 0 if self.coreset is None else count(self.coreset.values())
+        if self.strategy in ("ewc", "si"):
+            state = self.penalty.state_dict()
+            kept = ("fisher", "star") if self.strategy == "ewc" else ("importance", "star")
+            return count(t for key in kept for t in (state[key] or {}).values())
+        if self.strategy == "single":
+            return count(p for m in self.model.models[:-1] for p in m.parameters())
+        return None if self.strategy == "multitask" else 0
+
     # --- persistence ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "task": self.task, "n_models": len(getattr(self.model, "models", [])),

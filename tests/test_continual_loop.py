@@ -1,0 +1,124 @@
+"""The continual model-based loop (HyperCRL and baselines): matrices, resume, CLI and bad input."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cadence.agents.continual import ContinualModelBased
+from cadence.checkpoint import checkpoint_path, load_checkpoint
+from cadence.cli import main as cli_main
+from cadence.config import ConfigError
+from cadence.evaluation.continual import ContinualEvaluation
+from cadence.loops import RunInterrupted
+from cadence.runs import resolve_config, train
+
+TINY = {"train": {"sequence": "cheetah-vel-3", "steps_per_task": 64, "random_steps": 32, "worlds": 4,
+                  "train_every": 32, "model_steps": 3, "episode_steps": 24, "heldout": 64, "eval_episodes": 1,
+                  "eval_every": 32, "checkpoint_every": 1000, "progress": False, "seed": 3},
+        "agent": {"hidden_sizes": [16, 16], "horizon": 3, "samples": 8, "elites": 2, "iterations": 1,
+                  "coreset_per_task": 16}}
+LABELS = ["v0.5", "v1.5", "v2.5"]
+
+
+def tiny(algo, **train):
+    return resolve_config(algo, {"train": {**TINY["train"], **train}, "agent": dict(TINY["agent"])}, None, [])
+
+
+def record(run_dir, name="return"):
+    return ContinualEvaluation.from_dict(json.loads((run_dir / f"continual_{name}.json").read_text())["record"])
+
+
+@pytest.fixture
+def interactive_sigint():
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_a_run_fills_both_matrices_task_by_task_and_logs_every_task(tmp_path):
+    state = train("hypercrl", tiny("hypercrl"), tmp_path)
+    assert state.step == 3 * 64
+    returns, errors = record(tmp_path), record(tmp_path, "model_error")
+    assert returns.tasks == errors.tasks and len(returns.tasks) == 3
+    for rec in (returns, errors):
+        lower = np.tril(np.ones((3, 3), bool))
+        assert np.isfinite(rec.matrix[lower]).all() and np.isnan(rec.matrix[~lower]).all()
+        assert len(rec.periodic) == 3  # one in-task row per task (eval_every = half a task)
+    assert (errors.matrix[np.tril_indices(3)] > 0).all()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["sequence"] == "cheetah-vel-3" and "forgetting" in metrics["continual"]["return"]
+    tags = EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"]
+    for label in returns.tasks:
+        assert f"continual/return/{label}" in tags and f"continual/model_error/{label}" in tags
+    assert (tmp_path / "continual_return.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("algo", ["hypercrl", "mbrl-single", "mbrl-si"])
+def test_a_run_killed_mid_task_resumes_to_the_same_matrices(tmp_path, algo, interactive_sigint):
+    train(algo, tiny(algo), tmp_path / "full")
+
+    def sigint_mid_task_two(state):
+        if state.step == 64 + 40:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(RunInterrupted, match="at step 104"):
+        train(algo, tiny(algo), tmp_path / "cut", callbacks=[sigint_mid_task_two])
+    saved = load_checkpoint(tmp_path / "cut")
+    assert saved["continual"]["position"]["task"] == 1 and saved["continual"]["position"]["task_step"] == 40
+    train(algo, tiny(algo), tmp_path / "cut", resume=True)
+    for name in ("return", "model_error"):
+        full, cut = record(tmp_path / "full", name), record(tmp_path / "cut", name)
+        np.testing.assert_array_equal(full.matrix, cut.matrix)
+        assert [r.step for r in full.history] == [r.step for r in cut.history]
+
+
+def test_resuming_under_another_sequence_is_refused_and_changes_nothing(tmp_path, interactive_sigint):
+    def sigint_at_40(state):
+        if state.step == 40:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(RunInterrupted):
+        train("mbrl-finetune", tiny("mbrl-finetune"), tmp_path, callbacks=[sigint_at_40])
+    before = checkpoint_path(tmp_path).read_bytes(), (tmp_path / "config.toml").read_text()
+    with pytest.raises(ConfigError, match="cheetah-vel-3.*cheetah-vel-5|cheetah-vel-5.*cheetah-vel-3"):
+        train("mbrl-finetune", tiny("mbrl-finetune", sequence="cheetah-vel-5"), tmp_path, resume=True)
+    assert (checkpoint_path(tmp_path).read_bytes(), (tmp_path / "config.toml").read_text()) == before
+
+
+def test_each_strategy_trains_what_it_may_see():
+    space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    act = spaces.Box(-1, 1, (1,), np.float32)
+    data = [{"obs": torch.randn(50, 3) + t, "action": torch.rand(50, 1), "reward": torch.randn(50),
+             "next_obs": torch.randn(50, 3)} for t in range(2)]
+    coreset = ContinualModelBased(space, act, "coreset", resolve_config("mbrl-coreset", TINY, None, [])["agent"])
+    coreset.start_task(0)
+    coreset.fit(data[0], 1)
+    coreset.end_task(data[0])
+    assert len(coreset.coreset["obs"]) == 16  # coreset_per_task rows of the finished task
+    assert len(coreset._training_data(data[1], None)["obs"]) == 50 + 16
+    multitask = ContinualModelBased(space, act, "multitask")
+    assert len(multitask._training_data(data[1], data)["obs"]) == 100
+    with pytest.raises(ValueError, match="every_task"):
+        multitask._training_data(data[1], None)
+    finetune = ContinualModelBased(space, act, "finetune")
+    with pytest.raises(ValueError, match="expected task 0, got 1"):
+        finetune.start_task(1)
+    with pytest.raises(ValueError, match="unknown continual strategy 'replay'.*hypercrl"):
+        ContinualModelBased(space, act, "replay")
+
+
+def test_cli_continual_flags_and_bad_input(tmp_path, capsys):
+    assert cli_main(["train", "hypercrl", "--sequence", "cheetah-speed", "--run-dir", str(tmp_path / "a")]) != 0
+    err = capsys.readouterr().err
+    assert "cheetah-speed" in err and "cheetah-vel-3" in err
+    assert cli_main(["train", "sac", "--sequence", "cheetah-vel-3", "--run-dir", str(tmp_path / "b")]) != 0
+    assert "continual algos" in capsys.readouterr().err
+    assert cli_main(["train", "mbrl-ewc", "--env", "Hopper-v5", "--run-dir", str(tmp_path / "c")]) != 0
+    assert "--sequence" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no run folder for refused input
