@@ -252,20 +252,11 @@ def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
             raise ConfigError("--sequence-length is for srl; for SAC-J use --set agent.action_repeat=J")
         base["agent"] = {"sequence_length": args.sequence_length}
     sections = resolve_config(args.algo, base, args.config, args.set)
-    if offline and not _dataset_given(args):
+    if offline and not sections["train"].dataset:
         from cadence.replay.datasets import available_hint
 
         raise ConfigError(f"{args.algo} learns from a data set: pass --dataset NAME; {available_hint()}")
     return sections
-
-
-def _dataset_given(args: argparse.Namespace) -> bool:
-    """Whether --dataset, a --set [train.]dataset=... or the --config file names the data set (not the default)."""
-    from cadence.config import parse_override, read_toml
-
-    if args.dataset is not None or any(parse_override(s)[0] in ("dataset", "train.dataset") for s in args.set):
-        return True
-    return args.config is not None and "dataset" in read_toml(args.config).get("train", {})
 
 
 def cmd_train(args: argparse.Namespace) -> None:

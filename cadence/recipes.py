@@ -122,6 +122,11 @@ def prepare_offline(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
     from cadence.replay import load_dataset
 
     train_cfg, agent_cfg = sections["train"], sections["agent"]
+    if not train_cfg.dataset:
+        from cadence.replay.datasets import available_hint
+
+        raise ConfigError(f"{recipe.name} learns from a data set: set train.dataset (--dataset NAME); "
+                          f"{available_hint()}")
     data = load_dataset(train_cfg.dataset)
     env_id = train_cfg.env or str(data.metadata.get("env_id", ""))
     if not env_id:

@@ -106,7 +106,7 @@ def test_train_algo_help_lists_its_config_keys(capsys):
     with pytest.raises(SystemExit):
         main(["train", "mopo", "--help"])
     out = capsys.readouterr().out
-    assert 'train.dataset = "hopper-medium"' in out and "agent.penalty_coef" in out
+    assert 'train.dataset = ""' in out and "agent.penalty_coef" in out
     assert "agent.sequence_length" not in out
 
 

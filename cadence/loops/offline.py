@@ -53,8 +53,9 @@ class OfflineTrainConfig(LoopConfig):
     """Env to evaluate in; empty: the data set's own (its env_id metadata)."""
     total_steps: int = 500_000
     """Budget in gradient steps."""
-    dataset: str = "hopper-medium"
-    """Data set name or path (see cadence.replay.load_dataset): hopper-medium, d4rl:NAME, minari:ID, a file."""
+    dataset: str = ""
+    """Data set name or path (see cadence.replay.load_dataset): hopper-medium, d4rl:NAME, minari:ID, a file.
+    Required: an offline run names what it learns from."""
     model_max_epochs: int = 0
     """Cap on the model's training epochs (0: the ensemble config's own cap)."""
 
