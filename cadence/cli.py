@@ -343,10 +343,14 @@ def _sweep_sb3(args: argparse.Namespace, grid: tuple[int, ...], show: Callable) 
 
 def cmd_eval_fas(args: argparse.Namespace) -> None:
     from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, env_family
+    from cadence.run_folder import read_metrics
     from cadence.runs import evaluate_fas, fas_stem
 
     _check_fas_args(args)
     grid = _fas_grid(args.asl)
+    stem = fas_stem(grid, "_mpc" if args.planner else "")
+    logged_step = lambda: read_metrics(args.run_dir).get(f"{stem}_logged_step") if args.run_dir is not None else None
+    logged_before = logged_step()
     with console.status("FAS sweep") as status:
         show = lambda asl, r: status.update(f"FAS sweep: ASL {asl} mean return {r.mean():.1f}")
         if args.sb3 is not None:
@@ -362,8 +366,10 @@ def cmd_eval_fas(args: argparse.Namespace) -> None:
     published = PUBLISHED_SAC_J_FAS.get(env_family(result.env_id), {}).get(1)
     if published is not None:
         console.print(f"published SAC-1 FAS on the Gym v2 task: {published:.3f} (cadence uses Gymnasium v5)")
-    stem = fas_stem(grid, "_mpc" if args.planner else "")
-    logged = f"; eval/{stem} logged to TensorBoard" if args.run_dir is not None and not partial else ""
+    logged = ""
+    if args.run_dir is not None and not partial:
+        logged = (f"; eval/{stem} logged to TensorBoard" if logged_step() != logged_before else
+                  f"; TensorBoard already holds this step's eval/{stem}, so nothing was logged again")
     console.print(f"wrote {out_dir / f'{stem}.json'} and {out_dir / f'{stem}.png'}{logged}")
     if partial:
         console.print(f"[yellow]note:[/yellow] ASL grid {','.join(map(str, grid))} is not the paper's 16-point grid "

@@ -18,6 +18,7 @@ from cadence.cli import main
 from cadence.evaluation.fas import ASL_GRID, FASResult
 from cadence.recipes import RECIPES
 from cadence.replay import DatasetError, load_dataset
+from cadence.run_folder import write_metrics
 from cadence.runs import resolve_config
 
 
@@ -190,6 +191,8 @@ def fake_fas(monkeypatch):
 
     def evaluate_fas(run_dir, asl_grid, episodes, seed, planner=None, batched=None, on_asl=None):
         calls.append((tuple(asl_grid), planner))
+        if tuple(asl_grid) == ASL_GRID:  # as the real sweep: a full grid is logged once per trained step
+            write_metrics(run_dir, {"fas_mpc_logged_step" if planner else "fas_logged_step": 100})
         return _fake_result(asl_grid)
 
     monkeypatch.setattr("cadence.runs.evaluate_fas", evaluate_fas)
@@ -221,7 +224,10 @@ def test_eval_fas_names_the_files_it_wrote(tmp_path, capsys, fake_fas, wide):
     assert main(["eval", "fas", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'fas.json'} and {tmp_path / 'fas.png'}" in out and "comparable" not in out
+    assert "eval/fas logged to TensorBoard" in out
     assert fake_fas[-1] == (ASL_GRID, None)
+    assert main(["eval", "fas", str(tmp_path)]) == 0  # the same trained step again: nothing new in TensorBoard
+    assert "already holds this step's eval/fas, so nothing was logged again" in capsys.readouterr().out
 
 
 def test_eval_fas_of_an_sb3_model(tmp_path, capsys, wide):
