@@ -114,6 +114,9 @@ def _train_flags() -> argparse.ArgumentParser:
     p.add_argument("--sequence-length", type=int, metavar="J", help="SRL-J: actions decided per state (srl only)")
     p.add_argument("--sequence", metavar="NAME",
                    help="continual algos: task sequence, e.g. HalfCheetahBody or cheetah-vel-3 (train.sequence)")
+    p.add_argument("--teacher", metavar="NAME",
+                   help="sac, srl on a task-family env: a curriculum teacher choosing each episode's task "
+                        "(random, alp-gmm, riac, covar-gmm; train.teacher)")
     p.add_argument("--steps-per-task", type=int, metavar="N",
                    help="continual algos: env steps collected in each task (train.steps_per_task)")
     p.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections (cadence config ALGO)")
@@ -211,7 +214,7 @@ def _resume_sections(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
     given = {"--env": args.env, "--seed": args.seed, "--config": args.config, "--dataset": args.dataset,
              "--sequence-length": args.sequence_length, "--run-dir": args.run_dir, "--sequence": args.sequence,
-             "--steps-per-task": args.steps_per_task}
+             "--steps-per-task": args.steps_per_task, "--teacher": args.teacher}
     ignored = [flag for flag, value in given.items() if value is not None]
     ignored += (["--set"] if args.set else []) + (["--morec"] if args.morec else [])
     if ignored:
@@ -244,6 +247,10 @@ def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
     if continual and (args.env is not None or args.total_steps is not None):
         raise ConfigError("a continual run's env and budget follow from its sequence: use --sequence NAME and "
                           "--steps-per-task N instead of --env / --total-steps")
+    if args.teacher is not None:
+        if args.algo not in ("sac", "srl"):
+            raise ConfigError(f"--teacher chooses tasks for online agents (sac, srl), not {args.algo}")
+        base["train"]["teacher"] = args.teacher
     for flag, key in ((args.sequence, "sequence"), (args.steps_per_task, "steps_per_task")):
         if flag is not None:
             base["train"][key] = flag

@@ -19,13 +19,16 @@ from cadence.agents import MOBILE, MOPO, SAC, SRL, MOBILEConfig, MOPOConfig, SAC
 from cadence.agents.continual import STRATEGIES, ContinualModelBased, ContinualModelBasedConfig
 from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError
+from cadence.curricula import make_teacher
 from cadence.envs import make
 from cadence.envs.batched import BatchedEnv
-from cadence.envs.tasks import base_env_id
+from cadence.envs.tasks import FAMILIES, base_env_id, family_of
 from cadence.envs.terminations import termination_fn
 from cadence.evaluation.continual import summary
+from cadence.evaluation.fas import R_MAX, env_family
 from cadence.loops import Hook, OfflineTrainConfig, TrainConfig, TrainState, fit_model, train_offline, train_online
 from cadence.loops.continual import ContinualTrainConfig, train_continual
+from cadence.loops.curriculum import TeacherHook
 from cadence.run_folder import DYNAMICS_REWARD, MODEL
 from cadence.world_models import DynamicsReward, DynamicsRewardConfig, FilterConfig, GaussianEnsemble, TransitionFilter
 from cadence.world_models.ensemble import model_bundle, model_from_bundle
@@ -61,6 +64,11 @@ class Recipe:
     def offline(self) -> bool:
         """Whether the recipe learns from a data set (``--dataset``) instead of an env."""
         return issubclass(self.train_config_cls, OfflineTrainConfig)
+
+    @property
+    def continual(self) -> bool:
+        """Whether the recipe learns a task sequence (``--sequence``) with the continual loop."""
+        return issubclass(self.train_config_cls, ContinualTrainConfig)
 
     def env_defaults(self, env_id: str) -> dict[str, dict[str, Any]]:
         """Per-env settings that replace the algorithm's defaults (a user's config still wins over them)."""
@@ -107,11 +115,30 @@ def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
     else:
         env = make(train_cfg.env, **kwargs)
 
+    teacher = teacher_hook(train_cfg)
+
     def run(run_dir: Path, resume: bool, hooks: Iterable[Hook], callbacks: Iterable[Callback]) -> TrainState:
+        hooks = [*hooks, teacher] if teacher is not None else hooks
         return train_online(agent, env, eval_env, train_cfg, run_dir, resume=resume, hooks=hooks, callbacks=callbacks,
                             eval_at_interval=(interval, interval_env) if interval > 1 else None)
 
     return Prepared(train_cfg.env, run)
+
+
+def teacher_hook(train_cfg: TrainConfig) -> TeacherHook | None:
+    """``train.teacher`` as a hook over the env's task family; returns are normalised to [0, R_max of the base env]
+    for the teachers that need it. Refuses an env without task parameters."""
+    if not train_cfg.teacher:
+        return None
+    found = family_of(train_cfg.env)
+    if found is None:
+        families = ", ".join(FAMILIES)
+        raise ConfigError(f"train.teacher={train_cfg.teacher!r} chooses task parameters, but {train_cfg.env} has none; "
+                          f"use a task-family env: {families}")
+    r_max = R_MAX.get(env_family(train_cfg.env))
+    teacher = make_teacher(train_cfg.teacher, found.param_space.low, found.param_space.high, seed=train_cfg.seed,
+                           reward_range=(0.0, r_max) if r_max is not None else None)
+    return TeacherHook(teacher, found)
 
 
 # --- offline model-based: data set, fitted model, MOREC's filter -------------------------------------------------

@@ -144,7 +144,7 @@ def load_agent(run_dir: str | Path, checkpoint: str | None = None) -> tuple[Any,
     """Rebuild a run's agent from its config and a checkpoint: ``checkpoint`` if given (a file name in
     ``checkpoints/``, e.g. a snapshot ``agent_20000.pt``), else the deployment one, else the last."""
     algo, sections = read_run_config(run_dir)
-    spec = recipe(algo)
+    spec = _single_task_recipe(algo, run_dir)
     name = checkpoint or (DEPLOY if checkpoint_path(run_dir, DEPLOY).is_file() else LAST)
     bundle = load_checkpoint(run_dir, name, required=("algo", "agent"))
     if bundle["algo"] != algo:
@@ -155,10 +155,20 @@ def load_agent(run_dir: str | Path, checkpoint: str | None = None) -> tuple[Any,
     return agent, sections
 
 
+def _single_task_recipe(algo: str, run_dir: str | Path) -> Any:
+    """The recipe of a run that trained one agent on one env; a continual run has its own evaluation."""
+    spec = recipe(algo)
+    if spec.continual:
+        raise ConfigError(f"{run_dir} is a continual {algo} run over a task sequence: its evaluation is the "
+                          "task-by-task matrices it wrote (continual_return.json, continual_model_error.json), "
+                          "not a FAS sweep")
+    return spec
+
+
 def load_planner(run_dir: str | Path, config: CEMConfig = CEMConfig()) -> CEMPlanner:
     """CEM-MPC through the world model that a model-based run (SRL) learned: the online-planning baseline."""
     algo, sections = read_run_config(run_dir)
-    spec = recipe(algo)
+    spec = _single_task_recipe(algo, run_dir)
     bundle = load_checkpoint(run_dir, LAST, required=("algo", "agent"))
     if bundle["algo"] != algo or "model" not in bundle["agent"]:
         raise CheckpointError(f"{run_dir} holds a {bundle['algo']!r} run without a learned model; "

@@ -16,7 +16,7 @@ from cadence.cli import main as cli_main
 from cadence.config import ConfigError
 from cadence.evaluation.continual import ContinualEvaluation
 from cadence.loops import RunInterrupted
-from cadence.runs import resolve_config, train
+from cadence.runs import load_agent, resolve_config, train
 
 TINY = {"train": {"sequence": "cheetah-vel-3", "steps_per_task": 64, "random_steps": 32, "worlds": 4,
                   "train_every": 32, "model_steps": 3, "episode_steps": 24, "heldout": 64, "eval_episodes": 1,
@@ -57,6 +57,8 @@ def test_a_run_fills_both_matrices_task_by_task_and_logs_every_task(tmp_path):
     for label in returns.tasks:
         assert f"continual/return/{label}" in tags and f"continual/model_error/{label}" in tags
     assert (tmp_path / "continual_return.png").stat().st_size > 0
+    with pytest.raises(ConfigError, match="continual hypercrl run.*not a FAS sweep"):
+        load_agent(tmp_path)  # what cadence eval fas would do
 
 
 @pytest.mark.parametrize("algo", ["hypercrl", "mbrl-single", "mbrl-si"])

@@ -31,6 +31,7 @@ from cadence.checkpoint import save_checkpoint
 from cadence.config import check, check_positive
 from cadence.envs.batched import BatchedEnv
 from cadence.envs.batched.episodes import task_returns
+from cadence.envs.rewards import supports
 from cadence.envs.tasks import resolve_sequence
 from cadence.evaluation.continual import ContinualEvaluation, log_continual_row, log_continual_summary, summary
 from cadence.logging import RunLogger
@@ -116,11 +117,18 @@ class TaskBuffers:
             buffer.load_state_dict(own)
 
 
+def physics_backend(env_id: str) -> str:
+    """``rollout`` (mujoco.rollout threads) where the base env has torch physics functions, else ``gymnasium``
+    (PusherObject)."""
+    return "rollout" if supports(env_id) else "gymnasium"
+
+
 def collect_heldout(family_id: str, tasks: list[np.ndarray], n: int, seed: int, episode_steps: int,
                     generator: torch.Generator) -> list[Data]:
     """``n`` uniform-random transitions of every task, from worlds seeded apart from training's."""
     worlds = 8
-    env = BatchedEnv(family_id, worlds * len(tasks), autoreset=True, max_episode_steps=episode_steps or None)
+    env = BatchedEnv(family_id, worlds * len(tasks), physics_backend(family_id), autoreset=True,
+                     max_episode_steps=episode_steps or None)
     env.reset(seed=seed + 1_000_003, tasks=[p for p in tasks for _ in range(worlds)])
     low = torch.as_tensor(env.single_action_space.low)
     high = torch.as_tensor(env.single_action_space.high)
@@ -153,7 +161,8 @@ def train_continual(
     family, sequence = resolve_sequence(config.sequence)
     labels, params = [label for label, _ in sequence], [p for _, p in sequence]
     n_tasks, worlds = len(sequence), config.worlds
-    env = BatchedEnv(family.name, worlds, autoreset=True, max_episode_steps=config.episode_steps or None)
+    backend = physics_backend(family.name)
+    env = BatchedEnv(family.name, worlds, backend, autoreset=True, max_episode_steps=config.episode_steps or None)
     obs_dim, act_dim = env.single_observation_space.shape[0], env.single_action_space.shape[0]
     low = torch.as_tensor(env.single_action_space.low, dtype=torch.float32)
     high = torch.as_tensor(env.single_action_space.high, dtype=torch.float32)
@@ -196,7 +205,7 @@ def train_continual(
         task = position["task"]
         planner = learner.planner(generator=torch.Generator().manual_seed(config.seed * 7919 + state.step))
         mean = task_returns(family.name, planner.act_sequence, params[: task + 1], config.eval_episodes,
-                            seed=config.seed + 10_000, task_aware=True,
+                            seed=config.seed + 10_000, task_aware=True, backend=backend,
                             max_episode_steps=config.episode_steps or None).mean(axis=1)
         row = np.full(n_tasks, np.nan)
         row[: task + 1] = mean

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cadence.agents.base import Agent
-from cadence.config import check_positive
+from cadence.config import check, check_positive
 from cadence.envs.batched import BatchedEnv
 from cadence.logging import RunLogger
 from cadence.loops.collectors import BatchedCollector, SingleEnvCollector
@@ -44,10 +44,17 @@ class TrainConfig(LoopConfig):
 
     num_envs: int = 1
     """Worlds collecting experience at once; above 1 they run batched on the rollout backend (envs.batched)."""
+    teacher: str = ""
+    """A curriculum teacher choosing each episode's task of a task-family env (random, alp-gmm, riac, covar-gmm);
+    empty: none."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive(self, "num_envs")
+        if self.teacher:
+            from cadence.curricula import TEACHERS
+
+            check(self.teacher in TEACHERS, "teacher", self.teacher, "one of " + ", ".join(TEACHERS))
 
 
 def train_online(
