@@ -25,7 +25,8 @@ class TeacherHook(Hook):
     Args:
         teacher: a :class:`cadence.curricula.Teacher` over the family's ``param_space``.
         family: the training env's task family.
-        log_every: episodes between logs of the teacher's numbers and the sampled-parameter histograms.
+        log_every: episodes between logs of the teacher's numbers and the sampled-parameter histograms (they are
+            also logged at every evaluation).
         test_episodes: episodes per test task in the mastery evaluation (0 turns it off).
     """
 
@@ -70,7 +71,9 @@ class TeacherHook(Hook):
             f"param{i}" for i in range(self.family.param_space.shape[0])]
 
     def on_eval(self, ctx: LoopContext, mean_return: float) -> None:
-        """The share of the family's test tasks on which the agent's mean return reaches the mastery threshold."""
+        """The teacher's numbers, and the share of the family's test tasks on which the agent's mean return reaches
+        the mastery threshold."""
+        self._log(ctx)
         tests, threshold = self.family.test_tasks, self.family.mastery_threshold
         if not self.test_episodes or tests is None or threshold is None:
             return
