@@ -5,11 +5,14 @@ from __future__ import annotations
 from cadence.curricula.alp import NearestNeighbourALP
 from cadence.curricula.alp_gmm import ALPGMMTeacher
 from cadence.curricula.base import Teacher
+from cadence.curricula.clutr import CLUTRTeacher, make_clutr_teacher
 from cadence.curricula.covar_gmm import CovarGMMTeacher
 from cadence.curricula.gmm import GMMTeacher, MixtureFit, fit_lowest_aic
 from cadence.curricula.random_teacher import RandomTeacher
 from cadence.curricula.registry import TEACHERS, make_teacher
 from cadence.curricula.riac import RIACTeacher
+from cadence.curricula.rvae import LayoutRVAE, fit_rvae, token_accuracy
 
-__all__ = ["TEACHERS", "ALPGMMTeacher", "CovarGMMTeacher", "GMMTeacher", "MixtureFit", "NearestNeighbourALP",
-           "RIACTeacher", "RandomTeacher", "Teacher", "fit_lowest_aic", "make_teacher"]
+__all__ = ["TEACHERS", "ALPGMMTeacher", "CLUTRTeacher", "CovarGMMTeacher", "GMMTeacher", "LayoutRVAE", "MixtureFit",
+           "NearestNeighbourALP", "RIACTeacher", "RandomTeacher", "Teacher", "fit_lowest_aic", "fit_rvae",
+           "make_clutr_teacher", "make_teacher", "token_accuracy"]

@@ -12,6 +12,8 @@ from cadence.curricula.covar_gmm import CovarGMMTeacher
 from cadence.curricula.random_teacher import RandomTeacher
 from cadence.curricula.riac import RIACTeacher
 
+# CLUTR is not here: it needs a trained RVAE and proposes latents, not a task family's params
+# (see cadence.curricula.clutr.make_clutr_teacher)
 TEACHERS: dict[str, type[Teacher]] = {
     "random": RandomTeacher,
     "alp-gmm": ALPGMMTeacher,
