@@ -56,6 +56,11 @@ def test_train_teacher_logs_the_curriculum_and_test_set_mastery(tmp_path):
     tags = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0}).Reload().Tags()
     assert {"curriculum/mastered", "curriculum/test_return", "curriculum/episodes"} <= set(tags["scalars"])
     assert "curriculum/sampled_gravity" in " ".join(tags["histograms"])
+    state = load_checkpoint(tmp_path)["hooks"]["teacher"]
+    hopper = family("HopperPhysics-v0")
+    assert [step for step, _ in state["tests"]] == [200, 400]  # every evaluation, one return per test task
+    assert all(len(returns) == len(hopper.test_tasks) for _, returns in state["tests"])
+    assert 0 < state["teacher_seconds"] < 5
 
 
 def test_a_killed_run_resumes_with_the_same_curriculum(tmp_path):

@@ -4,12 +4,14 @@
 the batched path) it samples task parameters, which the loop passes to the env's reset; at every episode end it
 reports the return for the task that episode ran. Its teacher's state is checkpointed with the run, so a resumed
 run continues the same curriculum. It logs under ``curriculum/``: histograms of the sampled parameters, the
-teacher's own numbers (ALP, GMM components, regions), and at every evaluation the share of the family's fixed test
-tasks the agent masters.
+teacher's own numbers (ALP, GMM components, regions), the wall time spent in the teacher, and at every evaluation
+the share of the family's fixed test tasks the agent masters; each evaluation's return per test task is kept in
+the hook's checkpointed state (``tests``), so mastery can be recomputed at any threshold afterwards.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -39,26 +41,33 @@ class TeacherHook(Hook):
         self.teacher, self.family = teacher, family
         self.log_every, self.test_episodes = log_every, test_episodes
         self.sampled: list[np.ndarray] = []  # since the last log, for the histograms
+        self.tests: list[tuple[int, list[float]]] = []  # (step, mean return per test task) of every evaluation
+        self.teacher_seconds = 0.0  # wall time inside the teacher's sample and update
 
     @property
     def name(self) -> str:
         return "teacher"
 
     def on_episode_start(self, ctx: LoopContext, world: int) -> np.ndarray:
+        start = time.perf_counter()
         params = self.teacher.sample()
+        self.teacher_seconds += time.perf_counter() - start
         self.sampled.append(params)
         return params
 
     def on_episode_end(self, ctx: LoopContext, world: int, episode_return: float, task: Any) -> None:
         if task is None:  # an episode begun before this hook chose tasks (a resumed run's first one)
             return
+        start = time.perf_counter()
         self.teacher.update(np.asarray(task, np.float64), float(episode_return))
+        self.teacher_seconds += time.perf_counter() - start
         if ctx.state.episodes % self.log_every == 0:
             self._log(ctx)
 
     def _log(self, ctx: LoopContext) -> None:
         step = ctx.state.step
-        ctx.logger.scalars({f"curriculum/{k}": float(v) for k, v in self.teacher.metrics().items()}, step)
+        numbers = {f"curriculum/{k}": float(v) for k, v in self.teacher.metrics().items()}
+        ctx.logger.scalars({**numbers, "curriculum/teacher_seconds": self.teacher_seconds}, step)
         if self.sampled:
             params = np.stack(self.sampled)
             for i, label in enumerate(self._param_names()):
@@ -79,14 +88,18 @@ class TeacherHook(Hook):
             return
         returns = task_returns(self.family.name, ctx.agent.act_sequence, list(tests), self.test_episodes,
                                seed=10_000 + ctx.state.step).mean(axis=1)
+        self.tests.append((ctx.state.step, returns.tolist()))
         mastered = float(np.mean(returns >= threshold))
         ctx.logger.scalars({"curriculum/mastered": mastered, "curriculum/test_return": float(returns.mean())},
                            ctx.state.step)
         ctx.state.last_evaluation["curriculum/mastered"] = mastered
 
     def state_dict(self) -> dict[str, Any]:
-        return {"teacher": self.teacher.state_dict(), "sampled": [p.tolist() for p in self.sampled]}
+        return {"teacher": self.teacher.state_dict(), "sampled": [p.tolist() for p in self.sampled],
+                "tests": [list(t) for t in self.tests], "teacher_seconds": self.teacher_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.teacher.load_state_dict(state["teacher"])
         self.sampled = [np.asarray(p) for p in state["sampled"]]
+        self.tests = [(int(step), list(r)) for step, r in state.get("tests", [])]
+        self.teacher_seconds = float(state.get("teacher_seconds", 0.0))
