@@ -180,3 +180,18 @@ def test_state_dict_round_trip_with_three_tasks(config):
     outer, fresh_outer = torch.nn.ModuleDict({"m": model}), torch.nn.ModuleDict({"m": model_with_tasks(config, 1)})
     fresh_outer.load_state_dict(outer.state_dict())
     assert fresh_outer["m"].n_tasks == 3
+
+
+@pytest.mark.parametrize("ids", [[2, 0, 1, 1, 0, 2, 2, 1, 0, 0, 1, 2], [2, 0, 1, 1, 0, 2, 2, 1, 0, 0, 1, 1]])
+def test_rows_of_several_tasks_match_one_call_per_row(ids):
+    """Equal groups (one batched product per layer) and unequal ones (one MLP call per task) alike."""
+    torch.manual_seed(0)
+    model = HyperDynamics(5, 2, HyperConfig(hidden_sizes=(16, 16), hnet_hidden_sizes=(8,)))
+    for _ in range(3):
+        model.add_task()
+    obs, act, ids = torch.randn(12, 5), torch.randn(12, 2), torch.tensor(ids)
+    with torch.no_grad():
+        mean, logvar = model(obs, act, ids)
+        one_by_one = [model(obs[i : i + 1], act[i : i + 1], int(ids[i])) for i in range(12)]
+    torch.testing.assert_close(mean, torch.cat([m for m, _ in one_by_one], dim=1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logvar, torch.cat([v for _, v in one_by_one], dim=1), atol=1e-5, rtol=1e-5)

@@ -131,6 +131,18 @@ def functional_mlp(x: Tensor, weights: list[Tensor]) -> Tensor:
     return x
 
 
+def batched_functional_mlp(x: Tensor, weights: list[Tensor]) -> Tensor:
+    """:func:`functional_mlp` for ``K`` tasks at once: ``x [K, n, in]`` and per-task stacked weights ``[K, out, in]``,
+    biases ``[K, out]`` -> ``[K, n, out]``."""
+    n_layers = len(weights) // 2
+    for i in range(n_layers):
+        w, b = weights[2 * i], weights[2 * i + 1]
+        x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        if i < n_layers - 1:
+            x = F.silu(x)
+    return x
+
+
 class HyperDynamics(nn.Module):
     """Predicts ``p(s' - s, r | s, a, task)`` with a target MLP whose weights a hypernetwork generates per task.
 
@@ -290,9 +302,13 @@ class HyperDynamics(nn.Module):
         if len(flat) == 1:  # one task in every row (a planner's usual call): no gather and scatter
             return functional_mlp(x, self.split_weights(flat[0]))
         rows = [torch.nonzero(tasks == t).squeeze(1) for t in ids]
-        outs = [functional_mlp(x[r], self.split_weights(w)) for r, w in zip(rows, flat)]
         order = torch.cat(rows)
-        return torch.cat(outs).index_select(0, torch.argsort(order))  # back to the input row order
+        if len({len(r) for r in rows}) == 1:  # equal groups (a batched evaluation's worlds): one product per layer
+            layers = [torch.stack(per_task) for per_task in zip(*(self.split_weights(w) for w in flat))]
+            out = batched_functional_mlp(x[order].view(len(rows), len(rows[0]), -1), layers).flatten(0, 1)
+        else:
+            out = torch.cat([functional_mlp(x[r], self.split_weights(w)) for r, w in zip(rows, flat)])
+        return out.index_select(0, torch.argsort(order))  # back to the input row order
 
     # ---- training ----------------------------------------------------------------------------------------------
 
