@@ -175,6 +175,9 @@ class HyperDynamics(nn.Module):
         self.register_buffer("reg_targets", torch.zeros(0, self.n_weights))
         self.register_buffer("current_task_id", torch.zeros((), dtype=torch.long))
         self._cache: tuple[tuple, Tensor] | None = None
+        # no-grad planning calls the model with the same per-row ids many times: their grouping and the stacked
+        # weights of those tasks are kept until the ids or a parameter change
+        self._groups: tuple[Tensor, Any] | None = None
 
     def _build_hnet(self, config: HyperConfig) -> None:
         """The hypernetwork (ReLU MLP, as HyperCRL) and, when chunked, its chunk embeddings."""
@@ -295,20 +298,44 @@ class HyperDynamics(nn.Module):
         """Target-net outputs ``[B, 2 out_dim]`` for rows with per-row task ids, one MLP call per distinct id."""
         if tasks.shape != x.shape[:1]:
             raise ValueError(f"per-row task ids must be [B] = [{x.shape[0]}], got {list(tasks.shape)}")
-        ids = torch.unique(tasks)
-        if ids.numel() and (ids[0] < 0 or ids[-1] >= self.n_tasks):
-            raise IndexError(f"task ids {ids.tolist()} out of range: the model has {self.n_tasks} tasks")
-        flat = self._flat_weights(ids.tolist())
+        ids, rows, order, back = self._grouping(tasks)
+        flat = self._flat_weights(ids)
         if len(flat) == 1:  # one task in every row (a planner's usual call): no gather and scatter
             return functional_mlp(x, self.split_weights(flat[0]))
-        rows = [torch.nonzero(tasks == t).squeeze(1) for t in ids]
-        order = torch.cat(rows)
         if len({len(r) for r in rows}) == 1:  # equal groups (a batched evaluation's worlds): one product per layer
-            layers = [torch.stack(per_task) for per_task in zip(*(self.split_weights(w) for w in flat))]
-            out = batched_functional_mlp(x[order].view(len(rows), len(rows[0]), -1), layers).flatten(0, 1)
+            out = batched_functional_mlp(x[order].view(len(rows), len(rows[0]), -1), self._stacked(ids, flat))
+            out = out.flatten(0, 1)
         else:
             out = torch.cat([functional_mlp(x[r], self.split_weights(w)) for r, w in zip(rows, flat)])
-        return out.index_select(0, torch.argsort(order))  # back to the input row order
+        return out.index_select(0, back)  # back to the input row order
+
+    def _grouping(self, tasks: Tensor) -> tuple[list[int], list[Tensor], Tensor, Tensor]:
+        """Distinct ids, each id's rows, the rows in group order and the permutation back; cached for no-grad calls
+        with equal ids (compared by value: a planner asks with the same ids at every horizon step)."""
+        cached = self._groups[0] if self._groups is not None else None
+        fresh = cached is None or cached.shape != tasks.shape or not torch.equal(cached, tasks)
+        if torch.is_grad_enabled() or fresh:
+            ids = torch.unique(tasks)
+            if ids.numel() and (ids[0] < 0 or ids[-1] >= self.n_tasks):
+                raise IndexError(f"task ids {ids.tolist()} out of range: the model has {self.n_tasks} tasks")
+            rows = [torch.nonzero(tasks == t).squeeze(1) for t in ids]
+            order = torch.cat(rows)
+            self._groups = (tasks.clone(), (ids.tolist(), rows, order, torch.argsort(order), None))
+        ids, rows, order, back, _ = self._groups[1]
+        return ids, rows, order, back
+
+    def _stacked(self, ids: list[int], flat: list[Tensor]) -> list[Tensor]:
+        """The target weights of ``ids`` stacked per layer (``[K, out, in]``, ``[K, out]``); cached without autograd
+        while the ids and the parameters stay the same."""
+        if torch.is_grad_enabled():
+            return [torch.stack(per_task) for per_task in zip(*(self.split_weights(w) for w in flat))]
+        ids_, rows, order, back, stacked = self._groups[1]
+        weights_key = self._cache[0] if self._cache is not None else None
+        if stacked is None or stacked[0] != weights_key:
+            layers = [torch.stack(per_task) for per_task in zip(*(self.split_weights(w) for w in flat))]
+            stacked = (weights_key, layers)
+            self._groups = (self._groups[0], (ids_, rows, order, back, stacked))
+        return stacked[1]
 
     # ---- training ----------------------------------------------------------------------------------------------
 
