@@ -358,9 +358,10 @@ def plot_continual_heatmap(record: ContinualEvaluation, path: str | Path, title:
     return save_figure(fig, path)
 
 
-def plot_continual_methods(records: Mapping[str, ContinualEvaluation], path: str | Path, title: str = "") -> Path:
-    """Continual matrices of several methods side by side on one colour scale (one colour bar). The records must
-    share the metric and its direction."""
+def plot_continual_methods(records: Mapping[str, ContinualEvaluation], path: str | Path, title: str = "",
+                           per_row: int = 4) -> Path:
+    """Continual matrices of several methods side by side on one colour scale (one colour bar), ``per_row`` to a
+    row. The records must share the metric and its direction."""
     if not records:
         raise ValueError("no records to plot")
     items = list(records.values())
@@ -369,13 +370,17 @@ def plot_continual_methods(records: Mapping[str, ContinualEvaluation], path: str
         raise ValueError(f"one colour scale needs one metric and direction, got {sorted(kinds)}")
     n = max(r.n_tasks for r in items)
     side = max(3.0, 0.6 * n + 1.5)
-    fig, axes = plt.subplots(1, len(items), figsize=(side * len(items) + 1.5, side + 0.5), squeeze=False,
+    cols = min(per_row, len(items))
+    rows = -(-len(items) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols + 1.5, (side + 0.5) * rows), squeeze=False,
                              layout="constrained")
     norm = _matrix_norm(items)
-    for ax, (method, record) in zip(axes[0], records.items()):
+    for ax, (method, record) in zip(axes.flat, records.items()):
         image = _draw_matrix(ax, record, norm)
         ax.set_title(method, fontsize=10)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.85, label=_colorbar_label(items))
+    for ax in list(axes.flat)[len(items):]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85, label=_colorbar_label(items))
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
