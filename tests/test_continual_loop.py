@@ -57,6 +57,7 @@ def test_a_run_fills_both_matrices_task_by_task_and_logs_every_task(tmp_path):
     for label in returns.tasks:
         assert f"continual/return/{label}" in tags and f"continual/model_error/{label}" in tags
     assert (tmp_path / "continual_return.png").stat().st_size > 0
+    assert (tmp_path / "continual_model_error_curves.png").stat().st_size > 0
     with pytest.raises(ConfigError, match="continual hypercrl run.*not a FAS sweep"):
         load_agent(tmp_path)  # what cadence eval fas would do
 

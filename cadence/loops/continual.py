@@ -289,10 +289,11 @@ def train_continual(
 
 
 def write_records(run_dir: Path, *records: ContinualEvaluation) -> None:
-    """``continual_<metric>.json`` (the record and its metrics) and ``.png`` (its heatmap) per record."""
+    """``continual_<metric>.json`` (the record and its metrics), ``.png`` (its heatmap) and ``_curves.png`` (every
+    task against the env step, from all evaluation rows) per record."""
     import json
 
-    from cadence.evaluation.plots import plot_continual_heatmap
+    from cadence.evaluation.plots import plot_continual_curves, plot_continual_heatmap
     from cadence.io import atomic_write_text
 
     for record in records:
@@ -300,5 +301,7 @@ def write_records(run_dir: Path, *records: ContinualEvaluation) -> None:
         atomic_write_text(stem.with_suffix(".json"),
                           json.dumps({"record": record.to_dict(), "metrics": summary(record)}, indent=2))
         plot_continual_heatmap(record, stem.with_suffix(".png"), title=f"{run_dir.name}: {record.metric_name}")
+        plot_continual_curves(record, run_dir / f"continual_{record.metric_name}_curves.png",
+                              title=f"{run_dir.name}: {record.metric_name} of every task", xlabel="env steps")
 
 
