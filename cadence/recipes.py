@@ -264,7 +264,7 @@ def prepare_continual(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
 
 def continual_metrics(learner: ContinualModelBased) -> dict[str, Any]:
     """The summary metrics of the run's two continual records, once every task is learned."""
-    return {name: summary(record) for name, record in getattr(learner, "records", {}).items()}
+    return {name: summary(record) for name, record in learner.records.items()}
 
 
 RECIPES: dict[str, Recipe] = {

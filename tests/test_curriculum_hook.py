@@ -67,7 +67,7 @@ def test_a_killed_run_resumes_with_the_same_curriculum(tmp_path):
     train("sac", tiny("alp-gmm", total=300), tmp_path / "full")
 
     class Stop(Exception):
-        pass
+        """A crash inside the loop, at a step of the test's choosing."""
 
     def stop_at_170(state):
         if state.step == 170:

@@ -87,8 +87,6 @@ class ContinualModelBasedConfig:
     """CEM elites (HyperCRL's 50)."""
     iterations: int = 5
     """CEM iterations per decision (HyperCRL's 5)."""
-    gradient_steps: int = 1
-    """Unused by this learner's loop (model updates are set by train.model_steps); kept for the Agent protocol."""
 
     def __post_init__(self) -> None:
         for name in ("lr", "hnet_lr", "embedding_size", "batch_size", "coreset_per_task", "horizon", "samples",
@@ -165,6 +163,8 @@ class ContinualModelBased:
         self.task = -1  # the task being learned
         self.normalizer: tuple[torch.Tensor, torch.Tensor] | None = None  # (mean, std) of the first data
         self.coreset: Data | None = None
+        #: the run's continual evaluations by measure ("return", "model_error"), set by the continual loop
+        self.records: dict[str, Any] = {}
         self.model: Any = self._new_model()
         if strategy == "single":
             self.model = PerTaskModels([])
@@ -220,18 +220,13 @@ class ContinualModelBased:
         """``steps`` model updates for the current task. ``data`` is the current task's data so far;
         ``every_task`` (multitask only) is every task's data so far."""
         train = self._training_data(data, every_task)
-        model = self._trained()
+        model = self._trained()  # HyperDynamics' loss is the current task's NLL plus its regulariser
         if self.normalizer is None:  # set once, from the first task's first data: later inputs keep their scale
             model.set_normalizer(data["obs"], data["action"])
             self.normalizer = (model.in_mean.clone(), model.in_std.clone())
-        if self.strategy == "hypercrl":
-            loss_fn = lambda batch: model.loss(batch, self.task)
-        else:
-            loss_fn = model.loss
-        penalty = self.penalty.penalty if self.strategy == "ewc" else (
-            self.penalty.penalty if self.strategy == "si" else None)
-        return train_model_steps(loss_fn, list(model.parameters()), train, steps, self.config.batch_size,
-                                 self.optimizer, self.config.grad_clip, self.generator, penalty=penalty,
+        return train_model_steps(model.loss, list(model.parameters()), train, steps, self.config.batch_size,
+                                 self.optimizer, self.config.grad_clip, self.generator,
+                                 penalty=None if self.penalty is None else self.penalty.penalty,
                                  si=self.penalty if self.strategy == "si" else None)
 
     def _restore_normalizer(self, model: torch.nn.Module) -> None:

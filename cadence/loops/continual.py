@@ -34,6 +34,8 @@ from cadence.envs.batched.episodes import task_returns
 from cadence.envs.rewards import supports
 from cadence.envs.tasks import resolve_sequence
 from cadence.evaluation.continual import ContinualEvaluation, log_continual_row, log_continual_summary, summary
+from cadence.evaluation.plots import plot_continual_curves, plot_continual_heatmap
+from cadence.io import atomic_write_json
 from cadence.logging import RunLogger
 from cadence.loops.common import (
     LoopConfig,
@@ -220,6 +222,11 @@ def train_continual(
         ctx.logger.scalars(state.last_evaluation, state.step)
         run_hooks.eval(ctx, float(np.nanmean(row)))
 
+    def every_task(task: int) -> list[Data] | None:
+        """Every task's data so far, for the strategy that trains on all of it (multitask)."""
+        return [buffers.data(t) for t in range(task + 1)] if learner.strategy == "multitask" else None
+
+    planner = learner.planner(generator=generator)  # plans through the learner's current models
     episode_return = np.zeros(worlds)
     metrics: dict[str, float] = {}
     with stop_signals() as caught, progress_bar(config.progress) as progress:
@@ -236,7 +243,6 @@ def train_continual(
                 if position["task_step"] < config.random_steps:
                     action = low + (high - low) * torch.rand(worlds, act_dim, generator=generator)
                 else:
-                    planner = learner.planner(generator=generator)
                     action = torch.as_tensor(planner.plan(obs.numpy(), task=task)[:, 0])
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 real_next = info["final_obs"] if "final_obs" in info else next_obs
@@ -250,8 +256,7 @@ def train_continual(
                     state.last_return = float(episode_return[w])
                     episode_return[w] = 0.0
                 if position["task_step"] >= position["next_fit"]:
-                    every = [buffers.data(t) for t in range(task + 1)] if learner.strategy == "multitask" else None
-                    metrics = learner.fit(buffers.data(task), config.model_steps, every)
+                    metrics = learner.fit(buffers.data(task), config.model_steps, every_task(task))
                     check_finite(metrics, state, run_dir, unit="model update")
                     position["next_fit"] += config.train_every
                 log(state, {**metrics, "continual/task": float(task)})
@@ -268,8 +273,7 @@ def train_continual(
             if ctx.stop or caught:
                 break
             # the task's end: a last fit on all of its data, the final row, then the strategy closes the task
-            every = [buffers.data(t) for t in range(task + 1)] if learner.strategy == "multitask" else None
-            learner.fit(buffers.data(task), config.model_steps, every)
+            learner.fit(buffers.data(task), config.model_steps, every_task(task))
             evaluate(final=True)
             learner.end_task(buffers.data(task))
             progress.console.print(f"task {task + 1}/{n_tasks} ({labels[task]}) done at step {state.step:,}: "
@@ -291,15 +295,9 @@ def train_continual(
 def write_records(run_dir: Path, *records: ContinualEvaluation) -> None:
     """``continual_<metric>.json`` (the record and its metrics), ``.png`` (its heatmap) and ``_curves.png`` (every
     task against the env step, from all evaluation rows) per record."""
-    import json
-
-    from cadence.evaluation.plots import plot_continual_curves, plot_continual_heatmap
-    from cadence.io import atomic_write_text
-
     for record in records:
         stem = run_dir / f"continual_{record.metric_name}"
-        atomic_write_text(stem.with_suffix(".json"),
-                          json.dumps({"record": record.to_dict(), "metrics": summary(record)}, indent=2))
+        atomic_write_json(stem.with_suffix(".json"), {"record": record.to_dict(), "metrics": summary(record)})
         plot_continual_heatmap(record, stem.with_suffix(".png"), title=f"{run_dir.name}: {record.metric_name}")
         plot_continual_curves(record, run_dir / f"continual_{record.metric_name}_curves.png",
                               title=f"{run_dir.name}: {record.metric_name} of every task", xlabel="env steps")
