@@ -115,8 +115,8 @@ def _train_flags() -> argparse.ArgumentParser:
     p.add_argument("--sequence", metavar="NAME",
                    help="continual algos: task sequence, e.g. HalfCheetahBody or cheetah-vel-3 (train.sequence)")
     p.add_argument("--teacher", metavar="NAME",
-                   help="sac, srl on a task-family env: a curriculum teacher choosing each episode's task "
-                        "(random, alp-gmm, riac, covar-gmm; train.teacher)")
+                   help="sac, srl: a curriculum teacher choosing each episode's task; on a task-family env "
+                        "random, alp-gmm, riac or covar-gmm, on PointMazeLayout-v0 dr or clutr (train.teacher)")
     p.add_argument("--steps-per-task", type=int, metavar="N",
                    help="continual algos: env steps collected in each task (train.steps_per_task)")
     p.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections (cadence config ALGO)")

@@ -19,9 +19,10 @@ from cadence.agents import MOBILE, MOPO, SAC, SRL, MOBILEConfig, MOPOConfig, SAC
 from cadence.agents.continual import STRATEGIES, ContinualModelBased, ContinualModelBasedConfig
 from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError
-from cadence.curricula import make_teacher
+from cadence.curricula import LAYOUT_TEACHERS, TEACHERS, make_layout_teacher, make_teacher
 from cadence.envs import make
 from cadence.envs.batched import BatchedEnv
+from cadence.envs.maze_tasks import LAYOUT_FAMILIES, layout_family_of
 from cadence.envs.tasks import FAMILIES, base_env_id, family_of
 from cadence.envs.terminations import termination_fn
 from cadence.evaluation.continual import summary
@@ -126,17 +127,34 @@ def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
 
 
 def teacher_hook(train_cfg: TrainConfig) -> TeacherHook | None:
-    """``train.teacher`` as a hook over the env's task family; returns are normalised to [0, R_max of the base env]
-    for the teachers that need it. Refuses an env without task parameters."""
+    """``train.teacher`` as a hook over the env's task space: a task family's box (returns normalised to [0, R_max
+    of the base env] for the teachers that need it) or a maze env's layouts (dr, clutr). Refuses a teacher that
+    does not fit the env, and an env without tasks."""
     if not train_cfg.teacher:
         return None
-    found = family_of(train_cfg.env)
+    name, env_id = train_cfg.teacher, train_cfg.env
+    if train_cfg.num_envs > 1 and name in LAYOUT_TEACHERS:
+        raise ConfigError(f"train.teacher={name!r} runs on one maze env: set train.num_envs=1")
+    layouts = layout_family_of(env_id)
+    if layouts is not None:
+        if name not in LAYOUT_TEACHERS:
+            raise ConfigError(f"train.teacher={name!r} proposes parameters in a box, but {env_id}'s tasks are maze "
+                              f"layouts: use {' or '.join(LAYOUT_TEACHERS)}")
+        try:
+            return TeacherHook(make_layout_teacher(name, layouts, seed=train_cfg.seed, rvae=train_cfg.teacher_rvae),
+                               layouts)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"train.teacher_rvae: {err}") from err
+    found = family_of(env_id)
     if found is None:
-        families = ", ".join(FAMILIES)
-        raise ConfigError(f"train.teacher={train_cfg.teacher!r} chooses task parameters, but {train_cfg.env} has none; "
+        families = ", ".join([*FAMILIES, *LAYOUT_FAMILIES])
+        raise ConfigError(f"train.teacher={name!r} chooses task parameters, but {env_id} has none; "
                           f"use a task-family env: {families}")
-    r_max = R_MAX.get(env_family(train_cfg.env))
-    teacher = make_teacher(train_cfg.teacher, found.param_space.low, found.param_space.high, seed=train_cfg.seed,
+    if name not in TEACHERS:
+        raise ConfigError(f"train.teacher={name!r} proposes maze layouts; {env_id} takes parameters in a box: use "
+                          f"one of {', '.join(TEACHERS)} (or {name} on {', '.join(LAYOUT_FAMILIES)})")
+    r_max = R_MAX.get(env_family(env_id))
+    teacher = make_teacher(name, found.param_space.low, found.param_space.high, seed=train_cfg.seed,
                            reward_range=(0.0, r_max) if r_max is not None else None)
     return TeacherHook(teacher, found)
 

@@ -7,12 +7,14 @@ from cadence.curricula.alp_gmm import ALPGMMTeacher
 from cadence.curricula.base import Teacher
 from cadence.curricula.clutr import CLUTRTeacher, make_clutr_teacher
 from cadence.curricula.covar_gmm import CovarGMMTeacher
+from cadence.curricula.domain_randomisation import DomainRandomisationTeacher
 from cadence.curricula.gmm import GMMTeacher, MixtureFit, fit_lowest_aic
 from cadence.curricula.random_teacher import RandomTeacher
-from cadence.curricula.registry import TEACHERS, make_teacher
+from cadence.curricula.registry import LAYOUT_TEACHERS, TEACHERS, make_layout_teacher, make_teacher
 from cadence.curricula.riac import RIACTeacher
-from cadence.curricula.rvae import LayoutRVAE, fit_rvae, token_accuracy
+from cadence.curricula.rvae import LayoutRVAE, cached_rvae, fit_rvae, load_rvae, save_rvae, token_accuracy
 
-__all__ = ["TEACHERS", "ALPGMMTeacher", "CLUTRTeacher", "CovarGMMTeacher", "GMMTeacher", "LayoutRVAE", "MixtureFit",
-           "NearestNeighbourALP", "RIACTeacher", "RandomTeacher", "Teacher", "fit_lowest_aic", "fit_rvae",
-           "make_clutr_teacher", "make_teacher", "token_accuracy"]
+__all__ = ["LAYOUT_TEACHERS", "TEACHERS", "ALPGMMTeacher", "CLUTRTeacher", "CovarGMMTeacher",
+           "DomainRandomisationTeacher", "GMMTeacher", "LayoutRVAE", "MixtureFit", "NearestNeighbourALP",
+           "RIACTeacher", "RandomTeacher", "Teacher", "cached_rvae", "fit_lowest_aic", "fit_rvae", "load_rvae",
+           "make_clutr_teacher", "make_layout_teacher", "make_teacher", "save_rvae", "token_accuracy"]

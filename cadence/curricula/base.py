@@ -137,6 +137,16 @@ class Teacher(ABC):
         self._returns.append(r)
         self._observe(p, r)
 
+    def task(self, params: ArrayLike) -> np.ndarray:
+        """What the env takes for ``params``: the params themselves, unless the teacher searches another space than
+        the env's (CLUTR searches latents and hands the env the decoded layout)."""
+        return np.asarray(params, dtype=np.float64)
+
+    @property
+    def task_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The box that :meth:`task`'s values lie in: the env's task space must be this one."""
+        return self.low, self.high
+
     def metrics(self) -> dict[str, float]:
         """Scalars worth logging (under ``curriculum/``); subclasses add their own."""
         return {"episodes": float(self.n_episodes)}

@@ -17,9 +17,10 @@ cheap on a CPU and inside the :class:`~cadence.curricula.base.Teacher` protocol 
   their spread around the old mean; ``random_frac`` of the samples are uniform in the box so the search never stops
   exploring, and ``min_std`` floors the std.
 
-Not in :data:`~cadence.curricula.registry.TEACHERS`: it needs a trained RVAE and its params are latents, not a task
-family's physics box, so ``make_teacher(name, low, high, ...)`` cannot build a useful one. Use
-:func:`make_clutr_teacher` (which can train the RVAE too) or :class:`CLUTRTeacher` directly.
+Its params are latents, not a task family's box: :meth:`CLUTRTeacher.task` turns one into the layout code the maze
+env takes (:mod:`cadence.envs.maze_tasks`). Build it by name with
+:func:`~cadence.curricula.registry.make_layout_teacher` (``"clutr"``; ``cadence train sac --env PointMazeLayout-v0
+--teacher clutr``), with :func:`make_clutr_teacher`, or directly.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 
 from cadence.curricula.base import ArrayLike, Teacher, as_array, as_tensor
 from cadence.curricula.rvae import LayoutRVAE, fit_rvae
+from cadence.envs.maze_tasks import AGENT, FREE, layout_code
 from cadence.envs.mazes import MazeLayout, shortest_path
 
 #: decoded layouts kept per teacher so ``update`` does not decode the latent ``sample`` already decoded
@@ -48,13 +50,6 @@ def rvae_digest(rvae: LayoutRVAE) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def layout_code(layout: MazeLayout) -> np.ndarray:
-    """Cell contents ``[n_cells]`` int64 (0 free, 1 obstacle, 2 goal, 3 agent): layouts compare cell by cell."""
-    code = layout.grid().ravel().astype(np.int64)
-    code[layout.goal], code[layout.agent] = 2, 3
-    return code
 
 
 class CLUTRTeacher(Teacher):
@@ -122,6 +117,15 @@ class CLUTRTeacher(Teacher):
                 self._cache.popitem(last=False)
         return self._cache[key]
 
+    def task(self, params: ArrayLike) -> np.ndarray:
+        """The code of the layout that latent ``params`` decodes to: what the maze env takes."""
+        return layout_code(self.decode(params))
+
+    @property
+    def task_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.rvae.codec.n_cells
+        return np.full(n, float(FREE)), np.full(n, float(AGENT))
+
     def update(self, params: ArrayLike, episode_return: float, regret: float | None = None) -> None:
         """Report an episode on latent ``params``; ``regret`` replaces the built-in estimate when given."""
         if regret is not None and not math.isfinite(float(regret)):
@@ -136,7 +140,7 @@ class CLUTRTeacher(Teacher):
         """``max(0, best earlier return on layout (or a near neighbour) - episode_return)``; 0 without a reference.
         Returns are normalised by ``reward_range`` when given. Reads the table, does not change it."""
         r = self.normalise_return(episode_return)
-        code = layout_code(layout)
+        code = layout_code(layout).astype(np.int64)
         i = self._index.get(code.tobytes())
         if i is not None:
             return max(0.0, float(self._best[i]) - r)
@@ -185,7 +189,7 @@ class CLUTRTeacher(Teacher):
             self._step_search()
 
     def _remember(self, layout: MazeLayout, r: float) -> None:
-        code = layout_code(layout)
+        code = layout_code(layout).astype(np.int64)
         key = code.tobytes()
         i = self._index.get(key)
         if i is None:

@@ -10,6 +10,7 @@ import gymnasium as gym
 import mujoco
 
 from cadence.envs.control import DecisionIntervalWrapper, check_decision_interval
+from cadence.envs.maze_tasks import LAYOUT_FAMILIES, register_layout_envs
 from cadence.envs.tasks import FAMILIES, TaskWrapper, base_env_id, family_of
 
 #: Gymnasium MuJoCo v5 tasks, plus the classic-control Pendulum that FAS has an R_max for.
@@ -43,9 +44,12 @@ if mujoco.get_mju_user_warning() is None:  # a handler the user installed stays
     mujoco.set_mju_user_warning(_warn_once)
 
 
+register_layout_envs()
+
+
 def known_env_ids() -> list[str]:
-    """Every env id that :func:`make` accepts: the Gymnasium ids, then the task families'."""
-    return [*GYMNASIUM_IDS, *FAMILIES]
+    """Every env id that :func:`make` accepts: the Gymnasium ids, then the task families' and the maze layouts'."""
+    return [*GYMNASIUM_IDS, *FAMILIES, *LAYOUT_FAMILIES]
 
 
 def check_env_id(env_id: str) -> str:
@@ -93,9 +97,12 @@ def make(
     env_id = check_env_id(env_id)
     decision_interval = check_decision_interval(decision_interval)
     family = family_of(env_id)
-    if family is None and task is not None:
+    if env_id in LAYOUT_FAMILIES:  # the layout is the env's own task: a MazeLayout or its code
+        if task is not None:
+            kwargs = {**kwargs, "task": task}
+    elif family is None and task is not None:
         raise ValueError(f"{env_id} is a plain Gymnasium env and takes no task parameters (got task={task!r}); "
-                         f"task families: {', '.join(FAMILIES)}")
+                         f"task families: {', '.join([*FAMILIES, *LAYOUT_FAMILIES])}")
     env = gym.make(base_env_id(env_id), **kwargs)
     if family is not None:
         try:

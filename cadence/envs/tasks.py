@@ -145,6 +145,21 @@ class TaskFamily:
                              f"({', '.join(f'{k} {getattr(built, k)} vs {getattr(base, k)}' for k in _SIZE_KEYS)})")
         return built
 
+    def features(self, params: Any) -> dict[str, float]:
+        """What a curriculum logs about a task: its params by name."""
+        p = self.check(params).ravel()
+        names = self.param_names or tuple(f"param{i}" for i in range(p.size))
+        return {n: float(v) for n, v in zip(names, p, strict=True)}
+
+    def score_tests(self, agent: Any, episodes: int, seed: int) -> np.ndarray:
+        """The mean return of ``agent`` (deciding every step, deterministically) on each of :attr:`test_tasks`
+        (batched worlds, one row per task)."""
+        from cadence.envs.batched.episodes import task_returns  # the batched layer builds on this module
+
+        if self.test_tasks is None:
+            raise ValueError(f"{self.name} has no test tasks")
+        return task_returns(self.name, agent.act_sequence, list(self.test_tasks), episodes, seed=seed).mean(axis=1)
+
 
 #: what a rebuilt model must keep for per-world models to share one batch (batched.physics.same_sizes checks more)
 _SIZE_KEYS = ("nq", "nv", "nu", "na", "nbody", "njnt", "ngeom", "nsite")

@@ -105,6 +105,8 @@ class SingleEnvCollector:
             self.obs, self.episode_return, self.episode_start = episode["obs"], episode["return"], episode["start"]
         else:
             set_env_rng_state(self.env, state["rng"])
+            # an env whose episode cadence cannot capture: the unfinished episode is lost, a fresh one starts
+            self.pending = self.pending or [0]
 
 
 class BatchedCollector:

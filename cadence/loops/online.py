@@ -45,16 +45,22 @@ class TrainConfig(LoopConfig):
     num_envs: int = 1
     """Worlds collecting experience at once; above 1 they run batched on the rollout backend (envs.batched)."""
     teacher: str = ""
-    """A curriculum teacher choosing each episode's task of a task-family env (random, alp-gmm, riac, covar-gmm);
-    empty: none."""
+    """A curriculum teacher choosing each episode's task: on a task-family env random, alp-gmm, riac or covar-gmm;
+    on a maze-layout env (PointMazeLayout-v0) dr or clutr; empty: none."""
+    teacher_rvae: str = ""
+    """clutr only: a layout RVAE checkpoint (cadence.curricula.save_rvae); empty: the CPU-sized one, trained and
+    cached on first use."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive(self, "num_envs")
         if self.teacher:
-            from cadence.curricula import TEACHERS
+            from cadence.curricula import LAYOUT_TEACHERS, TEACHERS
 
-            check(self.teacher in TEACHERS, "teacher", self.teacher, "one of " + ", ".join(TEACHERS))
+            valid = [*TEACHERS, *LAYOUT_TEACHERS]
+            check(self.teacher in valid, "teacher", self.teacher, "one of " + ", ".join(valid))
+        check(not self.teacher_rvae or self.teacher == "clutr", "teacher_rvae", self.teacher_rvae,
+              "set only with teacher = 'clutr'")
 
 
 def train_online(
