@@ -29,7 +29,7 @@ from cadence.envs.episodes import run_episodes
 from cadence.evaluation import scores
 from cadence.loops.common import snapshot_name
 from cadence.replay.buffer import ReplayBuffer
-from cadence.replay.collect import buffer_to_dataset, collect_transitions, concatenate, provenance, uniform_policy
+from cadence.replay.collect import buffer_to_dataset, collect_transitions, provenance, uniform_policy
 from cadence.replay.datasets import OfflineDataset, data_dir
 from cadence.runs import load_agent, resolve_config, train_or_resume
 
@@ -97,7 +97,7 @@ def collect(cfg: CollectConfig, policy_overrides: tuple[str, ...] = ()) -> Path:
         return target
     if cfg.kind == "medium-expert":
         parts = [OfflineDataset.load_hdf5(collect(_with_kind(cfg, k), policy_overrides)) for k in ("medium", "expert")]
-        data = concatenate(parts)
+        data = OfflineDataset.concatenate(parts)
         data.metadata = provenance(cfg.env, "medium-expert", "medium then expert", cfg.policy_seed,
                                    int(parts[1].metadata.get("policy_steps", 0)), data,
                                    parts=json.dumps([p.metadata for p in parts], default=str))

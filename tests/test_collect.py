@@ -9,7 +9,7 @@ from cadence.config import ConfigError
 from cadence.envs import make
 from cadence.evaluation import scores
 from cadence.replay import OfflineDataset, ReplayBuffer, load_dataset
-from cadence.replay.collect import buffer_to_dataset, collect_transitions, concatenate, uniform_policy
+from cadence.replay.collect import buffer_to_dataset, collect_transitions, uniform_policy
 
 
 def test_collect_transitions_is_exact_and_reproducible():
@@ -41,7 +41,8 @@ def test_concatenate_keeps_part_boundaries():
     env = make("Hopper-v5")
     a = collect_transitions(env, uniform_policy(env.action_space, 0), 30, seed=0)
     b = collect_transitions(env, uniform_policy(env.action_space, 1), 20, seed=9)
-    both = concatenate([a, b])
+    both = OfflineDataset.concatenate([a, b])
+    assert both.task_ids is None  # parts of one task
     assert len(both) == 50 and (both.terminals | both.timeouts)[29]
     np.testing.assert_array_equal(both.observations[30:], b.observations)
 

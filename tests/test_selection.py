@@ -3,7 +3,7 @@ import io
 import pytest
 import torch
 
-from cadence.replay import ContinualMemory, CoresetSelector, RandomSelector, ScoreSelector, Selector
+from cadence.replay import ContinualMemory, CoresetSelector, NearestSelector, RandomSelector, ScoreSelector, Selector
 from cadence.replay.selection import equal_quotas, nearest_distance
 
 
@@ -278,3 +278,41 @@ def test_bad_input():
     with pytest.raises(ValueError, match="needs fields"):
         CoresetSelector(fields=("state",)).select(rows(5), 2)
     assert memory.task_counts() == {0: 5}  # failed calls changed nothing
+
+
+# --- MBES: rows nearest a task's reference states --------------------------------------------------------------
+def test_nearest_selector_keeps_the_rows_nearest_the_reference_states():
+    # candidates on a line x = 0..9; the policy's (model) states sit at 2.1 and 7.8: keep 2, 8, then 3 or 1, 7 or 9
+    obs = torch.stack([torch.arange(10.0), torch.zeros(10)], dim=1)
+    batch = {**rows(10, obs=obs), "task_id": torch.zeros(10, dtype=torch.int64)}
+    selector = NearestSelector({0: torch.tensor([[2.1, 0.0], [7.8, 0.0]])})
+    assert selector.select(batch, 2).tolist() == [2, 8]
+    assert selector.select(batch, 4).tolist() == [2, 3, 7, 8]  # 1.1 < 1.8 from 3 and 1 resp.; 0.8 from 7
+    assert selector.scores(batch)[0].item() == pytest.approx(-2.1)
+
+
+def test_nearest_selector_scales_features_and_refuses_mixed_or_unknown_tasks():
+    obs = torch.tensor([[0.0, 10.0], [1.0, 0.0]])
+    batch = {**rows(2, obs=obs), "task_id": torch.zeros(2, dtype=torch.int64)}
+    refs = {0: torch.tensor([[0.0, 0.0]])}
+    assert NearestSelector(refs).select(batch, 1).tolist() == [1]  # raw units: row 1 is nearer
+    assert NearestSelector(refs, scale=torch.tensor([0.1, 100.0])).select(batch, 1).tolist() == [0]
+    with pytest.raises(ValueError, match="one task's rows at a time, got task ids \\[0, 1\\]"):
+        NearestSelector(refs).select({**batch, "task_id": torch.tensor([0, 1])}, 1)
+    with pytest.raises(ValueError, match="no reference states for task 0"):
+        NearestSelector({}).select(batch, 1)
+
+
+def test_memory_with_nearest_selector_keeps_its_quota_per_task_and_reselects_old_tasks():
+    selector = NearestSelector()
+    memory = ContinualMemory.per_task(12, (2,), (1,), selector)
+    for task in range(3):
+        obs = torch.stack([torch.arange(20.0), torch.full((20,), float(task))], dim=1)
+        selector.references[task] = torch.tensor([[5.0 + task, float(task)]])
+        memory.end_task(rows(20, start=100 * task, obs=obs), task)
+        assert len(memory) <= 12
+    assert memory.task_counts() == {0: 4, 1: 4, 2: 4}
+    kept = memory.transitions()
+    for task in range(3):  # the 4 rows nearest the task's own reference at x = 5 + task (a tie goes to the earlier)
+        xs = sorted(kept["obs"][kept["task_id"] == task, 0].tolist())
+        assert xs == [3.0 + task, 4.0 + task, 5.0 + task, 6.0 + task]

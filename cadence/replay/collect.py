@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -65,11 +65,15 @@ def collect_transitions(env: gym.Env, policy: Policy, n_steps: int, seed: int,
     return OfflineDataset(obs, actions, rewards, terminals, timeouts, next_observations=next_obs)
 
 
-def buffer_to_dataset(buffer: ReplayBuffer) -> OfflineDataset:
+def buffer_to_dataset(buffer: ReplayBuffer, keep_task_ids: bool | None = None) -> OfflineDataset:
     """The buffer's transitions, oldest first (the order they were added), as an OfflineDataset.
 
     Used for ``medium-replay``: everything a training run stored. If the buffer wrapped around,
     the oldest surviving transition starts a new episode.
+
+    The buffer's ``task_id`` column becomes ``task_ids`` (int64) when any row's task is not 0, or always with
+    ``keep_task_ids=True``, never with ``False``. By default a single-task buffer (all task 0) gives ``task_ids``
+    None, as before; nothing is lost, since :meth:`OfflineDataset.to_buffer` reads None as task 0.
     """
     if len(buffer) == 0:
         raise ValueError("the replay buffer is empty")
@@ -80,23 +84,10 @@ def buffer_to_dataset(buffer: ReplayBuffer) -> OfflineDataset:
     # a row that precedes an episode start ends its episode, e.g. a buffer wrap or an interrupted episode
     timeouts[:-1] |= s["episode_start"][1:] & ~s["terminated"][:-1]
     timeouts[-1] |= not s["terminated"][-1]
+    task_ids = s["task_id"].astype(np.int64)
+    keep = bool(task_ids.any()) if keep_task_ids is None else keep_task_ids
     return OfflineDataset(s["obs"], s["action"], s["reward"], s["terminated"], timeouts,
-                          next_observations=s["next_obs"])
-
-
-def concatenate(datasets: Sequence[OfflineDataset], metadata: dict[str, Any] | None = None) -> OfflineDataset:
-    """Rows of ``datasets`` one after another (``medium-expert`` is medium then expert)."""
-    if not datasets:
-        raise ValueError("nothing to concatenate")
-    keys = datasets[0].arrays().keys()
-    for d in datasets[1:]:
-        if d.arrays().keys() != keys:
-            raise ValueError(f"{d.source} has fields {sorted(d.arrays())}, {datasets[0].source} has {sorted(keys)}")
-    arrays = {k: np.concatenate([d.arrays()[k] for d in datasets]) for k in keys}
-    ends = np.cumsum([len(d) for d in datasets]) - 1  # each part's last row ends an episode
-    arrays["timeouts"] = arrays["timeouts"].astype(bool)
-    arrays["timeouts"][ends] |= ~arrays["terminals"][ends].astype(bool)
-    return OfflineDataset(**arrays, metadata=dict(metadata or {}))
+                          next_observations=s["next_obs"], task_ids=task_ids if keep else None)
 
 
 def provenance(env_id: str, kind: str, policy: str, seed: int, policy_steps: int, data: OfflineDataset,

@@ -1,7 +1,11 @@
 """Offline data sets: D4RL-format HDF5 and Minari, validated reading, atomic writing, conversion to a ReplayBuffer.
 
 Layout (D4RL): ``observations [N, obs_dim]``, ``actions [N, act_dim]``, ``rewards [N]``, ``terminals [N]``,
-``timeouts [N]``, optionally ``next_observations [N, obs_dim]``, plus cadence's optional ``task_ids [N]``.
+``timeouts [N]``, optionally ``next_observations [N, obs_dim]``, plus cadence's optional ``task_ids [N]``
+(non-negative integers, held as int64; ``None`` for a single-task data set, which a ReplayBuffer reads as task 0).
+Task ids survive HDF5 (a ``task_ids`` key), Minari (a per-step ``task_id`` info, see
+:mod:`cadence.replay.minari_format`), :meth:`OfflineDataset.to_buffer` and
+:func:`cadence.replay.collect.buffer_to_dataset`.
 Provenance (policy, seed, steps, mean return, cadence version) is stored as HDF5 attributes.
 
 :func:`load_dataset` resolves names: a file or folder path, ``d4rl:hopper-medium-v2`` (D4RL's own files in
@@ -12,6 +16,7 @@ Provenance (policy, seed, steps, mean return, cadence version) is stored as HDF5
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,8 @@ from cadence.replay.minari_format import read_minari, write_minari
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
+#: Largest task id: a ReplayBuffer stores task ids as int32.
+MAX_TASK_ID = 2**31 - 1
 
 
 @dataclass
@@ -44,6 +51,8 @@ class OfflineDataset:
 
     def __post_init__(self) -> None:
         self.validate()
+        if self.task_ids is not None and self.task_ids.dtype != np.int64:
+            self.task_ids = self.task_ids.astype(np.int64)  # validated: integers in [0, MAX_TASK_ID]
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -74,6 +83,8 @@ class OfflineDataset:
                 raise DatasetError(self.source, key, f"contains NaN or inf (first at row {bad})")
         if arrays["rewards"].ndim != 1:
             raise DatasetError(self.source, "rewards", f"must be 1-D, got shape {arrays['rewards'].shape}")
+        if self.task_ids is not None:
+            self._validate_task_ids()
         if self.next_observations is not None and self.next_observations.shape != self.observations.shape:
             raise DatasetError(self.source, "next_observations", f"shape {self.next_observations.shape} "
                                f"differs from observations {self.observations.shape}")
@@ -83,6 +94,20 @@ class OfflineDataset:
         if act_shape is not None and self.actions.shape[1:] != tuple(act_shape):
             raise DatasetError(self.source, "actions",
                                f"action shape {self.actions.shape[1:]} does not match the env's {tuple(act_shape)}")
+
+    def _validate_task_ids(self) -> None:
+        ids = self.task_ids
+        if ids.ndim != 1:
+            raise DatasetError(self.source, "task_ids", f"must be 1-D (one task per row), got shape {ids.shape}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise DatasetError(self.source, "task_ids", f"must be integers, got dtype {ids.dtype}")
+        if len(ids) and ids.min() < 0:
+            row = int(np.argmax(ids < 0))
+            raise DatasetError(self.source, "task_ids", f"must be >= 0, got {ids[row]} (first at row {row})")
+        if len(ids) and ids.max() > MAX_TASK_ID:
+            row = int(np.argmax(ids > MAX_TASK_ID))
+            raise DatasetError(self.source, "task_ids", f"must be at most {MAX_TASK_ID} (a ReplayBuffer stores int32), "
+                               f"got {ids[row]} (first at row {row})")
 
     # --- derived views -------------------------------------------------------------------------------
     def next_obs(self) -> np.ndarray:
@@ -150,6 +175,67 @@ class OfflineDataset:
         """A new data set of the given rows (a slice, indices or a boolean mask), with the same metadata."""
         return OfflineDataset(**{k: v[rows] for k, v in self.arrays().items()}, metadata=dict(self.metadata),
                               source=f"{self.source}[{label}]")
+
+    @classmethod
+    def concatenate(cls, datasets: Sequence[OfflineDataset], task_ids: Sequence[int | None] | None = None,
+                    metadata: dict[str, Any] | None = None) -> OfflineDataset:
+        """The data sets of one task sequence joined in order, every row keeping its task id.
+
+        An input with ``task_ids`` keeps them; an input without takes ``task_ids[i]`` (one int per input, ``None``
+        for inputs that have their own) for all its rows, and an id given for an input that has task ids must match
+        all of them. Parts of one task (``medium-expert`` is medium then expert) join without any: when no input
+        has task ids and none are given, neither has the result; otherwise an input with neither raises
+        :class:`DatasetError`.
+        Each input's last row ends an episode (a timeout unless terminal), so no episode runs into the next input.
+        Observation and action shapes must agree, and ``next_observations`` must be stored by all inputs or none.
+        """
+        datasets = list(datasets)
+        if not datasets:
+            raise DatasetError("<concatenate>", None, "no data sets to concatenate")
+        if task_ids is not None and len(task_ids) != len(datasets):
+            raise DatasetError("<concatenate>", "task_ids", f"got {len(task_ids)} task ids for {len(datasets)} "
+                               "data sets; give one per data set (None for those with their own)")
+        first = datasets[0]
+        for d in datasets[1:]:
+            for key, shape, want in (("observations", d.observations.shape[1:], first.observations.shape[1:]),
+                                     ("actions", d.actions.shape[1:], first.actions.shape[1:])):
+                if shape != want:
+                    raise DatasetError(d.source, key, f"{key[:-1]} shape {shape} differs from {want} in "
+                                       f"{first.source}; only data sets of one observation and action space join")
+        stored = [d.next_observations is not None for d in datasets]
+        if any(stored) and not all(stored):
+            lacking, having = datasets[stored.index(False)], datasets[stored.index(True)]
+            raise DatasetError(lacking.source, "next_observations", f"not stored, but {having.source} stores them; "
+                               "call with_known_next() on the inputs first")
+        single_task = task_ids is None and all(d.task_ids is None for d in datasets)
+        ids = []
+        for i, d in enumerate(datasets):
+            if single_task:
+                break
+            given = None if task_ids is None else task_ids[i]
+            if given is not None and (isinstance(given, bool) or not isinstance(given, (int, np.integer))
+                                      or not 0 <= given <= MAX_TASK_ID):
+                raise DatasetError(d.source, "task_ids", f"task id {given!r} given for data set {i} is not an integer "
+                                   f"in [0, {MAX_TASK_ID}]")
+            if d.task_ids is None:
+                if given is None:
+                    raise DatasetError(d.source, "task_ids", f"data set {i} has no task ids; pass task_ids with an "
+                                       "id for it (one entry per data set)")
+                ids.append(np.full(len(d), given, np.int64))
+            else:
+                if given is not None and (d.task_ids != given).any():
+                    raise DatasetError(d.source, "task_ids", f"task id {given} given for data set {i}, which has "
+                                       f"tasks {np.unique(d.task_ids).tolist()}; pass None to keep its own")
+                ids.append(d.task_ids)
+        keys = (*REQUIRED_KEYS, "next_observations") if all(stored) else REQUIRED_KEYS
+        arrays = {k: np.concatenate([getattr(d, k) for d in datasets]) for k in keys}
+        arrays["terminals"] = arrays["terminals"].astype(bool)
+        arrays["timeouts"] = arrays["timeouts"].astype(bool)
+        ends = np.cumsum([len(d) for d in datasets]) - 1  # each input's last row ends an episode
+        arrays["timeouts"][ends] |= ~arrays["terminals"][ends]
+        return cls(**arrays, task_ids=None if single_task else np.concatenate(ids).astype(np.int64),
+                   metadata=dict(metadata or {}),
+                   source=f"concatenate({', '.join(d.source for d in datasets)})")
 
     def to_buffer(self, capacity: int | None = None, device: str = "cpu") -> ReplayBuffer:
         """A ReplayBuffer holding every transition whose next observation is known (see :meth:`with_known_next`);

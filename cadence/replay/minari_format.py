@@ -5,6 +5,12 @@ cadence's layout is D4RL's flat rows with explicit ``next_observations``. An epi
 with neither termination nor truncation (a collector cut) becomes a timeout row, so episode boundaries
 survive the round trip and bootstrapping treats the cut as non-terminal.
 
+Task ids: Minari has no task field, so cadence stores them as a per-step info, ``infos["task_id"]``, which
+Minari writes and reads back as an array. Like Minari's own infos it has one entry per observation
+(the first is the reset's, entry ``t`` belongs to the observation of step ``t``), so an episode of ``T``
+steps stores ``T + 1`` ids, the last repeating step ``T - 1``'s; ``T`` entries are also read. An episode
+may mix tasks. Datasets whose episodes carry no ``task_id`` info load with ``task_ids`` None.
+
 Datasets are found under ``MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``); nothing is ever
 downloaded. Writing is atomic: the dataset is built in a temporary folder beside its target, then renamed.
 """
@@ -27,6 +33,8 @@ from cadence.replay.errors import DatasetError
 
 #: Metadata key holding cadence's provenance (JSON) inside a Minari dataset.
 PROVENANCE_KEY = "cadence_provenance"
+#: Per-step info key holding each step's task id inside a Minari episode.
+TASK_INFO_KEY = "task_id"
 
 
 class Rows(Protocol):
@@ -38,6 +46,7 @@ class Rows(Protocol):
     rewards: np.ndarray
     terminals: np.ndarray
     timeouts: np.ndarray
+    task_ids: np.ndarray | None
     metadata: dict[str, Any]
     source: str
 
@@ -84,6 +93,12 @@ def read_minari(dataset_id_or_path: str | os.PathLike) -> dict[str, Any]:
     columns: dict[str, list[np.ndarray]] = {k: [] for k in
                                             ("observations", "next_observations", "actions", "rewards",
                                              "terminals", "timeouts")}
+    task_ids = [_episode_task_ids(data_path, ep) for ep in episodes]
+    with_ids = [ids is not None for ids in task_ids]
+    if any(with_ids) and not all(with_ids):
+        raise DatasetError(data_path, "task_ids", f"episode {episodes[with_ids.index(False)].id} has no "
+                           f"{TASK_INFO_KEY!r} info but episode {episodes[with_ids.index(True)].id} has; "
+                           "every episode or none must carry task ids")
     for ep in episodes:
         obs = np.asarray(ep.observations)
         if len(obs) != len(ep.rewards) + 1:
@@ -98,13 +113,26 @@ def read_minari(dataset_id_or_path: str | os.PathLike) -> dict[str, Any]:
         columns["rewards"].append(np.asarray(ep.rewards))
         columns["terminals"].append(terminals)
         columns["timeouts"].append(timeouts)
-    arrays = {k: np.concatenate(v) for k, v in columns.items()}
+    arrays: dict[str, Any] = {k: np.concatenate(v) for k, v in columns.items()}
+    arrays["task_ids"] = np.concatenate(task_ids) if all(with_ids) else None
     raw = json.loads((data_path / "metadata.json").read_text())
     metadata = json.loads(raw.get(PROVENANCE_KEY, "{}"))
     metadata.setdefault("minari_dataset_id", raw.get("dataset_id", ""))
     if raw.get("algorithm_name"):
         metadata.setdefault("policy", raw["algorithm_name"])
     return {**arrays, "metadata": metadata, "source": str(data_path)}
+
+
+def _episode_task_ids(data_path: Path, ep: Any) -> np.ndarray | None:
+    """The task id of every step of ``ep``, from its ``task_id`` info; None if it has none."""
+    infos = ep.infos or {}
+    if TASK_INFO_KEY not in infos:
+        return None
+    ids, steps = np.asarray(infos[TASK_INFO_KEY]), len(ep.rewards)
+    if ids.ndim != 1 or len(ids) not in (steps, steps + 1):
+        raise DatasetError(data_path, "task_ids", f"episode {ep.id}: info {TASK_INFO_KEY!r} has shape {ids.shape}, "
+                           f"expected {steps + 1} entries (one per observation) for its {steps} steps")
+    return ids[:steps]
 
 
 @contextlib.contextmanager
@@ -126,7 +154,8 @@ def write_minari(dataset: Rows, dataset_id: str, env_id: str | None = None,
     """Write ``dataset`` as the local Minari dataset ``dataset_id`` under ``root`` (default :func:`minari_root`).
 
     Episodes are split at terminal and timeout rows; a trailing unfinished episode is kept as a cut.
-    ``dataset.metadata`` is stored as cadence provenance. Returns the dataset's folder.
+    ``dataset.metadata`` is stored as cadence provenance, ``dataset.task_ids`` (if any) as every episode's
+    ``task_id`` info (see the module docstring). Returns the dataset's folder.
     """
     import gymnasium as gym
     import minari
@@ -145,15 +174,18 @@ def write_minari(dataset: Rows, dataset_id: str, env_id: str | None = None,
     if not np.array_equal(next_obs[within], dataset.observations[1:][within[:-1]]):
         raise DatasetError(dataset.source, "next_observations", "differs from the next row's observation inside an "
                            "episode; Minari stores one observation sequence per episode and cannot hold this")
+    task_ids = None if dataset.task_ids is None else np.asarray(dataset.task_ids, np.int64)
     buffers, start = [], 0
     for i, end in enumerate(ends):
         rows = slice(start, end + 1)
+        # one id per observation, as Minari's infos: the final observation's repeats the last step's
+        infos = {} if task_ids is None else {TASK_INFO_KEY: np.r_[task_ids[rows], task_ids[end]]}
         buffers.append(EpisodeBuffer(
             id=i, observations=np.concatenate([dataset.observations[rows], next_obs[end:end + 1]]),
             actions=dataset.actions[rows], rewards=dataset.rewards[rows],
             terminations=np.asarray(dataset.terminals[rows], bool),
             truncations=np.asarray(dataset.timeouts[rows], bool),
-            infos={}))
+            infos=infos))
         start = end + 1
     obs_space = gym.spaces.Box(-np.inf, np.inf, dataset.observations.shape[1:], dataset.observations.dtype)
     act_low = float(np.min(dataset.actions, initial=-1.0))

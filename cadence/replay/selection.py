@@ -155,6 +155,38 @@ class ScoreSelector(Selector):
         return torch.sort(scores, descending=True, stable=True).indices[:k]
 
 
+class NearestSelector(ScoreSelector):
+    """Keeps the rows whose states lie nearest a task's reference states: OER's model-based experience selection
+    (MBES) when the references are the states a policy visits in a learned model (``agents.oer``).
+
+    ``references[task_id]`` are ``[m, obs_dim]`` states; a candidate's score is minus the distance from its ``obs``
+    to the nearest reference of its task (every candidate of one call belongs to one task, as
+    :meth:`ContinualMemory.end_task` calls it). Distances are measured after standardising each feature by
+    ``scale`` (e.g. the data's std), so no feature dominates through its units. Batched torch distances
+    (:func:`nearest_distance`), chunked: O(n m d) time, O(chunk m) memory.
+    """
+
+    def __init__(self, references: dict[int, torch.Tensor] | None = None, scale: torch.Tensor | None = None,
+                 chunk_size: int = 4096):
+        super().__init__(self.scores)
+        self.references: dict[int, torch.Tensor] = dict(references or {})
+        self.scale = scale
+        self.chunk_size = int(chunk_size)
+
+    def scores(self, candidates: Transitions) -> torch.Tensor:
+        """Minus the distance from each candidate's state to the nearest reference state of its task."""
+        tasks = torch.unique(candidates["task_id"]).tolist() if "task_id" in candidates else []
+        if len(tasks) != 1:
+            raise ValueError(f"NearestSelector scores one task's rows at a time, got task ids {tasks}")
+        if tasks[0] not in self.references:
+            raise ValueError(f"no reference states for task {tasks[0]} (have {sorted(self.references)})")
+        obs, refs = candidates["obs"].reshape(num_rows(candidates), -1).float(), self.references[tasks[0]].float()
+        if self.scale is not None:
+            scale = self.scale.reshape(1, -1).float().clamp_min(1e-8)
+            obs, refs = obs / scale.to(obs.device), refs / scale.to(refs.device)
+        return -nearest_distance(obs, refs, self.chunk_size)
+
+
 # --- memory ------------------------------------------------------------------------------------------------
 class ContinualMemory:
     """Fixed-capacity replay memory over a task sequence, held in a :class:`ReplayBuffer` (``.buffer``).
