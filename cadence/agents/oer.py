@@ -120,6 +120,8 @@ class ContinualOffline:
         if n_tasks < 1:
             raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
         self.config, self.n_tasks, self.device = config, int(n_tasks), torch.device(device)
+        self.algo = config.strategy
+        self.records: dict[str, Any] = {}  # the loop's continual records, for the run's metrics.json
         self.obs_dim, self.act_dim = observation_space.shape[0], action_space.shape[0]
         conditioned = spaces.Box(-np.inf, np.inf, (self.obs_dim + n_tasks,), np.float32)
         self.td3bc = TD3BC(conditioned, action_space, config, device=device)
@@ -228,6 +230,11 @@ class ContinualOffline:
         return self.act_sequence(obs, 1, task)[..., 0, :]
 
     # --------------------------------------------------------------------------------------------- persistence
+    def deployment_state_dict(self) -> dict[str, Any]:
+        """What acting needs: both actors, the normaliser and the task count (no critics, no memory)."""
+        return {"td3bc": self.td3bc.deployment_state_dict(), "task": self.task, "n_tasks": self.n_tasks,
+                "clone": None if self.clone is None else self.clone.state_dict()}
+
     def state_dict(self) -> dict[str, Any]:
         return {"td3bc": self.td3bc.state_dict(), "task": self.task,
                 "clone": None if self.clone is None else self.clone.state_dict(),
