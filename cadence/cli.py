@@ -8,6 +8,7 @@
   cadence eval fas RUN_DIR [--episodes 10] [--asl 1,2,4,...] [--planner]
   cadence eval fas --sb3 MODEL.zip --env Hopper-v5 [--out DIR]
   cadence collect --env Hopper-v5 --kind medium [--size N] [--policy-steps N] [--record-reference]
+  cadence collect --sequence cheetah-vel-3 --kind medium     (one data set per task; --env FAMILY --task T: one)
   cadence config sac > sac.toml                             (then: cadence train sac --config sac.toml)
   cadence plot RUN_DIR... [--group algo] [--what eval|fas] [--out FILE]
   cadence dashboard [--logdir runs]
@@ -66,6 +67,17 @@ def _parse_asl(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--asl must be a comma-separated list of integers, got {text!r}") from None
 
 
+def _parse_task(text: str) -> tuple[float, ...] | str:
+    """``--task``: comma-separated numbers (a task family's params, ``0.6,1,1``) or a preset name (``low-gravity``)."""
+    parts = text.replace(",", " ").split()
+    if not parts:
+        raise argparse.ArgumentTypeError("--task needs comma-separated numbers or a preset name")
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        return text.strip()
+
+
 def _first_sentence(doc: str, limit: int = 100) -> str:
     text = re.split(r"(?<=\.)\s+(?=[A-Z(])", " ".join(doc.split()), maxsplit=1)[0]
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -117,6 +129,9 @@ def _train_flags() -> argparse.ArgumentParser:
     p.add_argument("--teacher", metavar="NAME",
                    help="sac, srl: a curriculum teacher choosing each episode's task; on a task-family env "
                         "random, alp-gmm, riac or covar-gmm, on PointMazeLayout-v0 dr or clutr (train.teacher)")
+    p.add_argument("--task", type=_parse_task, metavar="TASK",
+                   help="sac, srl on a task-family env: fix every episode's task, as comma-separated params "
+                        "(0.6,1,1) or a preset name (low-gravity) (train.task)")
     p.add_argument("--steps-per-task", type=int, metavar="N",
                    help="continual algos: env steps collected in each task (train.steps_per_task)")
     p.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections (cadence config ALGO)")
@@ -162,7 +177,13 @@ def _add_eval(sub: Any) -> None:
 
 def _add_collect(sub: Any) -> None:
     p = sub.add_parser("collect", help="make a D4RL-style data set from cadence's own SAC policies")
-    p.add_argument("--env", help="env id (default Hopper-v5)")
+    p.add_argument("--env", help="env id (default Hopper-v5, or the --sequence's task family)")
+    p.add_argument("--task", type=_parse_task, metavar="TASK",
+                   help="a task-family env's task: comma-separated params (1.5) or a preset name (low-gravity)")
+    p.add_argument("--sequence", metavar="NAME",
+                   help="a task sequence, e.g. cheetah-vel-3: one data set per task, each from its own SAC run, "
+                        "named <sequence>-<task index>-<kind>-v5.hdf5")
+    p.add_argument("--task-index", type=int, metavar="I", help="--sequence: collect only its task I (from 0)")
     p.add_argument("--kind", choices=COLLECT_KINDS, help="which data set (default medium)")
     p.add_argument("--size", type=int, help="transitions to collect")
     p.add_argument("--seed", type=int, help="seed of the collection episodes")
@@ -214,7 +235,7 @@ def _resume_sections(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
     given = {"--env": args.env, "--seed": args.seed, "--config": args.config, "--dataset": args.dataset,
              "--sequence-length": args.sequence_length, "--run-dir": args.run_dir, "--sequence": args.sequence,
-             "--steps-per-task": args.steps_per_task, "--teacher": args.teacher}
+             "--steps-per-task": args.steps_per_task, "--teacher": args.teacher, "--task": args.task}
     ignored = [flag for flag, value in given.items() if value is not None]
     ignored += (["--set"] if args.set else []) + (["--morec"] if args.morec else [])
     if ignored:
@@ -251,6 +272,10 @@ def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
         if args.algo not in ("sac", "srl"):
             raise ConfigError(f"--teacher chooses tasks for online agents (sac, srl), not {args.algo}")
         base["train"]["teacher"] = args.teacher
+    if args.task is not None:
+        if args.algo not in ("sac", "srl"):
+            raise ConfigError(f"--task fixes the task of online agents (sac, srl), not {args.algo}")
+        base["train"]["task"] = args.task if isinstance(args.task, str) else list(args.task)
     for flag, key in ((args.sequence, "sequence"), (args.steps_per_task, "steps_per_task")):
         if flag is not None:
             base["train"][key] = flag
@@ -386,7 +411,7 @@ def cmd_eval_fas(args: argparse.Namespace) -> None:
 
 # --- collect, config, plot, dashboard ------------------------------------------------------------------------------
 COLLECT_FLAGS = ("env", "kind", "size", "seed", "policy_seed", "policy_steps", "eval_every", "medium_fraction",
-                 "reference_episodes", "out", "threads")
+                 "reference_episodes", "out", "threads", "task", "sequence", "task_index")
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
@@ -395,14 +420,17 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
     given = {name: getattr(args, name) for name in COLLECT_FLAGS if getattr(args, name) is not None}
     cfg = CollectConfig(**given, record_reference=args.record_reference, progress=not args.no_progress)
-    path = collect(cfg, tuple(args.set))
-    meta = OfflineDataset.load_hdf5(path).metadata
-    console.print(f"[bold]{path}[/bold]: {meta.get('transitions')} transitions, {meta.get('episodes')} episodes, "
-                  f"mean return {meta.get('mean_return', float('nan')):.1f}")
-    console.print(f"policy: {meta.get('policy')}")
-    if "reference_return" in meta:
-        console.print(f"{cfg.kind} reference return {meta['reference_return']:.1f} over "
-                      f"{meta['reference_episodes']} episodes" + (" (recorded)" if cfg.record_reference else ""))
+    made = collect(cfg, tuple(args.set))
+    for path in made if isinstance(made, list) else [made]:
+        meta = OfflineDataset.load_hdf5(path).metadata
+        task = f" (task {meta['task_index']}: {meta['task_label']})" if "task_index" in meta else (
+            f" (task {meta['task_label']})" if "task_label" in meta else "")
+        console.print(f"[bold]{escape(str(path))}[/bold]{escape(task)}: {meta.get('transitions')} transitions, "
+                      f"{meta.get('episodes')} episodes, mean return {meta.get('mean_return', float('nan')):.1f}")
+        console.print(f"policy: {escape(str(meta.get('policy')))}")
+        if "reference_return" in meta:
+            console.print(f"{cfg.kind} reference return {meta['reference_return']:.1f} over "
+                          f"{meta['reference_episodes']} episodes" + (" (recorded)" if cfg.record_reference else ""))
 
 
 def cmd_config(args: argparse.Namespace) -> None:

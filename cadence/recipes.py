@@ -104,17 +104,18 @@ def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
                           f"Raise --total-steps or lower it, e.g. --set agent.learning_starts="
                           f"{max(1, train_cfg.total_steps // 10)}")
     kwargs = recipe.env_kwargs(agent_cfg)
-    interval_env = make(train_cfg.env, **kwargs)  # the agent acts at its own decision interval
+    fixed = fixed_task(train_cfg)  # {"task": ...} with train.task: every env of the run runs that task
+    interval_env = make(train_cfg.env, **kwargs, **fixed)  # the agent acts at its own decision interval
     agent = recipe.agent_cls(interval_env.observation_space, interval_env.action_space, agent_cfg,
                              device=train_cfg.device)
-    eval_env = make(train_cfg.env)
+    eval_env = make(train_cfg.env, **fixed)
     interval = kwargs["decision_interval"]
-    if train_cfg.num_envs > 1:
+    if train_cfg.num_envs > 1:  # TrainConfig refuses train.task here: a BatchedEnv takes no task when built
         env = BatchedEnv(train_cfg.env, train_cfg.num_envs, decision_interval=kwargs["decision_interval"],
                          sequence=kwargs.get("sequence", False), threads=max(1, train_cfg.torch_threads),
                          autoreset=False)
     else:
-        env = make(train_cfg.env, **kwargs)
+        env = make(train_cfg.env, **kwargs, **fixed)
 
     teacher = teacher_hook(train_cfg)
 
@@ -124,6 +125,30 @@ def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
                             eval_at_interval=(interval, interval_env) if interval > 1 else None)
 
     return Prepared(train_cfg.env, run)
+
+
+def fixed_task(train_cfg: TrainConfig) -> dict[str, Any]:
+    """``{"task": train.task}`` for :func:`cadence.envs.make`, checked against the env (``{}`` when unset): a task
+    family's params or preset (range and names checked here), or a maze layout env's layout code. A plain env is
+    refused with a :class:`ConfigError` (TrainConfig refuses a task beside a teacher or batched worlds)."""
+    task, env_id = train_cfg.task, train_cfg.env
+    if task is None:
+        return {}
+    found, layouts = family_of(env_id), layout_family_of(env_id)
+    if found is None and layouts is None:
+        families = ", ".join([*FAMILIES, *LAYOUT_FAMILIES])
+        raise ConfigError(f"train.task={task!r} sets a task family's task, but {env_id} is a plain env without "
+                          f"tasks; use a task-family env: {families}")
+    try:
+        if found is not None:
+            found.resolve(task)
+        elif isinstance(task, str):
+            raise ValueError(f"{env_id}'s task is a maze layout's code (a list of numbers), not a name")
+        else:
+            layouts.layout(task)  # type: ignore[union-attr]
+    except ValueError as e:
+        raise ConfigError(f"train.task: {e}") from None
+    return {"task": task}
 
 
 def teacher_hook(train_cfg: TrainConfig) -> TeacherHook | None:

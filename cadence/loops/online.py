@@ -8,6 +8,7 @@ written when due, and the ended worlds are reset with the task their hooks choos
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +51,30 @@ class TrainConfig(LoopConfig):
     teacher_rvae: str = ""
     """clutr only: a layout RVAE checkpoint (cadence.curricula.save_rvae); empty: the CPU-sized one, trained and
     cached on first use."""
+    task: tuple[float, ...] | float | str | None = None
+    """Fixes every episode's task of a task-family env: its params (e.g. [0.6, 1.0, 1.0]) or a preset name
+    (low-gravity); on PointMazeLayout-v0 a layout's code. Unset (or empty): the family's default task. Training,
+    evaluation and interval envs all run it; not with teacher (which chooses tasks) or num_envs above 1."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive(self, "num_envs")
+        if isinstance(self.task, numbers.Real) and not isinstance(self.task, bool):  # one param: --set train.task=1.5
+            object.__setattr__(self, "task", (float(self.task),))
+        params = isinstance(self.task, (list, tuple)) and all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in self.task)
+        check(self.task is None or isinstance(self.task, str) or params, "task", self.task,
+              "a list of numbers (a task family's params) or a preset name")
+        if self.task is not None and len(self.task) == 0:  # "" or []: the family's default task
+            object.__setattr__(self, "task", None)
+        if isinstance(self.task, (list, tuple)):
+            object.__setattr__(self, "task", tuple(float(v) for v in self.task))
+        if self.task is not None:
+            check(not self.teacher, "task", self.task,
+                  f"unset with a teacher: teacher={self.teacher!r} chooses every episode's task")
+            check(self.num_envs == 1, "task", self.task,
+                  f"unset with num_envs={self.num_envs}: a BatchedEnv takes per-world tasks at reset, not when "
+                  "built; fix a task with num_envs = 1")
         if self.teacher:
             from cadence.curricula import LAYOUT_TEACHERS, TEACHERS
 
