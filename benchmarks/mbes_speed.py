@@ -46,9 +46,9 @@ def main() -> None:
             "terminated": torch.zeros(args.rows, dtype=torch.bool),
             "episode_start": (torch.arange(args.rows) % 1000) == 0,
             "task_id": torch.zeros(args.rows, dtype=torch.int64)}
-    config = ContinualOfflineConfig(strategy="mbes", memory=args.memory)
-
-    learner = ContinualOffline(spaces.Box(-np.inf, np.inf, (obs_dim,)), spaces.Box(-1, 1, (act_dim,)), 1, config)
+    config = ContinualOfflineConfig(memory=args.memory)
+    learner = ContinualOffline(spaces.Box(-np.inf, np.inf, (obs_dim,)), spaces.Box(-1, 1, (act_dim,)), 1, "mbes",
+                               config)
     learner.begin_task(0, data)
     start = time.perf_counter()
     states = learner.model_states(data)

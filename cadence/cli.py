@@ -52,6 +52,13 @@ ALGOS: dict[str, str] = {
     "mbrl-si": "continual model-based baseline: Synaptic Intelligence (--sequence NAME)",
     "mbrl-multitask": "continual model-based bound: one model on every task's data (--sequence NAME)",
     "mbrl-single": "continual model-based bound: one model per task (--sequence NAME)",
+    "oer": "OER, continual offline: MBES memory + dual behaviour cloning over one data set per task "
+           "(--sequence NAME --memory N)",
+    "er": "continual offline baseline: a random memory replayed in every loss (--sequence NAME --memory N)",
+    "mbes": "continual offline ablation: OER's MBES memory without dual cloning (--sequence NAME)",
+    "dbc": "continual offline ablation: dual behaviour cloning with a random memory (--sequence NAME)",
+    "finetune": "continual offline bound: TD3+BC on each task's data set in turn (--sequence NAME)",
+    "multitask": "continual offline bound: TD3+BC on every data set so far (--sequence NAME)",
 }
 #: cadence.collection.KINDS, for the same reason.
 COLLECT_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
@@ -133,7 +140,10 @@ def _train_flags() -> argparse.ArgumentParser:
                    help="sac, srl on a task-family env: fix every episode's task, as comma-separated params "
                         "(0.6,1,1) or a preset name (low-gravity) (train.task)")
     p.add_argument("--steps-per-task", type=int, metavar="N",
-                   help="continual algos: env steps collected in each task (train.steps_per_task)")
+                   help="continual algos: env steps collected in each task; continual offline algos (oer, er, ...): "
+                        "gradient steps on each task's data set (train.steps_per_task)")
+    p.add_argument("--memory", type=int, metavar="N",
+                   help="continual offline algos: transitions the memory keeps over all finished tasks (agent.memory)")
     p.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections (cadence config ALGO)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set agent.batch_size=128 (repeatable)")
@@ -235,7 +245,8 @@ def _resume_sections(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
     given = {"--env": args.env, "--seed": args.seed, "--config": args.config, "--dataset": args.dataset,
              "--sequence-length": args.sequence_length, "--run-dir": args.run_dir, "--sequence": args.sequence,
-             "--steps-per-task": args.steps_per_task, "--teacher": args.teacher, "--task": args.task}
+             "--steps-per-task": args.steps_per_task, "--teacher": args.teacher, "--task": args.task,
+             "--memory": args.memory}
     ignored = [flag for flag, value in given.items() if value is not None]
     ignored += (["--set"] if args.set else []) + (["--morec"] if args.morec else [])
     if ignored:
@@ -249,6 +260,7 @@ def _resume_sections(args: argparse.Namespace) -> dict[str, Any]:
 
 def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
     """A new run's config: defaults <- flags <- --config file <- --set."""
+    from cadence.recipes import recipe
     from cadence.runs import resolve_config
 
     base: dict[str, dict[str, Any]] = {"train": {k: v for k, v in (("env", args.env), ("seed", args.seed),
@@ -261,10 +273,14 @@ def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
         base["train"]["dataset"] = args.dataset
     if args.morec:
         base["agent"] = {"morec": True}
-    continual = args.algo == "hypercrl" or args.algo.startswith("mbrl-")
+    continual = recipe(args.algo).continual
     if (args.sequence is not None or args.steps_per_task is not None) and not continual:
-        raise ConfigError(f"--sequence and --steps-per-task are for the continual algos (hypercrl, mbrl-*), "
-                          f"not {args.algo}")
+        raise ConfigError(f"--sequence and --steps-per-task are for the continual algos (hypercrl, mbrl-*, oer, er, "
+                          f"mbes, dbc, finetune, multitask), not {args.algo}")
+    if args.memory is not None:
+        if not hasattr(recipe(args.algo).config_cls, "memory"):
+            raise ConfigError(f"--memory is for the continual offline algos (oer, er, mbes, dbc), not {args.algo}")
+        base["agent"] = {**base.get("agent", {}), "memory": args.memory}
     if continual and (args.env is not None or args.total_steps is not None):
         raise ConfigError("a continual run's env and budget follow from its sequence: use --sequence NAME and "
                           "--steps-per-task N instead of --env / --total-steps")
@@ -282,7 +298,7 @@ def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
     if args.sequence_length is not None:
         if args.algo != "srl":
             raise ConfigError("--sequence-length is for srl; for SAC-J use --set agent.action_repeat=J")
-        base["agent"] = {"sequence_length": args.sequence_length}
+        base["agent"] = {**base.get("agent", {}), "sequence_length": args.sequence_length}
     sections = resolve_config(args.algo, base, args.config, args.set)
     if offline and not sections["train"].dataset:
         from cadence.replay.datasets import available_hint
@@ -305,7 +321,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         run_dir = args.run_dir or default_run_dir(args.algo, label, t.seed)
     state = train(args.algo, sections, run_dir, resume=args.resume is not None,
                   on_start=lambda folder: console.print(f"[bold]run folder[/bold] {folder}"))
-    unit = "gradient steps" if offline else f"env steps, {state.episodes} episodes"
+    gradient_steps = offline or hasattr(sections["train"], "dataset_kind")  # continual offline: no env steps
+    unit = "gradient steps" if gradient_steps else f"env steps, {state.episodes} episodes"
     console.print(f"done: {state.step} {unit}, final eval return {state.evals[-1][1]:.1f}")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
 

@@ -17,6 +17,8 @@ import torch
 
 from cadence.agents import MOBILE, MOPO, SAC, SRL, MOBILEConfig, MOPOConfig, SACConfig, SRLConfig
 from cadence.agents.continual import STRATEGIES, ContinualModelBased, ContinualModelBasedConfig
+from cadence.agents.oer import STRATEGIES as OFFLINE_STRATEGIES
+from cadence.agents.oer import ContinualOffline, ContinualOfflineConfig
 from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError
 from cadence.curricula import LAYOUT_TEACHERS, TEACHERS, make_layout_teacher, make_teacher
@@ -29,7 +31,10 @@ from cadence.evaluation.continual import summary
 from cadence.evaluation.fas import R_MAX, env_family
 from cadence.loops import Hook, OfflineTrainConfig, TrainConfig, TrainState, fit_model, train_offline, train_online
 from cadence.loops.continual import ContinualTrainConfig, train_continual
+from cadence.loops.continual_offline import ContinualOfflineTrainConfig, train_continual_offline
 from cadence.loops.curriculum import TeacherHook
+from cadence.replay.datasets import OfflineDataset
+from cadence.replay.sequences import sequence_datasets
 from cadence.run_folder import DYNAMICS_REWARD, MODEL
 from cadence.world_models import DynamicsReward, DynamicsRewardConfig, FilterConfig, GaussianEnsemble, TransitionFilter
 from cadence.world_models.ensemble import model_bundle, model_from_bundle
@@ -68,8 +73,9 @@ class Recipe:
 
     @property
     def continual(self) -> bool:
-        """Whether the recipe learns a task sequence (``--sequence``) with the continual loop."""
-        return issubclass(self.train_config_cls, ContinualTrainConfig)
+        """Whether the recipe learns a task sequence (``--sequence``): online (model-based) or from one offline data
+        set per task."""
+        return issubclass(self.train_config_cls, (ContinualTrainConfig, ContinualOfflineTrainConfig))
 
     def env_defaults(self, env_id: str) -> dict[str, dict[str, Any]]:
         """Per-env settings that replace the algorithm's defaults (a user's config still wins over them)."""
@@ -310,6 +316,66 @@ def continual_metrics(learner: ContinualModelBased) -> dict[str, Any]:
     return {name: summary(record) for name, record in learner.records.items()}
 
 
+# --- continual offline: one data set per task (OER and its baselines) --------------------------------------------
+def prepare_continual_offline(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
+    """OER and its baselines over the collected data sets of ``train.sequence`` (``train.dataset_kind``)."""
+    train_cfg, agent_cfg = sections["train"], sections["agent"]
+    env = make(train_cfg.env)
+    obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+    try:
+        files = sequence_datasets(train_cfg.sequence, train_cfg.dataset_kind)
+        datasets = [OfflineDataset.load_hdf5(f, obs_shape, act_shape) for f in files]
+    except (OSError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    rows = sum(len(d) for d in datasets)
+    if agent_cfg.memory > rows:
+        raise ConfigError(f"agent.memory={agent_cfg.memory} is larger than the sequence's data ({rows} transitions "
+                          f"in {len(files)} data sets): nothing would ever be forgotten; lower it")
+    data = [dataset_tensors(d, task, train_cfg.device) for task, d in enumerate(datasets)]
+    learner = ContinualOffline(env.observation_space, env.action_space, len(files), recipe.name, agent_cfg,
+                               device=train_cfg.device, seed=train_cfg.seed)
+    reference = sequence_reference(train_cfg.sequence)
+
+    def run(run_dir: Path, resume: bool, hooks: Iterable[Hook], callbacks: Iterable[Callback]) -> TrainState:
+        torch.manual_seed(train_cfg.seed)
+        return train_continual_offline(learner, data, train_cfg, run_dir, reference=reference, resume=resume,
+                                       hooks=hooks, callbacks=callbacks)
+
+    def extra(state: TrainState) -> dict[str, Any]:
+        return {"sequence": train_cfg.sequence, "datasets": [str(f) for f in files],
+                "continual": continual_metrics(learner)}
+
+    return Prepared(train_cfg.env, run, extra)
+
+
+def dataset_tensors(data: OfflineDataset, task: int, device: str) -> dict[str, torch.Tensor]:
+    """A data set's transitions as the learner's tensors (obs, action, reward, next_obs, terminated, episode_start,
+    task_id); rows whose task id is not ``task`` are refused."""
+    buffer = data.to_buffer(device=device)
+    fields = {k: buffer.storage[k][: len(buffer)] for k in ("obs", "action", "reward", "next_obs", "terminated",
+                                                            "episode_start", "task_id")}
+    if (fields["task_id"] != task).any():
+        raise ConfigError(f"{data.source} holds rows of tasks {torch.unique(fields['task_id']).tolist()}, but it is "
+                          f"task {task}'s data set of its sequence")
+    return fields
+
+
+def sequence_reference(sequence: str) -> list[tuple[float, float]] | None:
+    """Each task's (random, expert) return, from the sequence's collected random and expert data sets' metadata;
+    None unless all are there (the run then records returns only)."""
+    try:
+        pairs = zip(sequence_datasets(sequence, "random"), sequence_datasets(sequence, "expert"), strict=True)
+    except ValueError:
+        return None
+    out = []
+    for random_file, expert_file in pairs:
+        low, high = (OfflineDataset.load_hdf5(f).metadata.get("reference_return") for f in (random_file, expert_file))
+        if low is None or high is None or not float(high) > float(low):
+            return None
+        out.append((float(low), float(high)))
+    return out
+
+
 RECIPES: dict[str, Recipe] = {
     "sac": Recipe("sac", SAC, SACConfig, TrainConfig, prepare_online),
     "srl": Recipe("srl", SRL, SRLConfig, TrainConfig, prepare_online),
@@ -317,6 +383,8 @@ RECIPES: dict[str, Recipe] = {
     "mobile": Recipe("mobile", MOBILE, MOBILEConfig, OfflineTrainConfig, prepare_offline),
     **{name: Recipe(name, ContinualModelBased, ContinualModelBasedConfig, ContinualTrainConfig, prepare_continual)
        for name in ("hypercrl", *(f"mbrl-{s}" for s in STRATEGIES if s != "hypercrl"))},
+    **{name: Recipe(name, ContinualOffline, ContinualOfflineConfig, ContinualOfflineTrainConfig,
+                    prepare_continual_offline) for name in OFFLINE_STRATEGIES},
 }
 
 

@@ -31,8 +31,8 @@ def sequence_data(n=300, seed=0):
 
 def make(strategy="oer"):
     torch.manual_seed(0)
-    config = ContinualOfflineConfig(strategy=strategy, **TINY)
-    learner = ContinualOffline(spaces.Box(-np.inf, np.inf, (OBS,)), spaces.Box(-1.0, 1.0, (ACT,)), 3, config)
+    config = ContinualOfflineConfig(**TINY)
+    learner = ContinualOffline(spaces.Box(-np.inf, np.inf, (OBS,)), spaces.Box(-1.0, 1.0, (ACT,)), 3, strategy, config)
     train = ContinualOfflineTrainConfig(sequence="cheetah-vel-3", steps_per_task=20, eval_every=10, eval_episodes=1,
                                         episode_steps=15, checkpoint_every=5, log_every=5, torch_threads=1,
                                         progress=False)
@@ -94,3 +94,50 @@ def test_bad_data_and_settings_fail_before_training(tmp_path):
     learner, config = make("er")
     with pytest.raises(ValueError, match="trained on other data sets"):
         train_continual_offline(learner, resumed_elsewhere, config, tmp_path / "run", resume=True)
+
+
+# --- through the CLI, on collected data sets ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_task_data(tmp_path_factory):
+    """``cheetah-vel-2`` (medium, 200 transitions per task) collected into a fresh data folder."""
+    from cadence.collection import CollectConfig, collect
+    from cadence.envs import tasks
+
+    root = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(tasks.SEQUENCES, "cheetah-vel-2", ("CheetahVel-v0", [[0.5], [1.5]]))
+        mp.setenv("CADENCE_DATA_DIR", str(root))
+        collect(CollectConfig(sequence="cheetah-vel-2", size=200, policy_steps=300, eval_every=100, threads=1,
+                              progress=False, reference_episodes=1),
+                ("agent.learning_starts=100", "agent.batch_size=16", "agent.hidden_sizes=[16, 16]",
+                 "train.eval_episodes=1"))
+        yield root
+
+
+def test_cadence_train_oer_learns_the_collected_sequence(two_task_data, tmp_path, monkeypatch, capsys):
+    from cadence.cli import main
+    from cadence.envs import tasks
+
+    monkeypatch.setitem(tasks.SEQUENCES, "cheetah-vel-2", ("CheetahVel-v0", [[0.5], [1.5]]))
+    monkeypatch.setenv("CADENCE_DATA_DIR", str(two_task_data))
+    small = ["--set", "agent.hidden_sizes=[16, 16]", "--set", "agent.batch_size=32", "--set", "agent.mbes_starts=8",
+             "--set", "agent.mbes_horizon=3", "--set", "agent.mbes_model_epochs=1", "--set", "train.eval_episodes=1",
+             "--set", "train.episode_steps=20", "--set", "train.torch_threads=1", "--no-progress"]
+    assert main(["train", "oer", "--sequence", "cheetah-vel-2", "--memory", "100", "--steps-per-task", "20",
+                 "--run-dir", str(tmp_path / "oer"), *small]) == 0
+    out = capsys.readouterr().out
+    assert "task 2/2 (velocity=1.5) done" in out and "done: 40 gradient steps" in out
+    metrics = json.loads((tmp_path / "oer" / "metrics.json").read_text())
+    assert metrics["sequence"] == "cheetah-vel-2" and "average_performance" in metrics["continual"]["return"]
+    # bad input: a memory larger than the data, an unknown sequence, missing data sets
+    assert main(["train", "er", "--sequence", "cheetah-vel-2", "--memory", "500", "--run-dir",
+                 str(tmp_path / "big"), *small]) != 0
+    assert "agent.memory=500 is larger than the sequence's data (400 transitions" in capsys.readouterr().err
+    assert main(["train", "er", "--sequence", "cheetah-vel-9", "--run-dir", str(tmp_path / "x"), *small]) != 0
+    assert "unknown task sequence 'cheetah-vel-9'" in capsys.readouterr().err
+    assert main(["train", "er", "--sequence", "cheetah-vel-5", "--run-dir", str(tmp_path / "y"), *small]) != 0
+    err = capsys.readouterr().err
+    assert "missing cheetah-vel-5-0-medium-v5.hdf5" in err and "cadence collect --sequence cheetah-vel-5" in err
+    assert not any((tmp_path / d).exists() for d in ("big", "x", "y"))
+    assert main(["train", "sac", "--memory", "10", "--run-dir", str(tmp_path / "z")]) != 0
+    assert "--memory is for the continual offline algos" in capsys.readouterr().err

@@ -23,8 +23,9 @@ def task_data(task, n=200, seed=0):
 
 def learner(strategy, n_tasks=3, **kw):
     torch.manual_seed(0)
-    config = ContinualOfflineConfig(strategy=strategy, **{**TINY, **kw})
-    return ContinualOffline(spaces.Box(-np.inf, np.inf, (OBS,)), spaces.Box(-1.0, 1.0, (ACT,)), n_tasks, config)
+    config = ContinualOfflineConfig(**{**TINY, **kw})
+    return ContinualOffline(spaces.Box(-np.inf, np.inf, (OBS,)), spaces.Box(-1.0, 1.0, (ACT,)), n_tasks, strategy,
+                            config)
 
 
 def run_tasks(agent, n_tasks, updates=3):
@@ -147,9 +148,11 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_bad_settings_and_order():
-    for bad in ({"strategy": "ewc"}, {"memory": 0}, {"memory_share": 1.0}, {"mbes_horizon": 0}):
+    for bad in ({"memory": 0}, {"memory_share": 1.0}, {"mbes_horizon": 0}):
         with pytest.raises(ConfigError):
             ContinualOfflineConfig(**bad)
+    with pytest.raises(ValueError, match="unknown strategy 'ewc'; strategies: oer, er"):
+        learner("ewc")
     agent = learner("er")
     with pytest.raises(ValueError, match="expected 0, got 1"):
         agent.begin_task(1, task_data(1))

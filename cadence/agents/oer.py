@@ -62,10 +62,9 @@ STRATEGIES: dict[str, tuple[str | None, bool, str]] = {
 
 @dataclass(frozen=True)
 class ContinualOfflineConfig(TD3BCConfig):
-    """TD3+BC's settings plus how earlier tasks are kept (``[agent]`` of ``oer``, ``er``, ...)."""
+    """TD3+BC's settings plus how earlier tasks are kept (``[agent]`` of ``oer``, ``er``, ...); each strategy reads
+    only its own keys."""
 
-    strategy: str = "oer"
-    """oer, er, mbes, dbc, finetune or multitask (set by the algo name)."""
     memory: int = 10_000
     """Transitions the memory keeps over all finished tasks (an equal quota each)."""
     memory_share: float = 0.5
@@ -86,19 +85,10 @@ class ContinualOfflineConfig(TD3BCConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.strategy in STRATEGIES, "strategy", self.strategy, "one of " + ", ".join(STRATEGIES))
         for name in ("memory", "clone_lr", "mbes_horizon", "mbes_starts", "mbes_max_states", "mbes_model_epochs",
                      "mbes_model_rows"):
             check_positive(self, name)
         check(0.0 < self.memory_share < 1.0, "memory_share", self.memory_share, "in (0, 1)")
-
-    @property
-    def selection(self) -> str | None:
-        return STRATEGIES[self.strategy][0]
-
-    @property
-    def dual(self) -> bool:
-        return STRATEGIES[self.strategy][1]
 
 
 def one_hot_tasks(obs: torch.Tensor, task: torch.Tensor | int, n_tasks: int) -> torch.Tensor:
@@ -108,30 +98,34 @@ def one_hot_tasks(obs: torch.Tensor, task: torch.Tensor | int, n_tasks: int) -> 
 
 
 class ContinualOffline:
-    """A TD3+BC learner over a sequence of ``n_tasks`` offline data sets, keeping old tasks by ``config.strategy``.
+    """A TD3+BC learner over a sequence of ``n_tasks`` offline data sets, keeping old tasks by ``strategy`` (a key of
+    :data:`STRATEGIES`).
 
     The loop calls :meth:`begin_task` with the task's data, :meth:`update` for each gradient step, and
     :meth:`end_task` (which fills the memory) before the next task.
     """
 
-    def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, n_tasks: int,
+    def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, n_tasks: int, strategy: str = "oer",
                  config: ContinualOfflineConfig = ContinualOfflineConfig(), device: str | torch.device = "cpu",
                  seed: int = 0):
         if n_tasks < 1:
             raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; strategies: {', '.join(STRATEGIES)}")
         self.config, self.n_tasks, self.device = config, int(n_tasks), torch.device(device)
-        self.algo = config.strategy
+        self.strategy, self.algo = strategy, strategy
+        self.selection, self.dual = STRATEGIES[strategy][:2]
         self.records: dict[str, Any] = {}  # the loop's continual records, for the run's metrics.json
         self.obs_dim, self.act_dim = observation_space.shape[0], action_space.shape[0]
         conditioned = spaces.Box(-np.inf, np.inf, (self.obs_dim + n_tasks,), np.float32)
         self.td3bc = TD3BC(conditioned, action_space, config, device=device)
         # the cloning head: a second actor of TD3+BC's architecture, starting from the same weights
-        self.clone = copy.deepcopy(self.td3bc.actor) if config.dual else None
+        self.clone = copy.deepcopy(self.td3bc.actor) if self.dual else None
         self.clone_opt = adam(self.clone.parameters(), config.clone_lr) if self.clone is not None else None
-        self.selector = NearestSelector() if config.selection == "mbes" else RandomSelector()
+        self.selector = NearestSelector() if self.selection == "mbes" else RandomSelector()
         self.memory = (ContinualMemory.per_task(config.memory, self.obs_dim, self.act_dim, self.selector,
                                                 device=self.device, seed=seed)
-                       if config.selection is not None else None)
+                       if self.selection is not None else None)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.task = -1  # the task being learned
         self.past: list[Data] = []  # multitask: every finished task's data
@@ -153,7 +147,7 @@ class ContinualOffline:
         data = self.current
         if data is None:
             raise ValueError("end_task before begin_task")
-        if self.config.strategy == "multitask":
+        if self.strategy == "multitask":
             self.past.append(data)
         if self.memory is not None:
             if isinstance(self.selector, NearestSelector):
@@ -192,15 +186,15 @@ class ContinualOffline:
         cfg = self.config
         n = cfg.batch_size
         remembered = self.memory is not None and len(self.memory) > 0
-        if cfg.strategy == "multitask":
+        if self.strategy == "multitask":
             batch = self._sample_tasks([*self.past, self.current], n)
-        elif remembered and not cfg.dual:
+        elif remembered and not self.dual:
             k = int(round(n * cfg.memory_share))
             batch = _cat(self._sample_tasks([self.current], n - k), self._memory_batch(k))
         else:
             batch = self._sample_tasks([self.current], n)
         metrics = self.td3bc.update(self._conditioned(batch))
-        if cfg.dual and remembered:
+        if self.dual and remembered:
             old = self._memory_batch(n)
             loss = F.mse_loss(self._act(self.clone, old["obs"], old["task_id"], grad=True), old["action"])
             self.clone_opt.zero_grad()
