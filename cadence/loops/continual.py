@@ -57,8 +57,8 @@ Data = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
-class ContinualTrainConfig(LoopConfig):
-    """The continual loop (``[train]``); ``env`` and ``total_steps`` follow from the sequence."""
+class SequenceLoopConfig(LoopConfig):
+    """What the loops over a task sequence share (``[train]``); ``env`` and ``total_steps`` follow from it."""
 
     env: str = ""
     """Set from ``sequence``: the task family's id."""
@@ -66,6 +66,28 @@ class ContinualTrainConfig(LoopConfig):
     """Set from the sequence: steps_per_task x its number of tasks."""
     sequence: str = "HalfCheetahBody"
     """Task sequence (cadence.envs.tasks.SEQUENCES): a family's name for its default sequence, or e.g. cheetah-vel-3."""
+    steps_per_task: int = 5_000
+    """Steps spent on each task."""
+    episode_steps: int = 0
+    """Episode length in evaluation (0: the env's own limit, 1000 for Half-Cheetah)."""
+    eval_every: int = 0
+    """Also evaluate every task this often inside a task, in steps (0: at task ends only)."""
+    eval_episodes: int = 5
+    """Episodes per task and evaluation."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "steps_per_task")
+        check(self.episode_steps >= 0, "episode_steps", self.episode_steps, ">= 0")
+        family, tasks = resolve_sequence(self.sequence)  # an unknown sequence fails here, listing the known ones
+        object.__setattr__(self, "env", family.name)
+        object.__setattr__(self, "total_steps", self.steps_per_task * len(tasks))
+        super().__post_init__()
+
+
+@dataclass(frozen=True)
+class ContinualTrainConfig(SequenceLoopConfig):
+    """The continual model-based loop (``[train]``); ``env`` and ``total_steps`` follow from the sequence."""
+
     steps_per_task: int = 5_000
     """Primitive env steps collected in each task (the paper: 100k for Half-Cheetah)."""
     random_steps: int = 1_000
@@ -82,19 +104,13 @@ class ContinualTrainConfig(LoopConfig):
     """Held-out random-policy transitions per task, for the model-error matrix."""
     eval_every: int = 0
     """Also evaluate every learned task this often inside a task, in env steps (0: at task ends only)."""
-    eval_episodes: int = 5
-    """Episodes per task and evaluation."""
     checkpoint_every: int = 5_000
 
     def __post_init__(self) -> None:
-        for name in ("steps_per_task", "worlds", "train_every", "model_steps", "heldout"):
+        for name in ("worlds", "train_every", "model_steps", "heldout"):
             check_positive(self, name)
         check(0 <= self.random_steps < self.steps_per_task, "random_steps", self.random_steps,
               f">= 0 and < steps_per_task ({self.steps_per_task}), so the planner acts in every task")
-        check(self.episode_steps >= 0, "episode_steps", self.episode_steps, ">= 0")
-        family, tasks = resolve_sequence(self.sequence)  # an unknown sequence fails here, listing the known ones
-        object.__setattr__(self, "env", family.name)
-        object.__setattr__(self, "total_steps", self.steps_per_task * len(tasks))
         super().__post_init__()
 
 
@@ -283,13 +299,20 @@ def train_continual(
         interrupt_run(ctx, bundle_now, caught["signal"])
     if not state.evals or state.evals[-1][0] != state.step:  # stopped early by a hook: a last in-task row
         evaluate(final=False)
-    if position["task"] == n_tasks:
-        for record in (returns, errors):
-            log_continual_summary(ctx.logger, state.step, record, summary(record))
-        write_records(run_dir, returns, errors)
-    learner.records = {"return": returns, "model_error": errors}  # for the run's metrics.json
-    finish_run(ctx, bundle_now)
+    finish_continual(ctx, bundle_now, [returns, errors], complete=position["task"] == n_tasks)
     return state
+
+
+def finish_continual(ctx: LoopContext, make_bundle: Callable[[], dict[str, Any]], records: list[ContinualEvaluation],
+                     complete: bool) -> None:
+    """Close a continual run: once every task is learned, log each record's summary metrics and write its files;
+    hand the records to the learner (for the run's metrics.json); then the last checkpoints."""
+    if complete:
+        for record in records:
+            log_continual_summary(ctx.logger, ctx.state.step, record, summary(record))
+        write_records(ctx.run_dir, *records)
+    ctx.agent.records = {r.metric_name: r for r in records}
+    finish_run(ctx, make_bundle)
 
 
 def write_records(run_dir: Path, *records: ContinualEvaluation) -> None:

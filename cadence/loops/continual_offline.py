@@ -28,37 +28,34 @@ import numpy as np
 import torch
 
 from cadence.checkpoint import save_checkpoint
-from cadence.config import check, check_positive
+from cadence.config import check
 from cadence.envs.batched.episodes import task_returns
 from cadence.envs.tasks import resolve_sequence
 from cadence.envs.terminations import TERMINATIONS, termination_fn
-from cadence.evaluation.continual import ContinualEvaluation, log_continual_row, log_continual_summary, summary
+from cadence.evaluation.continual import ContinualEvaluation, log_continual_row
 from cadence.logging import RunLogger
 from cadence.loops.common import (
-    LoopConfig,
     PeriodicLog,
     TrainState,
     bundle,
     check_finite,
-    finish_run,
     interrupt_run,
     make_hooks,
     open_run,
     progress_bar,
     stop_signals,
 )
-from cadence.loops.continual import physics_backend, write_records
+from cadence.loops.continual import SequenceLoopConfig, finish_continual, physics_backend
 from cadence.loops.hooks import Hook, LoopContext
+from cadence.replay.sequences import KINDS
 
 Data = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
-class ContinualOfflineTrainConfig(LoopConfig):
+class ContinualOfflineTrainConfig(SequenceLoopConfig):
     """The continual offline loop (``[train]``); ``env`` and ``total_steps`` follow from the sequence."""
 
-    env: str = ""
-    """Set from ``sequence``: the task family's id."""
     total_steps: int = 0
     """Set from the sequence: steps_per_task x its number of tasks (gradient steps)."""
     sequence: str = "cheetah-vel-3"
@@ -69,20 +66,11 @@ class ContinualOfflineTrainConfig(LoopConfig):
     """Gradient steps on each task."""
     eval_every: int = 0
     """Also evaluate every task this often inside a task, in gradient steps (0: at task ends only)."""
-    eval_episodes: int = 5
-    """Episodes per task and evaluation."""
-    episode_steps: int = 0
-    """Episode length of the evaluations (0: the env's own limit)."""
     checkpoint_every: int = 10_000
 
     def __post_init__(self) -> None:
-        check_positive(self, "steps_per_task")
-        check(self.episode_steps >= 0, "episode_steps", self.episode_steps, ">= 0")
-        check(self.dataset_kind in ("medium", "medium-replay", "expert", "random", "medium-expert"), "dataset_kind",
-              self.dataset_kind, "a kind cadence collect makes: medium, medium-replay, expert, random, medium-expert")
-        family, tasks = resolve_sequence(self.sequence)  # an unknown sequence fails here, listing the known ones
-        object.__setattr__(self, "env", family.name)
-        object.__setattr__(self, "total_steps", self.steps_per_task * len(tasks))
+        check(self.dataset_kind in KINDS, "dataset_kind", self.dataset_kind, "a kind cadence collect makes: "
+              + ", ".join(KINDS))
         super().__post_init__()
 
 
@@ -232,11 +220,6 @@ def train_continual_offline(
         interrupt_run(ctx, bundle_now, caught["signal"])
     if not state.evals or state.evals[-1][0] != state.step:  # stopped early by a hook: a last in-task row
         evaluate(final=False)
-    records = [returns, scores] if reference is not None else [returns]
-    if position["task"] == n_tasks:
-        for record in records:
-            log_continual_summary(ctx.logger, state.step, record, summary(record))
-        write_records(run_dir, *records)
-    learner.records = {r.metric_name: r for r in records}  # for the run's metrics.json
-    finish_run(ctx, bundle_now)
+    finish_continual(ctx, bundle_now, [returns, scores] if reference is not None else [returns],
+                     complete=position["task"] == n_tasks)
     return state
