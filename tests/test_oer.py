@@ -28,6 +28,15 @@ def learner(strategy, n_tasks=3, **kw):
                             config)
 
 
+def batch_tasks(agent, monkeypatch):
+    """A list that receives the task of every row of each batch TD3+BC updates on (read from the one-hot)."""
+    seen = []
+    update = agent.td3bc.update
+    monkeypatch.setattr(agent.td3bc, "update", lambda batch: seen.append(batch["obs"][:, OBS:].argmax(1)) or
+                        update(batch))
+    return seen
+
+
 def run_tasks(agent, n_tasks, updates=3):
     for task in range(n_tasks):
         agent.begin_task(task, task_data(task))
@@ -71,10 +80,7 @@ def test_mbes_keeps_the_rows_nearest_the_policys_model_states():
 
 def test_dual_cloning_head_learns_from_old_task_memory_only_and_td3bc_from_the_current_task_only(monkeypatch):
     agent = learner("dbc", n_tasks=2)
-    seen = []
-    update = agent.td3bc.update
-    monkeypatch.setattr(agent.td3bc, "update", lambda batch: seen.append(batch["obs"][:, OBS:].argmax(1)) or
-                        update(batch))
+    seen = batch_tasks(agent, monkeypatch)
     clone_before = [p.clone() for p in agent.clone.parameters()]
     agent.begin_task(0, task_data(0))
     agent.update()
@@ -95,10 +101,7 @@ def test_er_mixes_memory_into_every_td3bc_batch(monkeypatch):
     agent = learner("er", n_tasks=2, memory_share=0.25)
     run_tasks(agent, 1)
     agent.begin_task(1, task_data(1))
-    seen = []
-    update = agent.td3bc.update
-    monkeypatch.setattr(agent.td3bc, "update", lambda batch: seen.append(batch["obs"][:, OBS:].argmax(1)) or
-                        update(batch))
+    seen = batch_tasks(agent, monkeypatch)
     agent.update()
     assert (seen[0] == 0).sum() == 8 and (seen[0] == 1).sum() == 24  # a quarter of 32 from memory
 
@@ -107,10 +110,7 @@ def test_multitask_samples_every_task_so_far(monkeypatch):
     agent = learner("multitask", batch_size=300)
     run_tasks(agent, 2, updates=1)
     agent.begin_task(2, task_data(2))
-    seen = []
-    update = agent.td3bc.update
-    monkeypatch.setattr(agent.td3bc, "update", lambda batch: seen.append(batch["obs"][:, OBS:].argmax(1)) or
-                        update(batch))
+    seen = batch_tasks(agent, monkeypatch)
     agent.update()
     counts = torch.bincount(seen[0], minlength=3)
     assert (counts > 60).all()  # about 100 each
