@@ -13,6 +13,7 @@ The paper's claim (Gai et al., 2023): OER beats ER and finetune.
 
     python benchmarks/continual_offline.py [--sequence cheetah-vel-3] [--seeds 1 2] [--workers 2]
     python benchmarks/continual_offline.py --plot-only
+    python benchmarks/continual_offline.py --smoke    # a minute of tiny everything in a temp folder; writes nothing
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ from common import RESULTS, cpu_name, merge_result
 METHODS = ("oer", "er", "finetune", "multitask", "mbes", "dbc")
 
 
+#: --smoke: what keeps the SAC policy runs and the learners tiny
+SMOKE_POLICY = ("agent.learning_starts=100", "agent.batch_size=16", "agent.hidden_sizes=[16, 16]",
+                "train.eval_episodes=1")
+SMOKE_AGENT = {"hidden_sizes": [16, 16], "batch_size": 32, "mbes_starts": 8, "mbes_horizon": 3,
+               "mbes_model_epochs": 1}
+
+
 def collect_sequence(args: argparse.Namespace) -> None:
     """The sequence's medium data sets (the training data) and its random and expert ones (the score's ends)."""
     from cadence.collection import CollectConfig, collect
@@ -38,7 +46,7 @@ def collect_sequence(args: argparse.Namespace) -> None:
     for kind in ("medium", "random", "expert"):
         collect(CollectConfig(sequence=args.sequence, kind=kind, size=args.size, policy_steps=args.policy_steps,
                               eval_every=args.policy_steps // 20, threads=args.workers, progress=False,
-                              reference_episodes=10))
+                              reference_episodes=2 if args.smoke else 10), SMOKE_POLICY if args.smoke else ())
 
 
 def run_one(method: str, seed: int, args: argparse.Namespace) -> tuple[str, int, float]:
@@ -50,8 +58,8 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> tuple[str, int,
     sections = resolve_config(method, {
         "train": {"sequence": args.sequence, "seed": seed, "steps_per_task": args.steps_per_task,
                   "eval_every": args.steps_per_task // 4, "eval_episodes": 3, "torch_threads": 1, "progress": False,
-                  "checkpoint_every": args.steps_per_task // 2},
-        "agent": {"memory": args.memory}}, None, [])
+                  "checkpoint_every": args.steps_per_task // 2, **({"episode_steps": 50} if args.smoke else {})},
+        "agent": {"memory": args.memory, **(SMOKE_AGENT if args.smoke else {})}}, None, [])
     train_or_resume(method, sections, args.runs / f"{method}_s{seed}")
     return method, seed, time.perf_counter() - start
 
@@ -118,7 +126,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_continual_offline"))
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets in a temp folder, to check the script")
     args = parser.parse_args()
+    if args.smoke:
+        import os
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="cadence_smoke_"))
+        os.environ["CADENCE_DATA_DIR"] = str(root / "data")
+        args.runs, args.size, args.policy_steps, args.steps_per_task, args.memory = root / "runs", 300, 400, 40, 200
+        args.seeds, args.workers = args.seeds[:1], 1
     if args.plot_only:
         print("wrote", *plot(json.loads((RESULTS / "continual_offline.json").read_text())[args.sequence]))
         return
@@ -137,12 +154,14 @@ def main() -> None:
               "memory": args.memory, "size": args.size, "policy_steps": args.policy_steps,
               "results": summarise(args, times),
               "machine": f"{platform.machine()} ({cpu_name()}), torch {torch.__version__}"}
-    merge_result("continual_offline", args.sequence, result)
+    if not args.smoke:
+        merge_result("continual_offline", args.sequence, result)
     for method in args.methods:
         line = "  ".join(f"{name}: avg {r['average_performance']:.1f} forgetting {r['forgetting']:.1f}"
                          for name, r in result["results"][method].items() if name != "per_seed")
         print(f"{method:>10}: {line}")
-    print("wrote", *plot(result))
+    if not args.smoke:
+        print("wrote", *plot(result))
 
 
 if __name__ == "__main__":
