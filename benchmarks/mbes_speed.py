@@ -3,7 +3,7 @@
 Times the two parts of MBES on synthetic HalfCheetah-sized data (17-d states, 6-d actions):
 
 * **selection**: score all 1M transitions by the distance from their state to the nearest of the policy's model
-  states (``mbes_max_states`` of them, 20k by default) and keep the top ``--memory``: batched torch distances
+  states (``mbes_max_states`` of them, 5k by default) and keep the top ``--memory``: batched torch distances
   (:class:`cadence.replay.selection.NearestSelector`), against scipy's ``cKDTree`` on the same data as the peer;
 * **model**: the Gaussian ensemble fit (on ``mbes_model_rows`` of the rows) and the policy's model rollouts.
 

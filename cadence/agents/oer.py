@@ -75,11 +75,11 @@ class ContinualOfflineConfig(TD3BCConfig):
     """MBES: model steps per rollout of the learned policy."""
     mbes_starts: int = 1000
     """MBES: rollouts, from the task's episode starts (drawn with replacement)."""
-    mbes_max_states: int = 20_000
+    mbes_max_states: int = 5_000
     """MBES: model states kept as references (a random subset beyond this), which bounds the selection's cost."""
-    mbes_model_epochs: int = 20
+    mbes_model_epochs: int = 10
     """MBES: epochs of the Gaussian ensemble's fit (it stops earlier on a plateau)."""
-    mbes_model_rows: int = 50_000
+    mbes_model_rows: int = 20_000
     """MBES: the model is fitted on a random subset of this many of the task's transitions (dynamics need far
     fewer than a 1M data set holds; this keeps MBES under a minute there)."""
 
@@ -159,7 +159,9 @@ class ContinualOffline:
     def model_states(self, data: Data, termination: Any = None) -> torch.Tensor:
         """The states the current policy visits in a model of ``data``: MBES's reference states for the task."""
         cfg = self.config
-        model = GaussianEnsemble(self.obs_dim, self.act_dim, EnsembleConfig(max_epochs=cfg.mbes_model_epochs))
+        # a small ensemble: MBES needs where the policy goes, not MOPO-grade uncertainty
+        model = GaussianEnsemble(self.obs_dim, self.act_dim, EnsembleConfig(
+            n_members=3, n_elites=2, hidden_sizes=(200, 200, 200), max_epochs=cfg.mbes_model_epochs))
         model = model.to(self.device)
         rows = torch.randperm(num_rows(data), generator=self.generator, device=self.device)[: cfg.mbes_model_rows]
         EnsembleTrainer(model, self.generator).fit({k: data[k][rows] for k in ("obs", "action", "reward",
