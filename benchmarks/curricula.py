@@ -236,8 +236,12 @@ def main() -> None:
     if args.plot_only:
         print("wrote", *plot(json.loads((RESULTS / "curricula.json").read_text())[suite.env], suite))
         return
-    if args.summarise_only:
-        rvae, times = None, {}
+    if args.summarise_only:  # the wall times an earlier full run measured, where there was one
+        earlier = json.loads((RESULTS / "curricula.json").read_text()).get(suite.env, {}) \
+            if (RESULTS / "curricula.json").is_file() else {}
+        rvae = None
+        times = {(teacher, int(seed)): run["run_seconds"] for teacher, r in earlier.get("results", {}).items()
+                 for seed, run in r["per_seed"].items() if run.get("run_seconds")}
     else:
         rvae = measure_rvae(args.rvae_minutes) if args.suite == "mazes" else None  # trains the cached RVAE first
         times = train_all(suite, args)
@@ -249,11 +253,8 @@ def main() -> None:
         print("RVAE held-out token accuracy: " + ", ".join(
             f"{name} {100 * r['token_accuracy']:.1f}% ({r['fit']['steps']} steps, {r['fit']['seconds']:.0f} s)"
             for name, r in rvae.items() if isinstance(r, dict)))
-    elif args.summarise_only:  # keep what an earlier full run measured
-        earlier = json.loads((RESULTS / "curricula.json").read_text()).get(suite.env, {}) \
-            if (RESULTS / "curricula.json").is_file() else {}
-        if "rvae" in earlier:
-            result["rvae"] = earlier["rvae"]
+    elif args.summarise_only and "rvae" in earlier:  # keep what the earlier full run measured
+        result["rvae"] = earlier["rvae"]
     merge_result("curricula", suite.env, result)
     report(result, args)
     print("wrote", *plot(result, suite))
