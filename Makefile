@@ -38,6 +38,11 @@ bench: $(STAMP)
 	$(VENV)/bin/cadence collect --env Hopper-v5 --kind random --record-reference
 	$(VENV)/bin/cadence collect --env Hopper-v5 --kind medium-expert --policy-steps 300000 --policy-seed 2 --record-reference
 	$(PY) benchmarks/offline_mbrl.py --datasets hopper-medium --seeds 1 2 --heldout hopper-expert
+	$(PY) benchmarks/continual_mbrl.py
+	$(PY) benchmarks/curricula.py --suite physics
+	$(PY) benchmarks/curricula.py --suite mazes
+	$(PY) benchmarks/mbes_speed.py
+	$(PY) benchmarks/continual_offline.py
 
 dashboard: $(STAMP)
 	$(VENV)/bin/cadence dashboard --logdir runs
