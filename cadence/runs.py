@@ -197,6 +197,10 @@ def evaluate_fas(run_dir: str | Path, asl_grid: Sequence[int] = ASL_GRID, episod
     default is batched when the env has torch physics functions, else the sequential Gymnasium loop.
     """
     run_dir = Path(run_dir)
+    fixed = getattr(read_run_config(run_dir)[1]["train"], "task", None)
+    if fixed is not None:  # the sweeps build their envs from the env id alone
+        raise ConfigError(f"{run_dir} was trained on task {fixed!r} of its family, but a FAS sweep runs the family's "
+                          "default task; sweeping a fixed-task run is not supported yet")
     if planner is not None:
         policy, label, suffix = load_planner(run_dir, planner), "MPC", "_mpc"
         sections = read_run_config(run_dir)[1]

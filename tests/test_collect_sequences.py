@@ -179,6 +179,10 @@ def test_train_task_fixes_the_physics_of_every_env_of_the_run(tmp_path):
     assert state.episodes >= 2 and len(probe.seen) > state.episodes  # training episodes and evaluations
     assert probe.seen == pytest.approx([-9.81 * low_gravity] * len(probe.seen))
     assert read_run_config(tmp_path)[1]["train"].task == "low-gravity"  # config.toml keeps it
+    from cadence.runs import evaluate_fas
+
+    with pytest.raises(ConfigError, match="trained on task 'low-gravity'.*default task"):
+        evaluate_fas(tmp_path, asl_grid=(1,), episodes=1)  # FAS sweeps run the family's default task
 
 
 def test_train_task_round_trips_through_toml_and_the_flags(tmp_path, monkeypatch):
