@@ -35,6 +35,12 @@ def check_positive(config: Any, name: str) -> None:
     check(value > 0 and math.isfinite(value), name, value, "> 0 and finite")
 
 
+def check_widths(config: Any, name: str) -> None:
+    """``config.name`` must be a non-empty list of positive layer widths."""
+    value = getattr(config, name)
+    check(len(value) > 0 and all(w > 0 for w in value), name, value, "a non-empty list of positive widths")
+
+
 def check_device(name: str, value: str) -> None:
     """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``); whether it exists is checked when used."""
     import torch

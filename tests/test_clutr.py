@@ -1,11 +1,11 @@
 """CLUTR: maze layouts and their tokens, the recurrent VAE, the latent regret teacher and the maze envs."""
 
 import importlib.util
-import io
 
 import numpy as np
 import pytest
 import torch
+from conftest import roundtrip
 
 from cadence.curricula import CLUTRTeacher, LayoutRVAE, fit_rvae, make_clutr_teacher, token_accuracy
 from cadence.envs.mazes import (
@@ -37,13 +37,6 @@ def rvae() -> LayoutRVAE:
                     n_obstacles=OBSTACLES)
     assert info["steps"] == 400
     return model
-
-
-def roundtrip(state):
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------------ layouts, tokens

@@ -1,11 +1,10 @@
 """Curriculum teachers (DESIGN.md section 3): ALP, the GMM refit schedule and model choice, RIAC's split rule,
 Covar-GMM's preference, bounds, exact state round trips and bad input."""
 
-import io
 
 import numpy as np
 import pytest
-import torch
+from conftest import roundtrip
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
@@ -29,13 +28,6 @@ def feed(teacher, n, returns=None):
         u = (p - teacher.low) / (teacher.high - teacher.low)
         r = returns(u, teacher.n_episodes) if returns is not None else u[0] * min(1.0, teacher.n_episodes / 400)
         teacher.update(p, float(r))
-
-
-def roundtrip(state):
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------------------ ALP

@@ -17,7 +17,7 @@ from gymnasium import spaces
 from torch import nn
 
 from cadence.agents.base import AgentBase
-from cadence.config import check, check_positive
+from cadence.config import check, check_positive, check_widths
 from cadence.nn import EnsembleMLP, adam, gather_state, mlp, optimizer_step, restore_state, soft_update
 from cadence.replay import Batch
 
@@ -56,8 +56,7 @@ class SoftActorCriticConfig:
     """Gradient steps per stored transition."""
 
     def __post_init__(self) -> None:
-        check(len(self.hidden_sizes) >= 1 and all(h > 0 for h in self.hidden_sizes),
-              "hidden_sizes", self.hidden_sizes, "a non-empty list of positive widths")
+        check_widths(self, "hidden_sizes")
         for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha", "batch_size", "buffer_size", "gradient_steps"):
             check_positive(self, name)
         check(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "in [0, 1]")

@@ -22,7 +22,7 @@ from torch import nn
 
 from cadence.agents.base import AgentBase
 from cadence.agents.sac import EnsembleCritic
-from cadence.config import check, check_positive
+from cadence.config import check, check_positive, check_widths
 from cadence.nn import adam, gather_state, mlp, optimizer_step, restore_state, soft_update
 from cadence.replay import Batch
 
@@ -64,8 +64,7 @@ class TD3BCConfig:
     """Gradient steps per stored transition (when trained online)."""
 
     def __post_init__(self) -> None:
-        check(len(self.hidden_sizes) >= 1 and all(h > 0 for h in self.hidden_sizes),
-              "hidden_sizes", self.hidden_sizes, "a non-empty list of positive widths")
+        check_widths(self, "hidden_sizes")
         for name in ("actor_lr", "critic_lr", "batch_size", "policy_delay", "buffer_size", "gradient_steps"):
             check_positive(self, name)
         for name in ("policy_noise", "noise_clip", "alpha", "exploration_noise"):

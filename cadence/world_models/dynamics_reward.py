@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cadence.config import check, check_positive
+from cadence.config import check, check_positive, check_widths
 from cadence.nn import adam, mlp, optimizer_step
 from cadence.replay import ReplayBuffer
 from cadence.world_models.base import DynamicsModel
@@ -73,8 +73,7 @@ class DynamicsRewardConfig:
     def __post_init__(self) -> None:
         for name in ("lr", "batch_size", "steps", "history", "every", "checkpoint_interval", "log_interval"):
             check_positive(self, name)
-        check(len(self.hidden_sizes) > 0 and all(h > 0 for h in self.hidden_sizes), "hidden_sizes",
-              self.hidden_sizes, "a non-empty list of positive widths")
+        check_widths(self, "hidden_sizes")
         check(0.0 <= self.label_smoothing < 0.5, "label_smoothing", self.label_smoothing, "in [0, 0.5)")
         check(len(self.negative_noise) > 0 and all(s >= 0 and math.isfinite(s) for s in self.negative_noise),
               "negative_noise", self.negative_noise, "a non-empty list of finite scales >= 0")

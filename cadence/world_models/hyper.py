@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cadence.config import check, check_positive
+from cadence.config import check, check_positive, check_widths
 from cadence.nn import mlp
 from cadence.world_models.ensemble import (
     bounded_logvar,
@@ -83,11 +83,9 @@ class HyperConfig:
     def __post_init__(self) -> None:
         for name in ("embedding_size", "chunk_size", "chunk_embedding_size", "lr", "batch_size"):
             check_positive(self, name)
-        check(len(self.hidden_sizes) > 0 and min(self.hidden_sizes) > 0, "hidden_sizes", self.hidden_sizes,
-              "a non-empty list of positive widths")
-        hnet = self.hnet_hidden_sizes
-        check(hnet is None or (len(hnet) > 0 and min(hnet) > 0), "hnet_hidden_sizes", hnet,
-              "a non-empty list of positive widths")
+        check_widths(self, "hidden_sizes")
+        if self.hnet_hidden_sizes is not None:
+            check_widths(self, "hnet_hidden_sizes")
         check(self.beta is None or (self.beta >= 0 and math.isfinite(self.beta)), "beta", self.beta, ">= 0")
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip, "> 0")
 
