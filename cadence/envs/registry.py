@@ -10,6 +10,7 @@ import gymnasium as gym
 import mujoco
 
 from cadence.envs.control import DecisionIntervalWrapper, check_decision_interval
+from cadence.envs.libero import LiberoEnv, is_libero_id, parse_libero_id
 from cadence.envs.maze_tasks import LAYOUT_FAMILIES, register_layout_envs
 from cadence.envs.tasks import FAMILIES, TaskWrapper, base_env_id, family_of
 
@@ -53,7 +54,11 @@ def known_env_ids() -> list[str]:
 
 
 def check_env_id(env_id: str) -> str:
-    """Return ``env_id`` if known, else raise ``ValueError`` listing the close matches."""
+    """Return ``env_id`` if known, else raise ``ValueError`` listing the close matches. LIBERO ids
+    (``libero/<suite>/<task>``) are checked against the suites' sizes without importing the package."""
+    if is_libero_id(env_id):
+        parse_libero_id(env_id)
+        return env_id
     known = known_env_ids()
     if env_id in known:
         return env_id
@@ -65,37 +70,14 @@ def check_env_id(env_id: str) -> str:
 
 def spec(env_id: str) -> gym.envs.registration.EnvSpec:
     """Gymnasium's spec of ``env_id``, a task family's being its base env's (time limit, entry point)."""
+    if is_libero_id(env_id):
+        raise ValueError(f"{env_id} is a LIBERO task: it has no Gymnasium spec and no batched worlds; "
+                         f"use cadence.envs.make({env_id!r})")
     return gym.spec(base_env_id(check_env_id(env_id)))
 
 
-def make(
-    env_id: str,
-    *,
-    decision_interval: int = 1,
-    sequence: bool = False,
-    task: Any = None,
-    seed: int | None = None,
-    **kwargs: Any,
-) -> gym.Env:
-    """Create an environment with decision-frequency control.
-
-    Args:
-        env_id: a Gymnasium id such as ``"Hopper-v5"``, or a task family's (``"HalfCheetahBody-v0"``).
-        decision_interval: primitive steps ``J`` per agent decision (>= 1).
-        sequence: if True the action space is ``Box(J * act_dim)`` and the J actions run open loop;
-            otherwise one action is repeated J times.
-        task: a task family's params or preset name (``"bigthigh"``); without it the family's default task.
-            ``env.reset(options={"task": ...})`` changes it later. A plain env refuses one.
-        seed: if given, the env is reset once with this seed so its RNG is fixed.
-        **kwargs: passed to ``gymnasium.make``.
-
-    Returns:
-        A ``gymnasium.Env``; the outermost wrapper is a :class:`DecisionIntervalWrapper`
-        whose ``info["primitive"]`` carries every primitive transition. A family's env has a
-        :class:`~cadence.envs.tasks.TaskWrapper` inside it and reports ``info["task"]``.
-    """
-    env_id = check_env_id(env_id)
-    decision_interval = check_decision_interval(decision_interval)
+def _make_gymnasium(env_id: str, task: Any, kwargs: dict[str, Any]) -> gym.Env:
+    """A Gymnasium env, a task family's inside its :class:`TaskWrapper`."""
     family = family_of(env_id)
     if env_id in LAYOUT_FAMILIES:  # the layout is the env's own task: a MazeLayout or its code
         if task is not None:
@@ -110,6 +92,44 @@ def make(
         except ValueError:
             env.close()
             raise
+    return env
+
+
+def make(
+    env_id: str,
+    *,
+    decision_interval: int = 1,
+    sequence: bool = False,
+    task: Any = None,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> gym.Env:
+    """Create an environment with decision-frequency control.
+
+    Args:
+        env_id: a Gymnasium id such as ``"Hopper-v5"``, a task family's (``"HalfCheetahBody-v0"``) or a LIBERO
+            task's (``"libero/spatial/3"``, the extra ``libero``).
+        decision_interval: primitive steps ``J`` per agent decision (>= 1).
+        sequence: if True the action space is ``Box(J * act_dim)`` and the J actions run open loop;
+            otherwise one action is repeated J times.
+        task: a task family's params or preset name (``"bigthigh"``); without it the family's default task. For
+            LIBERO, a task index of the id's suite.
+            ``env.reset(options={"task": ...})`` changes it later. A plain env refuses one.
+        seed: if given, the env is reset once with this seed so its RNG is fixed.
+        **kwargs: passed to ``gymnasium.make`` (to :class:`~cadence.envs.libero.LiberoEnv` for LIBERO).
+
+    Returns:
+        A ``gymnasium.Env``; the outermost wrapper is a :class:`DecisionIntervalWrapper`
+        whose ``info["primitive"]`` carries every primitive transition. A family's env has a
+        :class:`~cadence.envs.tasks.TaskWrapper` inside it and reports ``info["task"]``.
+    """
+    env_id = check_env_id(env_id)
+    decision_interval = check_decision_interval(decision_interval)
+    if is_libero_id(env_id):  # a suite's task index is its task; kwargs go to LiberoEnv (cameras, ...)
+        suite, index = parse_libero_id(env_id)
+        env = LiberoEnv(suite, index if task is None else task, **kwargs)
+    else:
+        env = _make_gymnasium(env_id, task, kwargs)
     env = DecisionIntervalWrapper(env, decision_interval=decision_interval, sequence=sequence)
     if seed is not None:
         env.reset(seed=seed)

