@@ -192,6 +192,7 @@ class LiberoEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_SIZE,), np.float32)
         self.task = -1
         self.raw: Any = None  # the package's ControlEnv
+        self.raw_obs: dict = {}  # its last observation dict
         self.init_states: np.ndarray | None = None
         self._steps = 0
         self._over = True
@@ -222,6 +223,7 @@ class LiberoEnv(gym.Env):
     # -- observations -------------------------------------------------------------------------------------------
 
     def _observation(self, raw_obs: dict) -> np.ndarray | dict:
+        self.raw_obs = raw_obs  # the package's dict, for privileged (scripted) policies
         state = np.zeros(self.observation_space["state"].shape if self.cameras else self.observation_space.shape,
                          np.float32)
         state[:PROPRIO_SIZE] = raw_obs["robot0_proprio-state"]

@@ -292,12 +292,19 @@ class OfflineDataset:
                             arrays[key] = h5[key][()]
                         except OSError as e:
                             raise DatasetError(path, key, f"cannot be read, the file may be truncated ({e})") from None
-                metadata = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
+                metadata = {k: _plain(v) for k, v in h5.attrs.items()}
         except OSError as e:
             raise DatasetError(path, None, f"not a readable HDF5 file, it may be truncated or corrupt ({e})") from None
         dataset = cls(**arrays, metadata=metadata, source=str(path))
         dataset.validate(obs_shape, act_shape)
         return dataset
+
+
+def _plain(value: Any) -> Any:
+    """An HDF5 attribute as a Python value: arrays (lists written as metadata) as lists, NumPy scalars as numbers."""
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        return value.tolist()
+    return value.item() if hasattr(value, "item") else value
 
 
 def data_dir() -> Path:

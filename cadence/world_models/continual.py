@@ -190,18 +190,20 @@ def sample_batch(data: Mapping[str, Tensor], batch_size: int, generator: torch.G
 def train_model_steps(model_loss: Callable[[Batch], tuple[Tensor, dict[str, float]]], params: Iterable[Tensor],
                       data: Mapping[str, Tensor], steps: int, batch_size: int, optimizer: torch.optim.Optimizer,
                       grad_clip: float | None, generator: torch.Generator | None,
-                      penalty: Callable[[], Tensor] | None = None, si: SI | None = None) -> dict[str, float]:
+                      penalty: Callable[[], Tensor] | None = None, si: SI | None = None,
+                      sampler: Callable[[], Batch] | None = None) -> dict[str, float]:
     """``steps`` minibatch steps of ``model_loss`` (+ ``penalty()``) on rows of ``data``; returns mean metrics.
 
     Each step: a uniform batch, ``backward`` of the task loss, SI's ``before_step`` (so SI sees the task loss's
     gradient only), ``backward`` of the penalty, gradient-norm clipping of ``params`` to ``grad_clip``, the optimiser
     step, SI's ``after_step``. SI's ``begin_task``/``end_task`` are the caller's (tasks span several calls).
     Returned: the mean over steps of ``model_loss``'s metrics, ``model/loss`` (the task loss) and ``model/penalty``.
+    ``sampler`` replaces the uniform batches of ``data`` (e.g. half from a replay memory).
     """
     params = list(params)
     sums: dict[str, float] = {}
     for _ in range(steps):
-        loss, metrics = model_loss(sample_batch(data, batch_size, generator))
+        loss, metrics = model_loss(sampler() if sampler is not None else sample_batch(data, batch_size, generator))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if si is not None:
