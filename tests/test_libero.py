@@ -152,3 +152,31 @@ def test_decision_interval_and_fas_through_make():
     assert MAX_EPISODE_STEPS["spatial"] == 220
     result = fas_sweep("libero/spatial/0", lambda obs, n: np.zeros((n, 7)), asl_grid=(1, 110), episodes=1)
     assert result.r_max == 1 and result.fas == 0.0  # standing still never succeeds
+
+
+@needs_libero
+def test_the_loops_task_hook_switches_libero_tasks(tmp_path):
+    from cadence.agents import SAC, SACConfig
+    from cadence.loops import Hook, TrainConfig, train_online
+
+    class CycleTasks(Hook):
+        def __init__(self):
+            self.started, self.ended = [], []
+
+        def on_episode_start(self, ctx, world):
+            self.started.append(len(self.started) % 3)
+            return self.started[-1]
+
+        def on_episode_end(self, ctx, world, episode_return, task):
+            self.ended.append((task, ctx.env.unwrapped.task))
+
+    env, eval_env = make("libero/object/0", max_episode_steps=4), make("libero/object/0", max_episode_steps=4)
+    agent = SAC(env.observation_space, env.action_space,
+                SACConfig(hidden_sizes=(16, 16), batch_size=8, learning_starts=1000, buffer_size=100))
+    hook = CycleTasks()
+    config = TrainConfig(total_steps=12, eval_every=12, eval_episodes=1, checkpoint_every=12, log_every=12,
+                         torch_threads=1, progress=False, seed=0)
+    state = train_online(agent, env, eval_env, config, tmp_path, hooks=[hook])
+    assert state.episodes == 3 and hook.ended == [(0, 0), (1, 1), (2, 2)]
+    env.close()
+    eval_env.close()
