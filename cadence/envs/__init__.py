@@ -2,6 +2,7 @@
 
 from cadence.envs.control import DecisionIntervalWrapper, check_decision_interval
 from cadence.envs.episodes import run_episodes
+from cadence.envs.libero import LiberoEnv, libero_sequence
 from cadence.envs.registry import GYMNASIUM_IDS, check_env_id, known_env_ids, make, spec
 from cadence.envs.tasks import (
     FAMILIES,
@@ -19,6 +20,7 @@ __all__ = [
     "GYMNASIUM_IDS",
     "SEQUENCES",
     "DecisionIntervalWrapper",
+    "LiberoEnv",
     "TaskFamily",
     "TaskWrapper",
     "base_env_id",
@@ -27,6 +29,7 @@ __all__ = [
     "family",
     "family_of",
     "known_env_ids",
+    "libero_sequence",
     "make",
     "resolve_sequence",
     "run_episodes",
