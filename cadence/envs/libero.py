@@ -156,6 +156,12 @@ def make_control_env(suite: str, task: int, *, horizon: int, cameras: bool = Fal
                       horizon=horizon, control_freq=20, hard_reset=False)
 
 
+def libero_init_states(suite: str, task: int) -> np.ndarray:
+    """The 50 fixed init states of one task (physics states for ``set_init_state``)."""
+    suite = suite_name(suite)
+    return np.asarray(_Suite.get(suite).tasks.get_task_init_states(check_task_index(suite, task)))
+
+
 class LiberoEnv(gym.Env):
     """One LIBERO suite as a Gymnasium env, starting at task ``task``; see the module docstring.
 
@@ -217,7 +223,7 @@ class LiberoEnv(gym.Env):
         # the package's horizon lies past ours, so its "terminated episode" error cannot be reached
         self.raw = make_control_env(self.suite, task, horizon=self.settle_steps + self.max_episode_steps + 1,
                                     cameras=self.cameras, camera_size=self.camera_size)
-        self.init_states = self._table.tasks.get_task_init_states(task)
+        self.init_states = libero_init_states(self.suite, task)
         self.task = task
 
     # -- observations -------------------------------------------------------------------------------------------
