@@ -134,7 +134,7 @@ def world_models(args: argparse.Namespace) -> dict:
     from cadence.agents.continual import ContinualModelBased, ContinualModelBasedConfig
     from cadence.libero_demos import EXCLUDED_TASKS, demo_file, load_demos
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     tasks = [t for t in range(10) if ("spatial", t) not in EXCLUDED_TASKS]
     data = load_demos(demo_file("spatial"), "spatial", tasks)
     splits = []

@@ -81,6 +81,14 @@ class EnsembleMLP(nn.Module):
         return self.net(x)
 
 
+def input_scale(x: torch.Tensor, floor: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and std of ``x`` for an input normaliser fixed on the first data seen. A column nearly
+    constant there (std < ``floor``: an object the first task never moves, padding) keeps a unit scale: it may vary
+    later, and dividing by its tiny std would blow its later values up by orders of magnitude."""
+    std = x.std(0).nan_to_num(1.0)
+    return x.mean(0), torch.where(std < floor, torch.ones_like(std), std)
+
+
 def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
     """Adam with the fused kernel: on CPU it steps about 3x faster than the per-parameter loop."""
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)

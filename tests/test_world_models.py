@@ -117,3 +117,14 @@ def test_refitting_keeps_or_recomputes_the_input_normalizer(normalizer):
 def test_unknown_normalizer_choice_raises():
     with pytest.raises(ValueError, match="normalizer must be"):
         EnsembleTrainer(GaussianEnsemble(2, 1, SMALL)).fit(linear_system(10), normalizer="freeze")
+
+
+def test_input_scale_leaves_columns_constant_on_the_first_data_unscaled():
+    from cadence.nn import input_scale
+
+    x = torch.stack([torch.arange(4.0), torch.full((4,), 2.0), 2.0 + 1e-4 * torch.arange(4.0)], dim=1)
+    mean, std = input_scale(x)
+    torch.testing.assert_close(mean, x.mean(0))
+    # the varying column keeps its std; the constant and nearly constant ones (an object task 0 never moves) get 1,
+    # so a later value of 3.0 in them normalises to about 1, not 1e4
+    torch.testing.assert_close(std, torch.tensor([x[:, 0].std().item(), 1.0, 1.0]))

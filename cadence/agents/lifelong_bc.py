@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from cadence.agents.oer import one_hot_tasks
 from cadence.config import check, check_positive, check_widths
-from cadence.nn import adam, mlp
+from cadence.nn import adam, input_scale, mlp
 from cadence.replay.selection import ContinualMemory, RandomSelector
 from cadence.world_models.continual import EWC, sample_batch, train_model_steps
 
@@ -123,9 +123,7 @@ class LifelongBC:
             if not torch.isfinite(data[key]).all():
                 raise ValueError(f"task {task}'s demonstrations hold NaN or inf in {key!r}")
         if not self.normalizer_set:
-            # a dimension constant on the first task (padding, a fixed object) may vary later: left unscaled
-            std = data["obs"].std(0)
-            self.mean, self.std = data["obs"].mean(0), torch.where(std < 1e-2, torch.ones_like(std), std)
+            self.mean, self.std = input_scale(data["obs"])
             self.normalizer_set = True
         self.task = task
         self.data = {**data, "task_id": torch.full((n,), task, dtype=torch.int64)}

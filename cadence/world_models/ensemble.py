@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadence.config import build, check, check_positive, to_dict
-from cadence.nn import EnsembleMLP
+from cadence.nn import EnsembleMLP, input_scale
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,9 @@ class GaussianEnsemble(nn.Module):
         return self.config.learn_reward
 
     def set_normalizer(self, obs: torch.Tensor, act: torch.Tensor) -> None:
-        x = torch.cat([obs, act], dim=-1)
-        self.in_mean.copy_(x.mean(0))
-        self.in_std.copy_(x.std(0).clamp_min(1e-6))
+        mean, std = input_scale(torch.cat([obs, act], dim=-1))
+        self.in_mean.copy_(mean)
+        self.in_std.copy_(std)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of (s' - s[, r]) per member: each ``[n_members, B, out_dim]``.

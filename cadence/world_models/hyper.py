@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadence.config import check, check_positive, check_widths
-from cadence.nn import mlp
+from cadence.nn import input_scale, mlp
 from cadence.world_models.ensemble import (
     bounded_logvar,
     gaussian_nll,
@@ -272,9 +272,9 @@ class HyperDynamics(nn.Module):
 
     def set_normalizer(self, obs: Tensor, act: Tensor) -> None:
         """Input normaliser from data: per-column mean and std of ``(s, a)``."""
-        x = torch.cat([obs, act], dim=-1)
-        self.in_mean.copy_(x.mean(0))
-        self.in_std.copy_(x.std(0).clamp_min(1e-6))
+        mean, std = input_scale(torch.cat([obs, act], dim=-1))
+        self.in_mean.copy_(mean)
+        self.in_std.copy_(std)
 
     def forward(self, obs: Tensor, act: Tensor, task: Task) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of ``(s' - s[, r])``: each ``[1, B, out_dim]`` (one member).
