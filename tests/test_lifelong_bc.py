@@ -95,7 +95,7 @@ class StandInEnv:
         return np.full(OBS, self.task, np.float32), float(solved), solved, not solved, {}
 
     def close(self):
-        pass
+        """The stand-in holds no simulator, so there is nothing to release."""
 
 
 def stand_in_demos(n_tasks: int) -> OfflineDataset:
