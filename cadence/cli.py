@@ -11,7 +11,9 @@
   cadence collect --sequence cheetah-vel-3 --kind medium     (one data set per task; --env FAMILY --task T: one)
   cadence config sac > sac.toml                             (then: cadence train sac --config sac.toml)
   cadence plot RUN_DIR... [--group algo] [--what eval|fas] [--out FILE]
-  cadence dashboard [--logdir runs]
+  cadence sweep GRID.toml [--executor local|ray] [--workers N] [--runs-dir DIR] [--dry-run]
+  cadence report SWEEP_DIR [--out DIR] [--compare METHOD_A METHOD_B]
+  cadence dashboard [DIR]                                   (TensorBoard on a runs or sweep folder)
 """
 
 from __future__ import annotations
@@ -229,8 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_plot.add_argument("--what", default="eval", choices=("eval", "fas"),
                         help="eval: learning curves; fas: return against ASL from each run's fas.json")
     p_plot.add_argument("--out", type=Path, metavar="FILE", help="image file (default plot_<what>_by_<group>.png)")
-    p_dash = sub.add_parser("dashboard", help="start TensorBoard on a runs folder")
-    p_dash.add_argument("--logdir", type=Path, default=Path("runs"), help="folder of run folders (default runs)")
+    _add_sweep(sub)
+    p_dash = sub.add_parser("dashboard", help="start TensorBoard on a runs or sweep folder")
+    p_dash.add_argument("dir", type=Path, nargs="?", help="folder of run folders (default runs)")
+    p_dash.add_argument("--logdir", type=Path, help="the same as DIR (TensorBoard's name for it)")
     p_dash.add_argument("--port", type=int, default=6006, help="TensorBoard's port (default 6006)")
     return parser
 
@@ -467,14 +471,80 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
-    console.print(f"TensorBoard on {args.logdir} at http://localhost:{args.port}")
-    subprocess.run([sys.executable, "-m", "tensorboard.main", "--logdir", str(args.logdir), "--port", str(args.port)],
+    logdir = args.dir or args.logdir or Path("runs")
+    if not logdir.is_dir():
+        raise FileNotFoundError(f"{logdir} is not a folder; give a runs folder or a sweep folder "
+                                "(cadence sweep writes runs/sweeps/<name>)")
+    console.print(f"TensorBoard on {logdir} at http://localhost:{args.port} (runs named <method>/<settings>; "
+                  "the HParams tab compares them)")
+    subprocess.run([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(args.port)],
                    check=False)
+
+
+# --- sweep and report ----------------------------------------------------------------------------------------------
+def _add_sweep(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="run a grid of runs (TOML) locally or on Ray; resumable")
+    p.add_argument("grid", type=Path, metavar="GRID.toml", help="the grid file (see cadence.sweeps for its format)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: a process pool on this machine (default); ray: Ray tasks (extra 'ray')")
+    p.add_argument("--workers", type=int, help="runs at once (default: one per CPU core)")
+    p.add_argument("--runs-dir", type=Path, help="the sweep folder (default runs/sweeps/<name>); on a Ray cluster, "
+                   "storage every node sees")
+    p.add_argument("--ray-address", help="a Ray cluster to attach to (default: RAY_ADDRESS, else Ray starts here)")
+    p.add_argument("--cpus-per-run", type=int, default=1, help="Ray: CPUs each run asks for (its torch threads)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray: GPUs each run asks for")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their folders; run nothing")
+    p = sub.add_parser("report", help="Markdown report of a sweep: IQM and mean with bootstrap CIs, plots")
+    p.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR", help="a folder written by cadence sweep")
+    p.add_argument("--out", type=Path, help="report folder (default SWEEP_DIR/report)")
+    p.add_argument("--compare", nargs=2, metavar=("METHOD_A", "METHOD_B"),
+                   help="probability that A beats B (default: the grid's [sweep] compare)")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from cadence import sweeps
+
+    sweep = sweeps.load_sweep(args.grid)
+    root = args.runs_dir or Path("runs") / "sweeps" / sweep.name
+    if args.executor == "ray":
+        executor = sweeps.RayExecutor(args.workers, args.ray_address, args.cpus_per_run, args.gpus_per_run)
+    else:
+        executor = sweeps.LocalExecutor(args.workers)
+    if args.dry_run:
+        for run in sweep.runs:
+            state = "done" if sweeps.is_done(run, root) else "to run"
+            console.print(f"{run.name:60s} {run.algo:10s} {state}", highlight=False, soft_wrap=True)
+        console.print(f"{len(sweep.runs)} runs in {root}; {executor.slots} at once, {executor.torch_threads} torch "
+                      "thread(s) each", soft_wrap=True)
+        return
+    with sweeps.SweepProgress(sweep, root, executor.slots, err_console) as progress:
+        outcome = sweeps.run_sweep(sweep, root, executor, progress)
+    console.print(f"sweep {sweep.name}: {len(outcome.done)} done, {len(outcome.skipped)} skipped (finished "
+                  f"earlier), {len(outcome.failed)} failed in {outcome.seconds:.0f} s; folder {root}")
+    if outcome.failed:
+        for name, error in outcome.failed.items():
+            err_console.print(f"[red]failed[/red] {escape(name)}: {escape(error)}")
+        raise SweepFailed(f"{len(outcome.failed)} run(s) failed (errors in their sweep_run.json); run the same "
+                          "command again to retry them")
+    console.print(f"next: cadence report {root}   |   cadence dashboard {root}")
+
+
+class SweepFailed(RuntimeError):
+    """Some runs of a sweep failed (the others finished)."""
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from cadence.report import write_report
+
+    path = write_report(args.sweep_dir, args.out, tuple(args.compare) if args.compare else None,
+                        n_resamples=args.resamples)
+    console.print(f"wrote {path}")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train": cmd_train, "eval": cmd_eval_fas, "collect": cmd_collect, "config": cmd_config, "plot": cmd_plot,
-    "dashboard": cmd_dashboard,
+    "dashboard": cmd_dashboard, "sweep": cmd_sweep, "report": cmd_report,
 }
 
 
@@ -504,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
         said = str(e) or "interrupted again before the checkpoint: nothing was written for the current step"
         err_console.print(f"[yellow]stopped:[/yellow] {escape(said)}")
         return 130
+    except SweepFailed as e:
+        err_console.print(f"[red]sweep incomplete:[/red] {escape(str(e))}")
+        return 1
     except Exception as e:
         if _run_failure(e):  # a diverged loss or a failing hook: the run stopped, its last checkpoint is kept
             err_console.print(f"[red]run stopped:[/red] {escape(str(e))}")

@@ -200,12 +200,12 @@ def load_sections(
             data[name].update(values)
     for text in overrides:
         key, value = parse_override(text)
-        section, name = _override_target(schema, key)
+        section, name = config_key(schema, key)
         data[section][name] = value
     return {name: build(cls, data[name], name) for name, cls in schema.items()}
 
 
-def _override_target(schema: Mapping[str, type], key: str) -> tuple[str, str]:
+def config_key(schema: Mapping[str, type], key: str) -> tuple[str, str]:
     """``(section, name)`` of an override key: ``agent.batch_size``, or a bare name only one section has."""
     names = {s: [f.name for f in dataclasses.fields(cls)] for s, cls in schema.items()}
     if "." in key:

@@ -63,8 +63,9 @@ def write_metrics(run_dir: str | Path, update: dict[str, Any]) -> None:
 
 
 def close_run(algo: str, sections: dict[str, Any], run_dir: Path, state: TrainState, env_id: str,
-              extra: dict[str, Any] | None = None) -> TrainState:
-    """metrics.json and the hparams record of a finished (or early-stopped) run."""
+              extra: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> TrainState:
+    """metrics.json and the hparams record of a finished (or early-stopped) run; ``labels`` lead the HParams
+    columns (a sweep's ``Method``)."""
     train_cfg = sections["train"]
     metrics = {"algo": algo, "env": env_id, "seed": train_cfg.seed, "steps": state.step, **(extra or {}),
                "episodes": state.episodes, "final_eval_return": state.evals[-1][1], "evals": state.evals,
@@ -75,7 +76,7 @@ def close_run(algo: str, sections: dict[str, Any], run_dir: Path, state: TrainSt
     interval = getattr(agent_cfg, "sequence_length", getattr(agent_cfg, "action_repeat", 1))
     # TensorBoard orders HParams columns by name: capitals put the four a reader compares first ahead of the
     # settings that differ from their defaults (config.toml keeps the whole config)
-    leading = {"Algo": algo, "Env": env_id, "Seed": train_cfg.seed, "J (decision interval)": interval}
+    leading = {**(labels or {}), "Algo": algo, "Env": env_id, "Seed": train_cfg.seed, "J (decision interval)": interval}
     flat = {f"{name}.{k}": v for name, cfg in sections.items() for k, v in to_dict(cfg).items()
             if k not in ("env", "seed") and to_dict(type(cfg)()).get(k) != v}
     tags = ["eval/return", *state.last_evaluation.keys(), "eval/fas"]

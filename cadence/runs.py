@@ -72,9 +72,11 @@ def train(
     hooks: Iterable[Hook] = (),
     callbacks: Iterable[Callable[[TrainState], None]] = (),
     on_start: Callable[[Path], None] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> TrainState:
     """Create (or resume) a run folder and train ``algo`` in it; ``hooks`` act at the loop's events.
-    ``on_start(run_dir)`` is called once everything is validated and the folder is written."""
+    ``on_start(run_dir)`` is called once everything is validated and the folder is written; ``labels`` lead the
+    run's HParams columns (a sweep's ``Method``)."""
     spec = recipe(algo)
     train_cfg = sections["train"]
     run_dir = Path(run_dir)
@@ -96,7 +98,7 @@ def train(
     if on_start is not None:
         on_start(run_dir)
     state = prepared.run(run_dir, resume, hooks, callbacks)
-    return close_run(algo, sections, run_dir, state, prepared.env_id, prepared.extra_metrics(state))
+    return close_run(algo, sections, run_dir, state, prepared.env_id, prepared.extra_metrics(state), labels)
 
 
 def _check_same_source(run_dir: Path, train_cfg: Any) -> None:
@@ -120,12 +122,13 @@ def _require_device(name: str) -> None:
                           "use train.device=cpu")
 
 
-def train_or_resume(algo: str, sections: dict[str, Any], run_dir: str | Path) -> list[tuple[int, float]]:
+def train_or_resume(algo: str, sections: dict[str, Any], run_dir: str | Path,
+                    labels: dict[str, str] | None = None) -> list[tuple[int, float]]:
     """Train ``algo`` in ``run_dir`` to ``sections["train"].total_steps``, doing only what is left.
 
     A finished run with at least that budget is returned as it is; an interrupted one, or one finished
     with a smaller budget, resumes under its own config; otherwise a new run starts with ``sections``.
-    Returns the evaluation curve ``[(step, mean return), ...]``.
+    Returns the evaluation curve ``[(step, mean return), ...]``; ``labels`` as for :func:`train`.
     """
     run_dir, steps = Path(run_dir), sections["train"].total_steps
     metrics = read_metrics(run_dir)
@@ -134,9 +137,9 @@ def train_or_resume(algo: str, sections: dict[str, Any], run_dir: str | Path) ->
     if checkpoint_path(run_dir).is_file():
         _, own = read_run_config(run_dir)
         own["train"] = dataclasses.replace(own["train"], total_steps=steps)
-        state = train(algo, own, run_dir, resume=True)
+        state = train(algo, own, run_dir, resume=True, labels=labels)
     else:
-        state = train(algo, sections, run_dir)
+        state = train(algo, sections, run_dir, labels=labels)
     return [tuple(e) for e in state.evals]
 
 

@@ -1,0 +1,691 @@
+"""Sweeps: a grid of runs from one TOML file, run locally (a process pool) or on a Ray cluster, resumable.
+
+A grid file::
+
+    [sweep]
+    name = "srl_fas"              # default: the file's stem; names the folder runs/sweeps/<name>
+    fas_episodes = 10             # after training, a FAS sweep with this many episodes per ASL (0: none)
+    compare = ["SRL-8", "SAC-1"]  # the report's probability of improvement (optional)
+
+    [base]                        # config keys shared by every run (section.key, as in --set)
+    train.total_steps = 20000
+
+    [methods.SRL-8]               # one entry per method: its recipe and its own keys
+    algo = "srl"
+    agent.sequence_length = 8
+    mpc = { horizon = 10, samples = 100, elites = 10, iterations = 3, episodes = 3, label = "MPC" }
+
+    [methods.SAC-1]
+    algo = "sac"
+
+    [axes]                        # the grid: every combination of the methods and these values
+    "train.env" = ["InvertedPendulum-v5", "Reacher-v5"]
+    "train.seed" = [1, 2, 3]
+
+    [[exclude]]                   # grid runs matching all the given axis values are left out
+    method = "SAC-1"
+    "train.env" = "Reacher-v5"
+
+    [[include]]                   # extra runs: a method and its keys (the rest from [base] and the method)
+    method = "SRL-8"
+    "train.seed" = 4
+
+Each run's folder is ``<method>/<key>=<value>,...`` under the sweep folder, named from the axis values (the seed
+last), so TensorBoard groups runs by method and a re-run of the sweep finds them again. A run folder is a normal
+cadence run folder plus ``sweep_run.json`` (its settings, status, error and time). Everything is validated before
+any folder is written: unknown keys (with the close match), empty axes, two runs sharing a folder.
+
+:class:`LocalExecutor` runs one run per worker process, with the CPU's torch threads split across workers;
+:class:`RayExecutor` (extra ``ray``) sends each run to Ray as a task with its CPU/GPU request. Either way a
+finished run is skipped, an interrupted one resumes from its checkpoint (:func:`cadence.runs.train_or_resume`),
+and a failed run is recorded with its error without stopping the others.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import shutil
+import time
+import tomllib
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cadence.config import ConfigError, config_key
+from cadence.io import atomic_write_json, atomic_write_text
+
+SWEEP_FILE = "sweep.json"
+GRID_COPY = "sweep.toml"
+RUN_STATUS = "sweep_run.json"
+TABLES = ("sweep", "base", "methods", "axes", "include", "exclude")
+SWEEP_KEYS = ("name", "fas_episodes", "fas_seed", "compare")
+MPC_KEYS = ("horizon", "samples", "elites", "iterations", "init_std", "gamma", "episodes", "label")
+
+
+class SweepError(ConfigError):
+    """A grid file, or a sweep's executor, that cannot run (raised before any run starts)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its folder name (relative to the sweep folder), method, recipe and settings."""
+
+    name: str
+    method: str
+    algo: str
+    settings: dict[str, Any]
+    """``section.key`` -> value: the base, the method's keys and the run's axis values, in that order."""
+    fas_episodes: int = 0
+    fas_seed: int = 0
+    mpc: dict[str, Any] | None = None
+    """CEM-MPC through the run's learned model after training: CEMConfig keys, ``episodes`` and ``label``."""
+
+    def sections(self, torch_threads: int | None = None) -> dict[str, Any]:
+        """The run's resolved config; ``torch_threads`` fills ``train.torch_threads`` unless the grid sets it."""
+        from cadence.runs import resolve_config
+
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in self.settings.items():
+            section, name = key.split(".", 1)
+            nested.setdefault(section, {})[name] = value
+        train = nested.setdefault("train", {})
+        train.setdefault("progress", False)  # the sweep shows its own progress
+        if torch_threads is not None:
+            train.setdefault("torch_threads", torch_threads)
+        return resolve_config(self.algo, nested)
+
+    def record(self) -> dict[str, Any]:
+        """What ``sweep_run.json`` and ``sweep.json`` store of the run (and what must match to skip it)."""
+        return {"name": self.name, "method": self.method, "algo": self.algo, "settings": self.settings,
+                "fas_episodes": self.fas_episodes, "fas_seed": self.fas_seed, "mpc": self.mpc,
+                "mpc_label": (self.mpc or {}).get("label")}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """An expanded grid: its name, its runs and the report's comparison."""
+
+    name: str
+    runs: tuple[RunSpec, ...]
+    compare: tuple[str, str] | None = None
+    source: str = ""
+    """The grid file's text, copied into the sweep folder."""
+
+
+# -- the grid file -------------------------------------------------------------------------------------------
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and expand a grid file; raises :class:`SweepError` naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"grid file {path} does not exist")
+    text = path.read_text()
+    try:
+        grid = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SweepError(f"grid file {path} is not valid TOML: {e}") from None
+    try:
+        return expand(grid, default_name=path.stem, source=text)
+    except ConfigError as e:
+        raise SweepError(f"{path}: {e}") from None
+
+
+def _close(word: str, valid: Sequence[str]) -> str:
+    match = difflib.get_close_matches(word, list(valid), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(valid)}"
+
+
+def _check_keys(table: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
+    for key in table:
+        if key not in valid:
+            raise SweepError(f"unknown key {key!r} in {where}{_close(key, valid)}")
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"seed": 1}}`` -> ``{"train.seed": 1}`` (TOML dotted keys and sub-tables alike)."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _config_keys(table: Mapping[str, Any], algo: str, where: str) -> dict[str, Any]:
+    """Config keys of ``algo`` as ``section.key`` (a bare key that one section owns is accepted)."""
+    from cadence.recipes import recipe
+
+    spec = recipe(algo)
+    schema = {"train": spec.train_config_cls, "agent": spec.config_cls}
+    out = {}
+    for key, value in table.items():
+        try:
+            section, name = config_key(schema, key)
+        except ConfigError as e:
+            raise SweepError(f"{where}: {e}") from None
+        out[f"{section}.{name}"] = value
+    return out
+
+
+def _methods(grid: Mapping[str, Any]) -> dict[str, tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    """``name -> (algo, raw config keys, mpc)`` of ``[methods.*]``."""
+    from cadence.recipes import RECIPES
+
+    methods = grid.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise SweepError("the grid has no methods: add at least one [methods.NAME] table with algo = \"...\"")
+    out = {}
+    for name, table in methods.items():
+        if not isinstance(table, dict) or "algo" not in table:
+            raise SweepError(f"[methods.{name}] must name its recipe: algo = one of {', '.join(RECIPES)}")
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+            raise SweepError(f"method name {name!r} may hold only letters, digits and _ . + - (it names a folder)")
+        algo = table["algo"]
+        if algo not in RECIPES:
+            raise SweepError(f"[methods.{name}] algo {algo!r} is unknown{_close(str(algo), list(RECIPES))}")
+        mpc = table.get("mpc")
+        if mpc is not None:
+            if not isinstance(mpc, dict):
+                raise SweepError(f"[methods.{name}] mpc must be a table, e.g. {{ horizon = 10, episodes = 3 }}")
+            _check_keys(mpc, MPC_KEYS, f"[methods.{name}].mpc")
+            _cem_config(mpc)  # its values are checked now
+            mpc = {"episodes": 3, "label": f"{name}+MPC", **mpc}
+        keys = _flatten({k: v for k, v in table.items() if k not in ("algo", "mpc")})
+        out[name] = (algo, _config_keys(keys, algo, f"[methods.{name}]"), mpc)
+    return out
+
+
+def _cem_config(mpc: Mapping[str, Any]) -> Any:
+    from cadence.agents.planning import CEMConfig
+
+    return CEMConfig(**{k: v for k, v in mpc.items() if k not in ("episodes", "label")})
+
+
+def _axes(grid: Mapping[str, Any], methods: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``[axes]``: each key's list of values (non-empty); ``method`` may pick a subset of the methods."""
+    axes = _flatten(grid.get("axes", {}))
+    for key, values in axes.items():
+        if not isinstance(values, list):
+            raise SweepError(f"axis {key!r} must be a list of values, got {values!r}")
+        if not values:
+            raise SweepError(f"axis {key!r} is empty: give it at least one value or remove it")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise SweepError(f"axis {key!r} repeats a value: {values}")
+    for name in axes.get("method", []):
+        if name not in methods:
+            raise SweepError(f"axis 'method' names {name!r}, which is no [methods] entry{_close(name, list(methods))}")
+    return axes
+
+
+def _value_text(value: Any) -> str:
+    """An axis value as it appears in a folder name."""
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, list):
+        text = "x".join(_value_text(v) for v in value)
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", text)
+
+
+def _short_names(keys: Iterable[str]) -> dict[str, str]:
+    """Each key's last part (``train.seed`` -> ``seed``), unless two keys share it."""
+    keys = list(keys)
+    last = [k.rpartition(".")[2] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+
+
+def run_name(method: str, values: Mapping[str, Any]) -> str:
+    """The folder of a run: ``<method>/<key>=<value>,...`` with the seed last (``<method>/default`` alone)."""
+    keys = sorted(values, key=lambda k: k.endswith("seed"))  # stable: the seed goes last
+    short = _short_names(keys)
+    parts = [f"{short[k]}={_value_text(values[k])}" for k in keys]
+    return f"{method}/{','.join(parts) or 'default'}"
+
+
+def expand(grid: Mapping[str, Any], default_name: str = "sweep", source: str = "") -> Sweep:
+    """A parsed grid file -> its runs, validated (every run's config resolves) before anything is written."""
+    import itertools
+
+    _check_keys(grid, TABLES, "the grid file (top-level tables)")
+    options = grid.get("sweep", {})
+    _check_keys(options, SWEEP_KEYS, "[sweep]")
+    name = str(options.get("name", default_name))
+    fas_episodes = options.get("fas_episodes", 0)
+    if not isinstance(fas_episodes, int) or fas_episodes < 0:
+        raise SweepError(f"[sweep] fas_episodes must be an integer >= 0, got {fas_episodes!r}")
+    methods = _methods(grid)
+    axes = _axes(grid, methods)
+    method_axis = axes.pop("method", list(methods))
+    base = _flatten(grid.get("base", {}))
+
+    def make(method: str, values: Mapping[str, Any]) -> RunSpec:
+        algo, own, mpc = methods[method]
+        settings = {**_config_keys(base, algo, "[base]"), **own,
+                    **_config_keys(values, algo, f"run {run_name(method, values)}")}
+        spec = RunSpec(run_name(method, values), method, algo, settings, fas_episodes,
+                       int(options.get("fas_seed", 0)), mpc)
+        try:
+            spec.sections()
+        except ConfigError as e:
+            raise SweepError(f"run {spec.name}: {e}") from None
+        return spec
+
+    excluded = [_match(entry, axes, method_axis, "exclude") for entry in grid.get("exclude", [])]
+    runs = []
+    for method in method_axis:
+        for combo in itertools.product(*axes.values()):
+            values = dict(zip(axes, combo, strict=True))
+            if not any(all(({**values, "method": method}).get(k) == v for k, v in ex.items()) for ex in excluded):
+                runs.append(make(method, values))
+    for entry in grid.get("include", []):
+        entry = _flatten(entry)
+        method = entry.pop("method", None)
+        if method not in methods:
+            raise SweepError(f"an [[include]] entry must name one of the methods (method = ...), got {method!r}")
+        runs.append(make(method, entry))
+    if not runs:
+        raise SweepError("the grid expands to no runs: every combination is excluded")
+    _check_unique(runs)
+    compare = options.get("compare")
+    if compare is not None:
+        if not (isinstance(compare, list) and len(compare) == 2 and all(c in _labels(runs) for c in compare)):
+            raise SweepError(f"[sweep] compare must name two methods of the grid ({', '.join(_labels(runs))}), "
+                             f"got {compare!r}")
+        compare = tuple(compare)
+    return Sweep(name, tuple(runs), compare, source)
+
+
+def _labels(runs: Sequence[RunSpec]) -> list[str]:
+    """The report's methods: each method, and each MPC label."""
+    out = [r.method for r in runs] + [r.mpc["label"] for r in runs if r.mpc]
+    return list(dict.fromkeys(out))
+
+
+def _match(entry: Mapping[str, Any], axes: Mapping[str, list], methods: list[str], where: str) -> dict[str, Any]:
+    """An ``[[exclude]]`` entry, checked against the axes: its keys are axis keys, its values axis values."""
+    entry = _flatten(entry)
+    if not entry:
+        raise SweepError(f"an [[{where}]] entry is empty")
+    valid = {**axes, "method": methods}
+    for key, value in entry.items():
+        if key not in valid:
+            raise SweepError(f"[[{where}]] key {key!r} is no axis{_close(key, list(valid))}")
+        if value not in valid[key]:
+            raise SweepError(f"[[{where}]] {key} = {value!r} is not among the axis's values {valid[key]}")
+    return entry
+
+
+def _check_unique(runs: Sequence[RunSpec]) -> None:
+    seen: dict[str, RunSpec] = {}
+    for run in runs:
+        if run.name in seen:
+            other = seen[run.name]
+            raise SweepError(f"two runs would write the same folder {run.name!r}: {other.method} "
+                             f"{other.settings} and {run.method} {run.settings}; remove the duplicate [[include]] "
+                             "or give the values distinct names")
+        seen[run.name] = run
+
+
+# -- one run -------------------------------------------------------------------------------------------------
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_STATUS
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def is_done(run: RunSpec, root: Path) -> bool:
+    """A run finished earlier with these very settings (a changed budget or option runs it again: it resumes)."""
+    status = read_status(root / run.name)
+    return status.get("status") == "done" and {k: status.get(k) for k in run.record()} == run.record()
+
+
+def execute_run(run: RunSpec, root: str | Path, torch_threads: int | None = None) -> dict[str, Any]:
+    """Train (or resume) one run in ``root/run.name``, then its FAS and MPC sweeps; record the outcome in
+    ``sweep_run.json``. Errors are recorded, not raised: the returned status says ``done`` or ``failed``."""
+    from cadence.checkpoint import checkpoint_path
+    from cadence.run_folder import read_metrics
+    from cadence.runs import train_or_resume
+
+    run_dir = Path(root) / run.name
+    start = time.time()
+    status = {**run.record(), "status": "running", "error": None, "started": start, "pid": os.getpid()}
+    if not checkpoint_path(run_dir).is_file() and not read_metrics(run_dir) and run_dir.exists():
+        shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to resume, start it afresh
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / RUN_STATUS, status)
+    try:
+        train_or_resume(run.algo, run.sections(torch_threads), run_dir, labels={"Method": run.method})
+        if run.fas_episodes:
+            _fas(run_dir, run.fas_episodes, run.fas_seed)
+        if run.mpc:
+            _fas(run_dir, run.mpc["episodes"], run.fas_seed, run.mpc)
+        status.update(status="done")
+    except Exception as e:  # recorded for the sweep's summary; the other runs go on
+        status.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    status["seconds"] = time.time() - start
+    atomic_write_json(run_dir / RUN_STATUS, status)
+    return status
+
+
+def _fas(run_dir: Path, episodes: int, seed: int, mpc: Mapping[str, Any] | None = None) -> None:
+    """A FAS sweep (through CEM-MPC with ``mpc``) of the run's final policy, unless one was made already."""
+    from cadence.evaluation.fas import ASL_GRID
+    from cadence.run_folder import read_metrics
+    from cadence.runs import evaluate_fas
+
+    suffix = "_mpc" if mpc else ""
+    metrics = read_metrics(run_dir)
+    done = run_dir / f"fas{suffix}.json"
+    if metrics.get(f"fas{suffix}_logged_step") == metrics.get("steps") and done.is_file():
+        stored = json.loads(done.read_text())
+        if stored.get("episodes") == episodes and stored.get("seed") == seed:
+            return
+    evaluate_fas(run_dir, ASL_GRID, episodes, seed=seed, planner=_cem_config(mpc) if mpc else None)
+
+
+# -- executors -----------------------------------------------------------------------------------------------
+
+#: ``on_event(kind, run, status)``: kind "start" (status None) or "end" (the run's sweep_run.json status)
+Event = Callable[[str, RunSpec, "dict[str, Any] | None"], None]
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _worker(run: RunSpec, root: str, torch_threads: int) -> None:
+    """A worker process: dies with the sweep (Linux), runs one run, exits 0 if it finished, 1 if it failed."""
+    import ctypes
+    import signal
+    import sys
+
+    try:  # prctl(PR_SET_PDEATHSIG, SIGKILL): a killed sweep leaves no orphan training on
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the sweep still ends its workers on a normal exit or Ctrl-C
+    os.environ["OMP_NUM_THREADS"] = str(torch_threads)
+    status = execute_run(run, root, torch_threads)
+    sys.exit(0 if status["status"] == "done" else 1)
+
+
+@dataclass
+class LocalExecutor:
+    """Runs on this machine: one process per run, at most ``workers`` at once (default: one per CPU core), each
+    with ``cpus // workers`` torch threads unless the grid sets ``train.torch_threads``."""
+
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise SweepError(f"workers must be >= 1, got {self.workers}")
+
+    @property
+    def slots(self) -> int:
+        return self.workers or _cpus()
+
+    @property
+    def torch_threads(self) -> int:
+        return max(1, _cpus() // self.slots)
+
+    def run(self, runs: Sequence[RunSpec], root: Path, on_event: Event) -> None:
+        import multiprocessing
+        from multiprocessing.connection import wait
+
+        # forkserver: the server imports cadence (and torch) once; each run forks from it in milliseconds and
+        # starts clean, without the parent's threads
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["cadence.sweeps", "cadence.runs"])
+        queue, live = list(runs), {}
+        try:
+            while queue or live:
+                while queue and len(live) < self.slots:
+                    run = queue.pop(0)
+                    process = context.Process(target=_worker, args=(run, str(root), self.torch_threads),
+                                              name=f"cadence-sweep {run.name}")
+                    process.start()
+                    live[process.sentinel] = (process, run)
+                    on_event("start", run, None)
+                for sentinel in wait(list(live)):
+                    process, run = live.pop(sentinel)
+                    process.join()
+                    on_event("end", run, _outcome(root / run.name, process.exitcode))
+        finally:
+            for process, _ in live.values():  # Ctrl-C or an error in the sweep itself
+                process.terminate()
+                process.join()
+
+
+def _outcome(run_dir: Path, exitcode: int | None) -> dict[str, Any]:
+    """The run's recorded status; a worker that died without recording one (killed, out of memory) is failed."""
+    status = read_status(run_dir)
+    if status.get("status") in ("done", "failed") and exitcode in (0, 1):
+        return status
+    cause = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+    status.update(status="failed", error=f"the worker process died ({cause}) before the run recorded its outcome")
+    atomic_write_json(run_dir / RUN_STATUS, status)
+    return status
+
+
+def _ray_run(run: RunSpec, root: str, torch_threads: int) -> dict[str, Any]:
+    return execute_run(run, root, torch_threads)
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Fail within ``timeout`` seconds when a Ray address's host does not answer (ray.init itself may hang)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise SweepError(f"Ray address {address!r} must look like HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SweepError(f"cannot reach the Ray cluster at {address} ({e}); check RAY_ADDRESS or --ray-address, "
+                         "or leave both unset to start Ray on this machine") from None
+
+
+@dataclass
+class RayExecutor:
+    """Runs each run as a Ray task asking for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs.
+
+    ``address`` (else ``RAY_ADDRESS``) attaches to a running cluster; with neither, Ray starts on this machine with
+    ``workers`` × ``cpus_per_run`` CPUs. On a cluster the sweep folder must be on storage every node sees.
+    """
+
+    workers: int | None = None
+    address: str | None = None
+    cpus_per_run: int = 1
+    gpus_per_run: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise SweepError(f"workers must be >= 1, got {self.workers}")
+        if self.cpus_per_run < 1 or self.gpus_per_run < 0:
+            raise SweepError(f"cpus_per_run must be >= 1 and gpus_per_run >= 0, got {self.cpus_per_run}, "
+                             f"{self.gpus_per_run}")
+
+    @property
+    def slots(self) -> int:
+        return self.workers or max(1, _cpus() // self.cpus_per_run)
+
+    @property
+    def torch_threads(self) -> int:
+        return self.cpus_per_run
+
+    def connect(self) -> bool:
+        """Attach to (or start) Ray; True when this call started it, so :meth:`run` shuts it down again."""
+        try:
+            import ray
+        except ImportError:
+            raise SweepError("the Ray executor needs Ray: pip install 'cadence-rl[ray]'") from None
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if ray.is_initialized():
+            return False
+        if address:
+            check_ray_address(address)
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=self.slots * self.cpus_per_run, num_gpus=math.ceil(self.slots * self.gpus_per_run),
+                     include_dashboard=False, log_to_driver=False)
+        return True
+
+    def run(self, runs: Sequence[RunSpec], root: Path, on_event: Event) -> None:
+        import ray
+
+        started = self.connect()
+        task = ray.remote(_ray_run).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
+        pending = {}
+        try:
+            for run in runs:
+                pending[task.remote(run, str(root.resolve()), self.torch_threads)] = run
+                on_event("start", run, None)
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                run = pending.pop(ready[0])
+                try:
+                    status = ray.get(ready[0])
+                except Exception as e:  # the task itself died (its node, its process)
+                    status = _outcome(root / run.name, None)
+                    status["error"] = f"the Ray task failed: {e}"
+                on_event("end", run, status)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
+
+
+EXECUTORS = {"local": LocalExecutor, "ray": RayExecutor}
+
+
+# -- the sweep -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep did: runs skipped (finished before), done now, failed (with their errors)."""
+
+    skipped: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def prepare_folder(sweep: Sweep, root: str | Path) -> Path:
+    """Write ``sweep.json`` and the grid's copy; refuse a folder that holds another sweep."""
+    root = Path(root)
+    existing = root / SWEEP_FILE
+    if existing.is_file():
+        other = json.loads(existing.read_text()).get("name")
+        if other != sweep.name:
+            raise SweepError(f"{root} holds sweep {other!r}, not {sweep.name!r}; choose another --runs-dir")
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(existing, {"name": sweep.name, "compare": list(sweep.compare) if sweep.compare else None,
+                                 "runs": [r.record() for r in sweep.runs]})
+    if sweep.source:
+        atomic_write_text(root / GRID_COPY, sweep.source)
+    return root
+
+
+def run_sweep(sweep: Sweep, root: str | Path, executor: LocalExecutor | RayExecutor | None = None,
+              on_event: Event | None = None) -> SweepOutcome:
+    """Run the sweep's unfinished runs in ``root`` on ``executor`` (default: local); ``on_event`` sees each run
+    start and end."""
+    executor = executor or LocalExecutor()
+    root = prepare_folder(sweep, root)
+    outcome = SweepOutcome()
+    outcome.skipped = [r.name for r in sweep.runs if is_done(r, root)]
+    todo = [r for r in sweep.runs if r.name not in outcome.skipped]
+    start = time.time()
+
+    def record(kind: str, run: RunSpec, status: dict[str, Any] | None) -> None:
+        if kind == "end" and status is not None:
+            if status["status"] == "done":
+                outcome.done.append(run.name)
+            else:
+                outcome.failed[run.name] = status.get("error") or "unknown error"
+        if on_event is not None:
+            on_event(kind, run, status)
+
+    if todo:
+        executor.run(todo, root, record)
+    outcome.seconds = time.time() - start
+    return outcome
+
+
+class SweepProgress:
+    """The sweep's progress on the terminal: runs done, running and failed, with an ETA from the mean time of the
+    runs finished so far; a line per finished run (so logs of non-interactive sweeps show it too)."""
+
+    def __init__(self, sweep: Sweep, root: Path, slots: int, console: Any = None):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console or Console(stderr=True)
+        self.total, self.slots = len(sweep.runs), slots
+        self.skipped = sum(is_done(r, root) for r in sweep.runs)
+        self.done, self.failed, self.running, self.durations = self.skipped, 0, 0, []
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=self.console,
+                                 transient=False)
+        self.task = self.progress.add_task(f"sweep {sweep.name}", total=self.total, completed=self.skipped,
+                                           status=self._status())
+
+    def _status(self) -> str:
+        finished = len(self.durations)
+        left = self.total - self.done - self.failed
+        eta = ""
+        if finished and left:
+            seconds = sum(self.durations) / finished * left / max(1, min(self.slots, left))
+            eta = f" · ETA {_duration(seconds)}"
+        return f"{self.done} done · {self.running} running · {self.failed} failed{eta}"
+
+    def __call__(self, kind: str, run: RunSpec, status: dict[str, Any] | None) -> None:
+        if kind == "start":
+            self.running += 1
+        else:
+            self.running -= 1
+            assert status is not None
+            self.durations.append(float(status.get("seconds", 0.0)))
+            ok = status["status"] == "done"
+            self.done += ok
+            self.failed += not ok
+            took = _duration(status.get("seconds", 0.0))
+            line = (f"[green]done[/] {run.name} in {took}" if ok
+                    else f"[red]failed[/] {run.name} after {took}: {status.get('error')}")
+            self.progress.console.print(f"[{self.done + self.failed}/{self.total}] {line}", markup=True,
+                                        highlight=False)
+        self.progress.update(self.task, completed=self.done + self.failed, status=self._status())
+
+    def __enter__(self) -> SweepProgress:
+        if self.skipped:
+            self.console.print(f"{self.skipped} of {self.total} runs finished earlier: skipped")
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else (
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")

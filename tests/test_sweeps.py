@@ -1,0 +1,183 @@
+"""Sweeps: the grid file's expansion and its errors, the local and Ray executors, resuming a killed sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cadence.cli import main
+from cadence.sweeps import (
+    LocalExecutor,
+    RayExecutor,
+    SweepError,
+    check_ray_address,
+    expand,
+    load_sweep,
+    read_status,
+    run_sweep,
+)
+
+TINY = """
+[sweep]
+name = "tiny"
+
+[base]
+train.env = "InvertedPendulum-v5"
+train.total_steps = {steps}
+train.eval_every = {steps}
+train.eval_episodes = 1
+agent.learning_starts = 50
+agent.batch_size = 16
+agent.hidden_sizes = [16, 16]
+
+[methods.SAC-1]
+algo = "sac"
+
+[methods.SAC-2]
+algo = "sac"
+agent.action_repeat = 2
+
+[axes]
+"train.seed" = [1, 2]
+"""
+
+
+def tiny_grid(tmp_path: Path, steps: int = 200, extra: str = "") -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(steps=steps) + extra)
+    return path
+
+
+def grid(text: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def test_expand_names_excludes_and_includes():
+    sweep = expand(grid(TINY.format(steps=200) + """
+"train.env" = ["InvertedPendulum-v5", "Reacher-v5"]
+
+[[exclude]]
+method = "SAC-2"
+"train.env" = "Reacher-v5"
+
+[[include]]
+method = "SAC-1"
+"train.seed" = 7
+"""))
+    names = [r.name for r in sweep.runs]
+    # 2 methods x 2 seeds x 2 envs, less SAC-2 on Reacher (2 runs), plus the include
+    assert len(names) == 7 and len(set(names)) == 7
+    assert "SAC-1/env=InvertedPendulum-v5,seed=1" in names  # the seed goes last whatever the axes' order
+    assert not any(n.startswith("SAC-2/env=Reacher") for n in names)
+    assert names[-1] == "SAC-1/seed=7"
+    run = next(r for r in sweep.runs if r.name == "SAC-2/env=InvertedPendulum-v5,seed=2")
+    assert run.algo == "sac" and run.settings["agent.action_repeat"] == 2 and run.settings["train.seed"] == 2
+    assert run.settings["train.total_steps"] == 200  # from [base]
+    sections = run.sections(torch_threads=3)
+    assert sections["train"].torch_threads == 3 and sections["train"].progress is False
+    assert sections["agent"].action_repeat == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('\n[axis]\n"train.seed" = [1]\n', "did you mean 'axes'"),
+    ('\n[methods.bad]\nalgo = "sac"\ntrain.sead = 3\n', "did you mean train.seed"),
+    ('\n[methods.bad]\nalgo = "sack"\n', "did you mean 'sac'"),
+    ('\n[[exclude]]\nmethod = "SAC-3"\n', "'SAC-3' is not among"),
+    ('\n[[exclude]]\n"train.sed" = 1\n', "is no axis; did you mean 'train.seed'"),
+    ('\n[[include]]\nmethod = "SAC-1"\n"train.seed" = 1\n', "same folder 'SAC-1/seed=1'"),
+    ('\n[methods.bad]\nalgo = "sac"\nagent.gamma = 1.5\n', "agent.gamma"),
+])
+def test_bad_grids_fail_before_any_run(tmp_path, extra, message):
+    path = tiny_grid(tmp_path, extra=extra)
+    with pytest.raises(SweepError, match=message):
+        load_sweep(path)
+
+
+def test_empty_axis_and_no_methods_are_refused(tmp_path):
+    with pytest.raises(SweepError, match="axis 'train.seed' is empty"):
+        expand(grid(TINY.format(steps=200).replace('[1, 2]', '[]')))
+    with pytest.raises(SweepError, match="no methods"):
+        expand(grid('[axes]\n"train.seed" = [1]\n'))
+    with pytest.raises(SweepError, match="does not exist"):
+        load_sweep(tmp_path / "missing.toml")
+
+
+def test_local_sweep_runs_skips_and_records_a_failure(tmp_path):
+    path = tiny_grid(tmp_path, extra='\n[[include]]\nmethod = "SAC-1"\n"train.env" = "NoSuchEnv-v0"\n')
+    sweep = load_sweep(path)
+    root = tmp_path / "sweep"
+    events = []
+    outcome = run_sweep(sweep, root, LocalExecutor(workers=2), lambda kind, run, status: events.append(kind))
+    assert sorted(outcome.done) == sorted(r.name for r in sweep.runs[:4])
+    bad = "SAC-1/env=NoSuchEnv-v0"
+    assert list(outcome.failed) == [bad] and "NoSuchEnv" in outcome.failed[bad]
+    assert events.count("start") == events.count("end") == 5
+    for run in sweep.runs[:4]:
+        metrics = json.loads((root / run.name / "metrics.json").read_text())
+        assert metrics["steps"] == 200 and metrics["seed"] == run.settings["train.seed"]
+        assert read_status(root / run.name)["status"] == "done"
+    assert json.loads((root / "sweep.json").read_text())["name"] == "tiny"
+    # again: the finished runs are skipped, the failed one is tried again (and fails again)
+    again = run_sweep(sweep, root, LocalExecutor(workers=2))
+    assert len(again.skipped) == 4 and not again.done and list(again.failed) == ["SAC-1/env=NoSuchEnv-v0"]
+
+
+def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
+    path = tiny_grid(tmp_path, steps=600)
+    root = tmp_path / "sweep"
+    command = [sys.executable, "-m", "cadence.cli", "sweep", str(path), "--workers", "1", "--runs-dir", str(root)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                               env=env)
+    first = root / "SAC-1/seed=1"
+    deadline = time.time() + 240
+    while read_status(first).get("status") != "done":
+        assert process.poll() is None and time.time() < deadline, process.stdout.read().decode()
+        time.sleep(0.2)
+    finished_at = read_status(first)["started"]
+    os.killpg(process.pid, signal.SIGKILL)  # the sweep and its worker, mid-way through the second run
+    process.wait()
+    assert read_status(root / "SAC-1/seed=2").get("status") in (None, "running")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 of 4 runs finished earlier: skipped" in result.stderr
+    assert read_status(first)["started"] == finished_at  # not run again
+    for name in ("SAC-1/seed=2", "SAC-2/seed=1", "SAC-2/seed=2"):
+        assert json.loads((root / name / "metrics.json").read_text())["steps"] == 600
+
+
+def test_cli_dry_run_and_bad_workers(tmp_path, capsys):
+    path = tiny_grid(tmp_path)
+    assert main(["sweep", str(path), "--dry-run", "--runs-dir", str(tmp_path / "s"), "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "SAC-2/seed=2" in out and "4 runs" in out and "2 at once, 1 torch thread(s) each" in out
+    assert not (tmp_path / "s").exists()  # a dry run writes nothing
+    assert main(["sweep", str(path), "--workers", "0", "--runs-dir", str(tmp_path / "s")]) == 2
+    assert "workers must be >= 1" in capsys.readouterr().err
+
+
+def test_unreachable_ray_address_fails_fast():
+    start = time.time()
+    with pytest.raises(SweepError, match="cannot reach the Ray cluster at 127.0.0.1:9"):
+        check_ray_address("127.0.0.1:9", timeout=3)  # the discard port: nothing listens on loopback
+    with pytest.raises(SweepError, match="HOST:PORT"):
+        check_ray_address("not-an-address")
+    assert time.time() - start < 10
+
+
+def test_ray_sweep_runs_four_runs_locally(tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'cadence-rl[ray]'")
+    sweep = load_sweep(tiny_grid(tmp_path))
+    outcome = run_sweep(sweep, tmp_path / "sweep", RayExecutor(workers=2))
+    assert sorted(outcome.done) == sorted(r.name for r in sweep.runs) and not outcome.failed
+    for run in sweep.runs:
+        assert json.loads((tmp_path / "sweep" / run.name / "metrics.json").read_text())["steps"] == 200
