@@ -1,9 +1,12 @@
-"""MOPO against MOREC-MOPO at the same gradient-step budget (issue 6), on cadence-generated data sets.
+"""MOPO against MOREC-MOPO at the same gradient-step budget (issue 6), on cadence-generated data sets, run as
+cadence sweeps.
 
-For each data set and seed both methods train as normal cadence run folders (resumable); the table reports
-the normalised score of the last and of the best evaluation, and one plot per data set shows the curves.
-Both methods of one seed share one fitted ensemble (the MOPO run fits it), so the filter is the only
-difference. The data sets must exist: ``cadence collect --env Hopper-v5 --kind medium`` (and ``--kind
+For each data set the script writes the grid ``benchmarks/sweeps/offline_mbrl_<dataset>.toml`` (the methods x the
+seeds) and runs it with :func:`cadence.sweeps.run_sweep` in ``runs/sweeps/offline_mbrl_<dataset>`` (resumable,
+``--workers`` runs at once); ``cadence report`` then writes ``benchmarks/results/offline_mbrl_<dataset>_report/``.
+The table reports the normalised score of the last and of the best evaluation, and one plot per data set shows the
+curves. Both methods of one seed share one fitted ensemble (the MOPO runs go first and fit it), so the filter is
+the only difference. The data sets must exist: ``cadence collect --env Hopper-v5 --kind medium`` (and ``--kind
 expert`` for the expert reference). With ``--heldout hopper-expert`` it also measures, for each MOREC run,
 the model's error on transitions of another policy: the next state of a random elite's sample (plain
 MBPO/MOPO) against the one MOREC's filter chooses.
@@ -14,21 +17,27 @@ MBPO/MOPO) against the one MOREC's filter chooses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomli_w
 from common import RESULTS, merge_result
 
-from cadence import runs
 from cadence.agents.mopo import PENALTY_BY_FAMILY
 from cadence.checkpoint import checkpoint_path
+from cadence.config import parse_override
 from cadence.evaluation.plots import plot_curves
 from cadence.evaluation.scores import normalized_score
 from cadence.io import atomic_write_bytes
 from cadence.recipes import load_dynamics_reward, load_model
-from cadence.run_folder import DYNAMICS_REWARD, MODEL
+from cadence.report import write_report
+from cadence.run_folder import DYNAMICS_REWARD, MODEL, read_metrics
+from cadence.sweeps import LocalExecutor, SweepProgress, load_sweep, prepare_folder, run_sweep
+
+GRIDS = Path(__file__).parent / "sweeps"
 
 METHODS = {"MOPO": [], "MOREC-MOPO": ["agent.morec=true", "agent.rollout_length=100"]}
 #: with --ablation: MOREC's choice of next state without its early termination (same reward as MOREC-MOPO's run),
@@ -44,8 +53,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["hopper-medium", "halfcheetah-medium"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=200_000, help="gradient steps per run")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=Path, default=Path("runs/bench_offline_mbrl"))
+    parser.add_argument("--workers", type=int, default=2, help="runs at once (torch threads split between them)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/sweeps"), help="where the sweep folders go")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (e.g. train.model_max_epochs=2)")
     parser.add_argument("--morec-set", action="append", default=[], metavar="KEY=VALUE",
@@ -68,37 +77,74 @@ def main() -> None:
     if args.methods:
         methods = {m: o for m, o in {**METHODS, **ABLATION}.items() if m in args.methods}
     for dataset in args.datasets:
-        family = dataset.split("-")[0]
-        penalty = f"agent.penalty_coef={PENALTY_BY_FAMILY.get(family, 1.0)}"
+        root, sweep = run_dataset(dataset, methods, args)
+        print(f"wrote {write_report(root, RESULTS / f'offline_mbrl_{dataset}_report')}")
         curves: dict[str, list] = {m: [] for m in methods}
         rollouts: dict[str, list] = {m: [] for m in methods}
-        for seed in args.seeds:  # seed-major, so a cut-short benchmark still holds paired comparisons
-            for method, overrides in methods.items():
-                base = {"train": {"dataset": dataset, "seed": seed, "total_steps": args.steps,
-                                  "torch_threads": args.threads, "progress": False}}
-                extra = [*args.set, *(args.morec_set if method in MOREC_SHAPED else [])]
-                sections = runs.resolve_config("mopo", base, None, [penalty, *overrides, *extra])
-                run_dir = args.runs / f"{method}_{dataset}_s{seed}"
-                share_model(args.runs / f"MOPO_{dataset}_s{seed}", run_dir)
-                if method in ABLATION:
-                    share_model(args.runs / f"MOREC-MOPO_{dataset}_s{seed}", run_dir, DYNAMICS_REWARD)
-                evals = runs.train_or_resume("mopo", sections, run_dir)
-                curves[method].append([(s, float(normalized_score(_env_of(dataset), r))) for s, r in evals])
-                rollouts[method].append(rollout_stats(run_dir))
+        for run in sweep.runs:
+            evals = read_metrics(root / run.name)["evals"]
+            curves[run.method].append([(s, float(normalized_score(_env_of(dataset), r))) for s, r in evals])
+            rollouts[run.method].append(rollout_stats(root / run.name))
         table = {method: summarize(scored) for method, scored in curves.items()}
         result = {"steps": args.steps, "seeds": args.seeds, "methods": table, "curves": curves, "rollouts": rollouts,
                   "overrides": {"all": args.set, "morec": [*METHODS["MOREC-MOPO"], *args.morec_set],
-                                "penalty": penalty}}
+                                "penalty": f"agent.penalty_coef={penalty(dataset)}"},
+                  "sweep": str(root), "report": f"offline_mbrl_{dataset}_report/report.md"}
         heldout = dict(zip(args.datasets, args.heldout, strict=False)).get(dataset)
         if heldout:
             result["heldout_model_error"] = {
-                str(seed): heldout_error(args.runs / f"MOREC-MOPO_{dataset}_s{seed}", heldout) for seed in args.seeds}
+                str(seed): heldout_error(root / f"MOREC-MOPO/seed={seed}", heldout) for seed in args.seeds}
         merge_result("offline_mbrl", dataset, result)
         plot_dataset(dataset)
         for method, row in table.items():
             length = np.mean([r.get("rollout_mean_length", np.nan) for r in rollouts[method]])
             print(f"{dataset:22s} {method:12s} last {row['last_mean']:6.1f} ± {row['last_std']:4.1f}   "
                   f"best {row['best_mean']:6.1f} ± {row['best_std']:4.1f}   mean rollout length {length:5.2f}")
+
+
+def penalty(dataset: str) -> float:
+    return PENALTY_BY_FAMILY.get(dataset.split("-")[0], 1.0)
+
+
+def grid(dataset: str, methods: dict[str, list[str]], args: argparse.Namespace) -> dict:
+    """One data set's sweep: the methods (each ``mopo`` with its overrides) x the seeds."""
+    def keys(overrides: list[str]) -> dict[str, Any]:
+        return dict(parse_override(o) for o in overrides)
+
+    table = {m: {"algo": "mopo", **keys([*o, *(args.morec_set if m in MOREC_SHAPED else [])])}
+             for m, o in methods.items()}
+    compare = ["MOREC-MOPO", "MOPO"] if {"MOREC-MOPO", "MOPO"} <= set(methods) else None
+    return {"sweep": {"name": f"offline_mbrl_{dataset}", **({"compare": compare} if compare else {})},
+            "base": {"train.dataset": dataset, "train.total_steps": args.steps,
+                     "agent.penalty_coef": penalty(dataset), **keys(args.set)},
+            "methods": table, "axes": {"train.seed": args.seeds}}
+
+
+def run_dataset(dataset: str, methods: dict[str, list[str]], args: argparse.Namespace) -> tuple[Path, Any]:
+    """Run one data set's sweep: the MOPO runs first (they fit the ensembles), which the other methods of the same
+    seed then share (and the ablations MOREC-MOPO's dynamics reward)."""
+    GRIDS.mkdir(exist_ok=True)
+    path = GRIDS / f"offline_mbrl_{dataset}.toml"
+    path.write_text(f"# written by benchmarks/offline_mbrl.py; run it with: cadence sweep benchmarks/sweeps/{path.name}"
+                    "\n" + tomli_w.dumps(grid(dataset, methods, args)))
+    sweep = load_sweep(path)
+    root = args.runs / sweep.name
+    executor = LocalExecutor(args.workers)
+    order = ["MOPO", "MOREC-MOPO"]  # the runs whose fitted models the others share
+    for phase in (*order, None):
+        runs = [r for r in sweep.runs if (r.method == phase if phase else r.method not in order)]
+        for run in runs:
+            seed = run.settings["train.seed"]
+            share_model(root / f"MOPO/seed={seed}", root / run.name)
+            if run.method in ABLATION:
+                share_model(root / f"MOREC-MOPO/seed={seed}", root / run.name, DYNAMICS_REWARD)
+        part = dataclasses.replace(sweep, runs=tuple(runs))
+        with SweepProgress(part, root, executor.slots) as progress:
+            outcome = run_sweep(part, root, executor, progress)
+        if outcome.failed:
+            raise SystemExit(f"failed runs: {outcome.failed}")
+    prepare_folder(sweep, root)  # sweep.json lists every run again (each phase wrote its own part)
+    return root, sweep
 
 
 #: legend text of each method: what the ablations are

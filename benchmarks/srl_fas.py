@@ -1,11 +1,13 @@
-"""SRL against SAC-1, SAC-J and MPC on FAS, at the same env-step budget (issue 3).
+"""SRL against SAC-1, SAC-J and MPC on FAS, at the same env-step budget (issue 3), run as a cadence sweep.
 
-For each seed: train SRL-J, SAC-1 and SAC-J (action repeat J) for ``--steps`` primitive env steps;
-MPC plans by CEM through the SRL run's learned model. Every method then gets a FAS sweep
-(open-loop ASL 1..30). Writes ``benchmarks/results/srl_fas.json`` (per env: per-seed FAS and
-full-frequency return, means) and ``srl_fas_<env>.png`` (return against ASL, one line per method).
-Runs are resumable cadence run folders under ``--runs``. Seeds already in the results file for the same
-env and budget are kept, so seeds can be added one invocation at a time (``--seeds 2 3`` after ``--seeds 1``).
+The script writes the grid ``benchmarks/sweeps/srl_fas_<env>.toml``: SRL-J, SAC-1 and SAC-J (action repeat J), each
+trained for ``--steps`` primitive env steps, per seed. Every run then gets a FAS sweep (open-loop ASL 1..30); MPC
+plans by CEM through each SRL run's learned model (its own method in the report). The grid runs with
+:func:`cadence.sweeps.run_sweep` (``--workers`` runs at once, torch threads split between them) in
+``runs/sweeps/srl_fas_<env>``, resumable, and ``cadence report`` writes ``benchmarks/results/srl_fas_<env>_report/``
+(IQM and mean with bootstrap CIs, P(SRL-J > SAC-1), curves). The script also keeps
+``benchmarks/results/srl_fas.json`` (per env: per-seed FAS and per-ASL returns, means) and ``srl_fas_<env>.png``.
+The same grid runs without the script: ``cadence sweep benchmarks/sweeps/srl_fas_<env>.toml``.
 
     python benchmarks/srl_fas.py --env InvertedPendulum-v5 --seeds 1 2 3 --steps 20000
     python benchmarks/srl_fas.py --env Reacher-v5 --seeds 1 2 3 --steps 30000
@@ -19,46 +21,65 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from common import RESULTS, merge_result, train_or_resume
+import tomli_w
+from common import RESULTS, merge_result
 
-from cadence.agents.planning import CEMConfig
 from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, FASResult, env_family
 from cadence.evaluation.plots import plot_fas
-from cadence.runs import evaluate_fas
+from cadence.report import write_report
+from cadence.sweeps import LocalExecutor, SweepProgress, load_sweep, run_sweep
 
+GRIDS = Path(__file__).parent / "sweeps"
 #: Shorter warm-up and more frequent evaluation than the defaults, for small budgets.
 ENV_OVERRIDES = {
-    "InvertedPendulum-v5": ["agent.learning_starts=1000", "train.eval_every=2000", "train.eval_episodes=5"],
-    "Reacher-v5": ["agent.learning_starts=2000", "train.eval_every=5000", "train.eval_episodes=5"],
-    "Hopper-v5": ["agent.learning_starts=5000", "train.eval_every=10000", "train.eval_episodes=5"],
+    "InvertedPendulum-v5": {"agent.learning_starts": 1000, "train.eval_every": 2000, "train.eval_episodes": 5},
+    "Reacher-v5": {"agent.learning_starts": 2000, "train.eval_every": 5000, "train.eval_episodes": 5},
+    "Hopper-v5": {"agent.learning_starts": 5000, "train.eval_every": 10000, "train.eval_episodes": 5},
 }
 
 
-def fas_of(run_dir: Path, episodes: int, planner: CEMConfig | None = None) -> FASResult:
-    """The run's FAS result, read back if this sweep was done before."""
-    path = run_dir / ("fas_mpc.json" if planner else "fas.json")
-    if path.is_file() and path.stat().st_mtime >= (run_dir / "metrics.json").stat().st_mtime - 60:
-        data = json.loads(path.read_text())  # a sweep of this very training (not of a shorter earlier budget)
-        if len(data["returns"][0]) == episodes:
-            return FASResult(data["env_id"], data["asl"], data["returns"], data["fas"], data["r_max"], data["shift"])
-    return evaluate_fas(run_dir, ASL_GRID, episodes, seed=0, planner=planner)
+def grid(args: argparse.Namespace) -> dict:
+    """The sweep: three methods (MPC through SRL's model) x the seeds, on one env."""
+    J = args.sequence_length
+    mpc = {"horizon": args.mpc_horizon, "samples": args.mpc_samples, "elites": max(2, args.mpc_samples // 10),
+           "iterations": args.mpc_iterations, "episodes": args.mpc_episodes, "label": "MPC"}
+    return {
+        "sweep": {"name": f"srl_fas_{args.env}", "fas_episodes": args.episodes, "compare": [f"SRL-{J}", "SAC-1"]},
+        "base": {"train.env": args.env, "train.total_steps": args.steps, **ENV_OVERRIDES.get(args.env, {})},
+        "methods": {f"SRL-{J}": {"algo": "srl", "agent.sequence_length": J, "mpc": mpc},
+                    "SAC-1": {"algo": "sac"},
+                    f"SAC-{J}": {"algo": "sac", "agent.action_repeat": J}},
+        "axes": {"train.seed": args.seeds},
+    }
 
 
-def stored_seeds(env_id: str, steps: int, methods: list[str]) -> dict[str, dict[int, tuple]]:
-    """Per method, ``{seed: (fas, per-ASL mean return, eval curve)}`` already recorded for this env and budget."""
-    path = RESULTS / "srl_fas.json"
-    entry = json.loads(path.read_text()).get(env_id) if path.is_file() else None
-    if not entry or entry.get("steps") != steps:
-        return {m: {} for m in methods}
-    out: dict[str, dict[int, tuple]] = {}
-    for m in methods:
-        stored = entry["methods"].get(m, {})
-        per_asl = stored.get("return_per_asl")
-        if per_asl is None and len(stored.get("fas", {})) == 1:  # older file: a single seed's mean is that seed's
-            per_asl = {s: stored["mean_return_per_asl"] for s in stored["fas"]}
-        out[m] = {int(s): (fas, per_asl[s], stored.get("eval_curves", {}).get(s, []))
-                  for s, fas in stored.get("fas", {}).items() if per_asl and s in per_asl}
+def summary(args: argparse.Namespace, root: Path, sweep) -> dict:
+    """srl_fas.json's entry for the env, read from the sweep's run folders."""
+    per_seed: dict[str, dict[str, dict]] = {}
+    for run in sweep.runs:
+        folder, seed = root / run.name, str(run.settings["train.seed"])
+        metrics = json.loads((folder / "metrics.json").read_text())
+        for method, stem in ((run.method, "fas"), *(((run.mpc["label"], "fas_mpc"),) if run.mpc else ())):
+            fas = json.loads((folder / f"{stem}.json").read_text())
+            per_seed.setdefault(method, {})[seed] = {
+                "fas": fas["fas"], "per_asl": fas["mean_return"],
+                "curve": metrics["evals"] if stem == "fas" else None}
+    out = {"env": args.env, "steps": args.steps, "seeds": args.seeds, "sequence_length": args.sequence_length,
+           "fas_episodes_per_asl": args.episodes, "mpc_episodes_per_asl": args.mpc_episodes,
+           "mpc": {k: v for k, v in grid(args)["methods"][f"SRL-{args.sequence_length}"]["mpc"].items()
+                   if k not in ("episodes", "label")},
+           "published_sac_j_fas_gym_v2": PUBLISHED_SAC_J_FAS.get(env_family(args.env)),
+           "sweep": str(root), "report": f"srl_fas_{args.env}_report/report.md", "methods": {}}
+    for method, seeds in per_seed.items():
+        fas = [s["fas"] for s in seeds.values()]
+        out["methods"][method] = {
+            "fas": {s: v["fas"] for s, v in seeds.items()}, "fas_mean": float(np.mean(fas)),
+            "fas_std": float(np.std(fas)),
+            "asl1_return_mean": float(np.mean([v["per_asl"][0] for v in seeds.values()])),
+            "mean_return_per_asl": np.mean([v["per_asl"] for v in seeds.values()], axis=0).tolist(),
+            "return_per_asl": {s: v["per_asl"] for s, v in seeds.items()},
+            "eval_curves": {s: v["curve"] for s, v in seeds.items() if v["curve"] is not None},
+        }
     return out
 
 
@@ -81,75 +102,40 @@ def plot_env(env_id: str) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="InvertedPendulum-v5")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--sequence-length", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=10, help="FAS episodes per ASL")
     parser.add_argument("--mpc-episodes", type=int, default=3, help="FAS episodes per ASL for MPC (it is slow)")
     parser.add_argument("--mpc-samples", type=int, default=100)
     parser.add_argument("--mpc-iterations", type=int, default=3)
     parser.add_argument("--mpc-horizon", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=Path, default=Path("runs/bench_srl_fas"))
+    parser.add_argument("--workers", type=int, default=2, help="runs at once (torch threads split between them)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/sweeps"), help="where the sweep folder goes")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from srl_fas.json")
     args = parser.parse_args()
     if args.plot_only:
         print(f"wrote {plot_env(args.env)}")
         return
-    torch.set_num_threads(args.threads)
-    J = args.sequence_length
-    base = ENV_OVERRIDES.get(args.env, [])
-    methods = {
-        f"SRL-{J}": ("srl", [*base, f"agent.sequence_length={J}"]),
-        "SAC-1": ("sac", base),
-        f"SAC-{J}": ("sac", [*base, f"agent.action_repeat={J}"]),
-    }
-    mpc = CEMConfig(horizon=args.mpc_horizon, samples=args.mpc_samples, iterations=args.mpc_iterations,
-                    elites=max(2, args.mpc_samples // 10))
-    per_seed: dict[str, dict[int, FASResult]] = {m: {} for m in [*methods, "MPC"]}
-    curves: dict[str, dict[int, list]] = {m: {} for m in methods}
-    asl = list(ASL_GRID)
-    for name, seeds in stored_seeds(args.env, args.steps, list(per_seed)).items():
-        for seed, (fas, per_asl, curve) in seeds.items():
-            if seed not in args.seeds:  # keep it; its per-ASL mean stands in for its episodes
-                per_seed[name][seed] = FASResult(args.env, asl, [[r] for r in per_asl], fas, 0.0, 0.0)
-                if name in curves:
-                    curves[name][seed] = [tuple(c) for c in curve]
-    for seed in args.seeds:
-        for name, (algo, overrides) in methods.items():
-            run_dir = args.runs / f"{name}_{args.env}_s{seed}"
-            curves[name][seed] = train_or_resume(algo, args.env, seed, args.steps, overrides, run_dir, args.threads)
-            per_seed[name][seed] = fas_of(run_dir, args.episodes)
-            print(f"{args.env} seed {seed} {name}: FAS {per_seed[name][seed].fas:.3f}, "
-                  f"ASL-1 return {per_seed[name][seed].mean[0]:.1f}", flush=True)
-        srl_dir = args.runs / f"SRL-{J}_{args.env}_s{seed}"
-        per_seed["MPC"][seed] = fas_of(srl_dir, args.mpc_episodes, planner=mpc)
-        print(f"{args.env} seed {seed} MPC: FAS {per_seed['MPC'][seed].fas:.3f}", flush=True)
-
-    summary = {
-        "env": args.env, "steps": args.steps, "seeds": sorted(per_seed["SAC-1"]), "sequence_length": J,
-        "fas_episodes_per_asl": args.episodes, "mpc_episodes_per_asl": args.mpc_episodes,
-        "mpc": {"horizon": mpc.horizon, "samples": mpc.samples, "elites": mpc.elites, "iterations": mpc.iterations},
-        "published_sac_j_fas_gym_v2": PUBLISHED_SAC_J_FAS.get(env_family(args.env)),
-        "methods": {},
-    }
-    for name, results in per_seed.items():
-        fas = [r.fas for r in results.values()]
-        full = [float(r.mean[0]) for r in results.values()]
-        summary["methods"][name] = {
-            "fas": {str(s): r.fas for s, r in results.items()}, "fas_mean": float(np.mean(fas)),
-            "fas_std": float(np.std(fas)), "asl1_return_mean": float(np.mean(full)),
-            "mean_return_per_asl": np.mean([r.mean for r in results.values()], axis=0).tolist(),
-            "return_per_asl": {str(s): r.mean.tolist() for s, r in results.items()},
-            "eval_curves": {str(s): c for s, c in curves.get(name, {}).items()},
-        }
-    merge_result("srl_fas", args.env, summary)
-
+    GRIDS.mkdir(exist_ok=True)
+    path = GRIDS / f"srl_fas_{args.env}.toml"
+    command = f"cadence sweep benchmarks/sweeps/{path.name}"
+    path.write_text(f"# written by benchmarks/srl_fas.py; run it with: {command}\n" + tomli_w.dumps(grid(args)))
+    sweep = load_sweep(path)
+    root = args.runs / sweep.name
+    executor = LocalExecutor(args.workers)
+    with SweepProgress(sweep, root, executor.slots) as progress:
+        outcome = run_sweep(sweep, root, executor, progress)
+    if outcome.failed:
+        raise SystemExit(f"failed runs: {outcome.failed}")
+    print(f"wrote {write_report(root, RESULTS / f'srl_fas_{args.env}_report')}")
+    entry = summary(args, root, sweep)
+    merge_result("srl_fas", args.env, entry)
     plot_env(args.env)
     print(f"{'method':10s} {'FAS':>14s} {'ASL-1 return':>14s}")
-    for name, m in summary["methods"].items():
+    for name, m in entry["methods"].items():
         print(f"{name:10s} {m['fas_mean']:8.3f} ± {m['fas_std']:.3f} {m['asl1_return_mean']:14.1f}")
 
 

@@ -22,7 +22,7 @@ from cadence.agents.oer import ContinualOffline, ContinualOfflineConfig
 from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError
 from cadence.curricula import LAYOUT_TEACHERS, TEACHERS, make_layout_teacher, make_teacher
-from cadence.envs import make
+from cadence.envs import check_env_id, make
 from cadence.envs.batched import BatchedEnv
 from cadence.envs.maze_tasks import LAYOUT_FAMILIES, layout_family_of
 from cadence.envs.tasks import FAMILIES, base_env_id, family_of
@@ -65,6 +65,9 @@ class Recipe:
     train_config_cls: type = TrainConfig
     """The [train] section: TrainConfig (online) or OfflineTrainConfig."""
     prepare: Callable[[Recipe, dict[str, Any]], Prepared] = field(default=None, repr=False)  # type: ignore[assignment]
+    check: Callable[[dict[str, Any]], None] = field(default=lambda sections: None, repr=False)
+    """Cheap checks of a resolved config that need no env or data loaded (a sweep runs them on every run before
+    any starts); ``prepare`` runs them too."""
 
     @property
     def offline(self) -> bool:
@@ -102,13 +105,27 @@ ONLINE_ENV_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 # --- online: one env, or batched worlds --------------------------------------------------------------------------
-def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
+def _check_env(env_id: str) -> None:
+    try:
+        check_env_id(env_id)
+    except ValueError as e:
+        raise ConfigError(f"train.env: {e}") from None
+
+
+def check_online(sections: dict[str, Any]) -> None:
+    """A known env, and a budget past the random warm-up."""
     train_cfg, agent_cfg = sections["train"], sections["agent"]
+    _check_env(train_cfg.env)
     if train_cfg.total_steps <= agent_cfg.learning_starts:
         raise ConfigError(f"train.total_steps={train_cfg.total_steps} is not above agent.learning_starts="
                           f"{agent_cfg.learning_starts}: the run would only take random actions and never learn. "
                           f"Raise --total-steps or lower it, e.g. --set agent.learning_starts="
                           f"{max(1, train_cfg.total_steps // 10)}")
+
+
+def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
+    check_online(sections)
+    train_cfg, agent_cfg = sections["train"], sections["agent"]
     kwargs = recipe.env_kwargs(agent_cfg)
     fixed = fixed_task(train_cfg)  # {"task": ...} with train.task: every env of the run runs that task
     interval_env = make(train_cfg.env, **kwargs, **fixed)  # the agent acts at its own decision interval
@@ -191,18 +208,32 @@ def teacher_hook(train_cfg: TrainConfig) -> TeacherHook | None:
 
 
 # --- offline model-based: data set, fitted model, MOREC's filter -------------------------------------------------
+def check_offline(sections: dict[str, Any], name: str = "this algo") -> None:
+    """A data set is named, and a cadence data set named so exists (paths, d4rl: and minari: are read at start)."""
+    from cadence.replay.datasets import available_hint, dataset_file
+
+    train_cfg = sections["train"]
+    if train_cfg.env:
+        _check_env(train_cfg.env)
+    dataset = str(train_cfg.dataset or "")
+    if not dataset:
+        raise ConfigError(f"{name} learns from a data set: set train.dataset (--dataset NAME); {available_hint()}")
+    if ":" not in dataset and not Path(dataset).exists() and not dataset_file(dataset).is_file():
+        raise ConfigError(f"no data set named {dataset!r} (not a path, and not generated yet); {available_hint()}")
+
+
+def check_continual(sections: dict[str, Any]) -> None:
+    _check_env(sections["train"].env)
+
+
 def prepare_offline(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
     """MOPO / MOBILE: the data set (validated against the env), then at run time the fitted model (kept in
     checkpoints/model.pt), MOREC's filter if asked, and the offline loop."""
     from cadence.evaluation.scores import normalized_score
     from cadence.replay import load_dataset
 
+    check_offline(sections, recipe.name)
     train_cfg, agent_cfg = sections["train"], sections["agent"]
-    if not train_cfg.dataset:
-        from cadence.replay.datasets import available_hint
-
-        raise ConfigError(f"{recipe.name} learns from a data set: set train.dataset (--dataset NAME); "
-                          f"{available_hint()}")
     data = load_dataset(train_cfg.dataset)
     env_id = train_cfg.env or str(data.metadata.get("env_id", ""))
     if not env_id:
@@ -377,14 +408,15 @@ def sequence_reference(sequence: str) -> list[tuple[float, float]] | None:
 
 
 RECIPES: dict[str, Recipe] = {
-    "sac": Recipe("sac", SAC, SACConfig, TrainConfig, prepare_online),
-    "srl": Recipe("srl", SRL, SRLConfig, TrainConfig, prepare_online),
-    "mopo": Recipe("mopo", MOPO, MOPOConfig, OfflineTrainConfig, prepare_offline),
-    "mobile": Recipe("mobile", MOBILE, MOBILEConfig, OfflineTrainConfig, prepare_offline),
-    **{name: Recipe(name, ContinualModelBased, ContinualModelBasedConfig, ContinualTrainConfig, prepare_continual)
+    "sac": Recipe("sac", SAC, SACConfig, TrainConfig, prepare_online, check_online),
+    "srl": Recipe("srl", SRL, SRLConfig, TrainConfig, prepare_online, check_online),
+    "mopo": Recipe("mopo", MOPO, MOPOConfig, OfflineTrainConfig, prepare_offline, check_offline),
+    "mobile": Recipe("mobile", MOBILE, MOBILEConfig, OfflineTrainConfig, prepare_offline, check_offline),
+    **{name: Recipe(name, ContinualModelBased, ContinualModelBasedConfig, ContinualTrainConfig, prepare_continual,
+                    check_continual)
        for name in ("hypercrl", *(f"mbrl-{s}" for s in STRATEGIES if s != "hypercrl"))},
     **{name: Recipe(name, ContinualOffline, ContinualOfflineConfig, ContinualOfflineTrainConfig,
-                    prepare_continual_offline) for name in OFFLINE_STRATEGIES},
+                    prepare_continual_offline, check_continual) for name in OFFLINE_STRATEGIES},
 }
 
 

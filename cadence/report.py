@@ -30,9 +30,9 @@ from cadence.evaluation.continual import ContinualEvaluation
 from cadence.evaluation.plots import plot_continual_methods, plot_curves
 from cadence.io import atomic_write_json, atomic_write_text
 from cadence.run_folder import METRICS_FILE
+from cadence.sweeps import RUN_STATUS as RUN_FILE
+from cadence.sweeps import SWEEP_FILE
 
-SWEEP_FILE = "sweep.json"
-RUN_FILE = "sweep_run.json"
 REPORT_FILE = "report.md"
 REPORT_JSON = "report.json"
 #: the confidence level of every interval in the report

@@ -257,6 +257,8 @@ def expand(grid: Mapping[str, Any], default_name: str = "sweep", source: str = "
     """A parsed grid file -> its runs, validated (every run's config resolves) before anything is written."""
     import itertools
 
+    from cadence.recipes import recipe
+
     _check_keys(grid, TABLES, "the grid file (top-level tables)")
     options = grid.get("sweep", {})
     _check_keys(options, SWEEP_KEYS, "[sweep]")
@@ -276,7 +278,7 @@ def expand(grid: Mapping[str, Any], default_name: str = "sweep", source: str = "
         spec = RunSpec(run_name(method, values), method, algo, settings, fas_episodes,
                        int(options.get("fas_seed", 0)), mpc)
         try:
-            spec.sections()
+            recipe(algo).check(spec.sections())
         except ConfigError as e:
             raise SweepError(f"run {spec.name}: {e}") from None
         return spec

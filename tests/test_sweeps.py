@@ -95,6 +95,9 @@ method = "SAC-1"
     ('\n[[exclude]]\n"train.sed" = 1\n', "is no axis; did you mean 'train.seed'"),
     ('\n[[include]]\nmethod = "SAC-1"\n"train.seed" = 1\n', "same folder 'SAC-1/seed=1'"),
     ('\n[methods.bad]\nalgo = "sac"\nagent.gamma = 1.5\n', "agent.gamma"),
+    ('\n[methods.bad]\nalgo = "sac"\nagent.learning_starts = 500\n', "not above agent.learning_starts"),
+    ('\n[methods.bad]\nalgo = "sac"\ntrain.env = "Hoper-v5"\n', "close matches: Hopper-v5"),
+    ('\n[methods.bad]\nalgo = "mopo"\ntrain.dataset = "no-such-data"\n', "no data set named 'no-such-data'"),
 ])
 def test_bad_grids_fail_before_any_run(tmp_path, extra, message):
     path = tiny_grid(tmp_path, extra=extra)
@@ -112,23 +115,27 @@ def test_empty_axis_and_no_methods_are_refused(tmp_path):
 
 
 def test_local_sweep_runs_skips_and_records_a_failure(tmp_path):
-    path = tiny_grid(tmp_path, extra='\n[[include]]\nmethod = "SAC-1"\n"train.env" = "NoSuchEnv-v0"\n')
-    sweep = load_sweep(path)
+    sweep = load_sweep(tiny_grid(tmp_path))
     root = tmp_path / "sweep"
+    # a run that fails only once it starts, which no check of the grid can see: its folder holds a corrupt checkpoint
+    bad = "SAC-1/seed=2"
+    (root / bad / "checkpoints").mkdir(parents=True)
+    (root / bad / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     events = []
     outcome = run_sweep(sweep, root, LocalExecutor(workers=2), lambda kind, run, status: events.append(kind))
-    assert sorted(outcome.done) == sorted(r.name for r in sweep.runs[:4])
-    bad = "SAC-1/env=NoSuchEnv-v0"
-    assert list(outcome.failed) == [bad] and "NoSuchEnv" in outcome.failed[bad]
-    assert events.count("start") == events.count("end") == 5
-    for run in sweep.runs[:4]:
+    good = [r for r in sweep.runs if r.name != bad]
+    assert sorted(outcome.done) == sorted(r.name for r in good)
+    assert list(outcome.failed) == [bad] and "CheckpointError" in outcome.failed[bad]
+    assert read_status(root / bad)["status"] == "failed" and "Traceback" in read_status(root / bad)["traceback"]
+    assert events.count("start") == events.count("end") == 4
+    for run in good:
         metrics = json.loads((root / run.name / "metrics.json").read_text())
         assert metrics["steps"] == 200 and metrics["seed"] == run.settings["train.seed"]
         assert read_status(root / run.name)["status"] == "done"
     assert json.loads((root / "sweep.json").read_text())["name"] == "tiny"
     # again: the finished runs are skipped, the failed one is tried again (and fails again)
     again = run_sweep(sweep, root, LocalExecutor(workers=2))
-    assert len(again.skipped) == 4 and not again.done and list(again.failed) == ["SAC-1/env=NoSuchEnv-v0"]
+    assert len(again.skipped) == 3 and not again.done and list(again.failed) == [bad]
 
 
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
