@@ -133,6 +133,8 @@ def run_dataset(dataset: str, methods: dict[str, list[str]], args: argparse.Name
     order = ["MOPO", "MOREC-MOPO"]  # the runs whose fitted models the others share
     for phase in (*order, None):
         runs = [r for r in sweep.runs if (r.method == phase if phase else r.method not in order)]
+        if not runs:
+            continue
         for run in runs:
             seed = run.settings["train.seed"]
             share_model(root / f"MOPO/seed={seed}", root / run.name)
