@@ -444,14 +444,23 @@ class LocalExecutor:
     def torch_threads(self) -> int:
         return max(1, _cpus() // self.slots)
 
-    def run(self, runs: Sequence[RunSpec], root: Path, on_event: Event) -> None:
+    def start(self) -> Any:
+        """The process context, its server started: a forkserver that imports cadence (and torch) once, so each run
+        forks from it in milliseconds and starts clean, without the parent's threads. Once per sweep (a few
+        seconds); :meth:`run` calls it."""
         import multiprocessing
-        from multiprocessing.connection import wait
 
-        # forkserver: the server imports cadence (and torch) once; each run forks from it in milliseconds and
-        # starts clean, without the parent's threads
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["cadence.sweeps", "cadence.runs"])
+        warm = context.Process(target=os.getpid)  # returns once the server has imported the preload
+        warm.start()
+        warm.join()
+        return context
+
+    def run(self, runs: Sequence[RunSpec], root: Path, on_event: Event) -> None:
+        from multiprocessing.connection import wait
+
+        context = self.start()
         queue, live = list(runs), {}
         try:
             while queue or live:
@@ -485,6 +494,12 @@ def _outcome(run_dir: Path, exitcode: int | None) -> dict[str, Any]:
 
 def _ray_run(run: RunSpec, root: str, torch_threads: int) -> dict[str, Any]:
     return execute_run(run, root, torch_threads)
+
+
+def _ray_warm() -> int:
+    import cadence.runs  # noqa: F401  (a worker's first task would import it)
+
+    return os.getpid()
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
@@ -532,21 +547,31 @@ class RayExecutor:
     def torch_threads(self) -> int:
         return self.cpus_per_run
 
-    def connect(self) -> bool:
-        """Attach to (or start) Ray; True when this call started it, so :meth:`run` shuts it down again."""
+    def check(self) -> None:
+        """Ray is installed and the cluster named (if any) answers; before anything is written."""
         try:
-            import ray
+            import ray  # noqa: F401
         except ImportError:
             raise SweepError("the Ray executor needs Ray: pip install 'cadence-rl[ray]'") from None
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            check_ray_address(address)
+
+    def connect(self) -> bool:
+        """Attach to (or start) Ray; True when this call started it, so :meth:`run` shuts it down again."""
+        self.check()
+        import ray
+
         address = self.address or os.environ.get("RAY_ADDRESS")
         if ray.is_initialized():
             return False
         if address:
-            check_ray_address(address)
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=self.slots * self.cpus_per_run, num_gpus=math.ceil(self.slots * self.gpus_per_run),
                      include_dashboard=False, log_to_driver=False)
+        warm = ray.remote(_ray_warm).options(num_cpus=self.cpus_per_run, num_gpus=0)
+        ray.get([warm.remote() for _ in range(self.slots)])  # the workers import cadence now, once
         return True
 
     def run(self, runs: Sequence[RunSpec], root: Path, on_event: Event) -> None:
@@ -612,6 +637,8 @@ def run_sweep(sweep: Sweep, root: str | Path, executor: LocalExecutor | RayExecu
     """Run the sweep's unfinished runs in ``root`` on ``executor`` (default: local); ``on_event`` sees each run
     start and end."""
     executor = executor or LocalExecutor()
+    if isinstance(executor, RayExecutor):
+        executor.check()
     root = prepare_folder(sweep, root)
     outcome = SweepOutcome()
     outcome.skipped = [r.name for r in sweep.runs if is_done(r, root)]

@@ -188,3 +188,13 @@ def test_ray_sweep_runs_four_runs_locally(tmp_path):
     assert sorted(outcome.done) == sorted(r.name for r in sweep.runs) and not outcome.failed
     for run in sweep.runs:
         assert json.loads((tmp_path / "sweep" / run.name / "metrics.json").read_text())["steps"] == 200
+
+
+def test_cli_refuses_an_unreachable_ray_cluster_before_any_run(tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'cadence-rl[ray]'")
+    start = time.time()
+    root = tmp_path / "s"
+    code = main(["sweep", str(tiny_grid(tmp_path)), "--executor", "ray", "--ray-address", "127.0.0.1:9",
+                 "--runs-dir", str(root)])
+    assert code == 2 and "cannot reach the Ray cluster at 127.0.0.1:9" in capsys.readouterr().err
+    assert time.time() - start < 30 and not any(root.rglob("sweep_run.json"))
