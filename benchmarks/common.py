@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: resumable training runs and result files."""
+"""Helpers shared by the benchmark scripts: resumable training runs (one at a time, or many as a cadence sweep)
+and result files."""
 
 from __future__ import annotations
 
@@ -32,6 +33,29 @@ def train_or_resume(algo: str, env_id: str, seed: int, steps: int, overrides: li
     base = {"train": {"env": env_id, "seed": seed, "total_steps": steps}}
     sections = resolve_config(algo, base, None, [*overrides, f"train.torch_threads={threads}", "train.progress=false"])
     return runs.train_or_resume(algo, sections, run_dir)
+
+
+def run_methods(name: str, methods: dict[str, tuple[str, dict[str, dict[str, Any]]]], seeds: list[int], root: Path,
+                workers: int) -> dict[tuple[str, int], float]:
+    """Every (method, seed) as one cadence sweep named ``name`` in ``root`` (resumable; ``workers`` runs at once):
+    ``methods`` maps a method to its algo and config sections (``{"train": {...}, "agent": {...}}``). Run folders are
+    :func:`run_dir`; returns each run's seconds (as recorded when it ran)."""
+    from cadence.sweeps import LocalExecutor, SweepProgress, expand, read_status, run_sweep
+
+    table = {m: {"algo": algo, **{f"{section}.{k}": v for section, keys in config.items() for k, v in keys.items()}}
+             for m, (algo, config) in methods.items()}
+    sweep = expand({"sweep": {"name": name}, "methods": table, "axes": {"train.seed": list(seeds)}})
+    executor = LocalExecutor(workers)
+    with SweepProgress(sweep, root, executor.slots) as progress:
+        outcome = run_sweep(sweep, root, executor, progress)
+    if outcome.failed:
+        raise SystemExit(f"{len(outcome.failed)} run(s) failed: {outcome.failed}")
+    return {(r.method, r.settings["train.seed"]): read_status(root / r.name).get("seconds") for r in sweep.runs}
+
+
+def run_dir(root: Path, method: str, seed: int) -> Path:
+    """The folder of one (method, seed) run of :func:`run_methods`."""
+    return root / method / f"seed={seed}"
 
 
 def merge_result(name: str, key: str, value: Any) -> Path:

@@ -2,8 +2,10 @@
 
 Trains HyperCRL and the baselines (finetune, coreset, EWC, SI, multitask; single, one model per task, is the
 forward-transfer reference) with the same dynamics MLP, planner, data budget and model updates, ``--seeds`` each,
-as runs of ``cadence train <algo> --sequence HalfCheetahBody``. Each run records two matrices (MPC return, and the
-model's prediction error on held-out random transitions of every task), with periodic rows inside each task.
+as runs of ``cadence train <algo> --sequence HalfCheetahBody`` in one cadence sweep
+(``runs/sweeps/continual_mbrl/<method>/seed=N``, resumable; ``cadence report`` reads it). Each run records two
+matrices (MPC return, and the model's prediction error on held-out random transitions of every task), with periodic
+rows inside each task.
 Writes ``benchmarks/results/continual_mbrl.json``, ``continual_mbrl_{return,model_error}.png`` (every method's
 matrix, mean over seeds) and ``continual_mbrl_metrics.png``. Then measures one evaluation row (every task x 5
 episodes) through the batched task-aware planner against planning world by world, on the same trained model.
@@ -21,12 +23,11 @@ import argparse
 import json
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, merge_result
+from common import RESULTS, cpu_name, merge_result, run_dir, run_methods
 
 METHODS = ("hypercrl", "hypercrl-lr1e-3", "finetune", "coreset", "ewc", "si", "multitask", "single")
 SEQUENCE = "HalfCheetahBody"
@@ -50,23 +51,20 @@ def settings(args: argparse.Namespace, seed: int) -> dict:
             "agent": {"hidden_sizes": [200, 200], "horizon": 15, "samples": 100, "elites": 10, "iterations": 3}}
 
 
-def run_one(method: str, seed: int, args: argparse.Namespace) -> tuple[str, int, float]:
-    """Train (or resume, or reuse) one run; returns (method, seed, seconds)."""
-    from cadence.runs import resolve_config, train_or_resume
-
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    config = settings(args, seed)
-    config["agent"].update(METHOD_AGENT.get(method, {}))
-    sections = resolve_config(algo_of(method), config, None, [])
-    train_or_resume(algo_of(method), sections, args.runs / f"{method}_s{seed}")
-    return method, seed, time.perf_counter() - start
+def train_all(args: argparse.Namespace) -> dict:
+    """Every (method, seed) run as one cadence sweep; returns their seconds."""
+    methods = {}
+    for method in args.methods:
+        config = settings(args, 0)  # the sweep's seed axis sets train.seed
+        config["agent"].update(METHOD_AGENT.get(method, {}))
+        methods[method] = (algo_of(method), config)
+    return run_methods("continual_mbrl", methods, args.seeds, args.runs, args.workers)
 
 
-def records(run_dir: Path) -> dict:
+def records(folder: Path) -> dict:
     from cadence.evaluation.continual import ContinualEvaluation
 
-    return {name: ContinualEvaluation.from_dict(json.loads((run_dir / f"continual_{name}.json").read_text())["record"])
+    return {name: ContinualEvaluation.from_dict(json.loads((folder / f"continual_{name}.json").read_text())["record"])
             for name in ("return", "model_error")}
 
 
@@ -78,14 +76,14 @@ def summarise(args: argparse.Namespace, methods: list[str], seeds: list[int], ti
     for method in methods:
         per_seed = {}
         for seed in seeds:
-            own = records(args.runs / f"{method}_s{seed}")
-            single = records(args.runs / f"single_s{seed}") if "single" in methods else None
+            own = records(run_dir(args.runs, method, seed))
+            single = records(run_dir(args.runs, "single", seed)) if "single" in methods else None
             per_seed[str(seed)] = {
                 name: {"matrix": np.where(np.isnan(rec.matrix), None, rec.matrix).tolist(),
                        "metrics": summary(rec, np.diag(single[name].matrix) if single else None)}
                 for name, rec in own.items()}
             per_seed[str(seed)]["seconds"] = times.get((method, seed))
-            per_seed[str(seed)]["old_task_memory_floats"] = old_task_memory(args.runs / f"{method}_s{seed}")
+            per_seed[str(seed)]["old_task_memory_floats"] = old_task_memory(run_dir(args.runs, method, seed))
         out[method] = {"per_seed": per_seed}
         for name in ("return", "model_error"):
             keys = per_seed[str(seeds[0])][name]["metrics"]
@@ -94,18 +92,18 @@ def summarise(args: argparse.Namespace, methods: list[str], seeds: list[int], ti
     return out
 
 
-def old_task_memory(run_dir: Path) -> int:
+def old_task_memory(folder: Path) -> int:
     """Floats the finished learner keeps for tasks before the last (multitask: their transitions, in the loop)."""
     from cadence.agents.continual import ContinualModelBased
     from cadence.checkpoint import load_checkpoint
     from cadence.envs import make
     from cadence.runs import read_run_config
 
-    algo, sections = read_run_config(run_dir)
+    algo, sections = read_run_config(folder)
     env = make(sections["train"].env)
     strategy = "hypercrl" if algo == "hypercrl" else algo.removeprefix("mbrl-")
     learner = ContinualModelBased(env.observation_space, env.action_space, strategy, sections["agent"])
-    bundle = load_checkpoint(run_dir)
+    bundle = load_checkpoint(folder)
     learner.load_state_dict(bundle["agent"])
     kept = learner.old_task_memory()
     if kept is None:  # multitask: every earlier task's buffer
@@ -126,11 +124,11 @@ def planner_speed(args: argparse.Namespace, seed: int, episodes: int = 5) -> dic
     from cadence.runs import read_run_config
 
     torch.set_num_threads(2)
-    run_dir = args.runs / f"hypercrl_s{seed}"
-    _, sections = read_run_config(run_dir)
+    folder = run_dir(args.runs, "hypercrl", seed)
+    _, sections = read_run_config(folder)
     env = make(sections["train"].env)
     model = ContinualModelBased(env.observation_space, env.action_space, "hypercrl", sections["agent"])
-    model.load_state_dict(load_checkpoint(run_dir)["agent"])
+    model.load_state_dict(load_checkpoint(folder)["agent"])
     family, tasks = resolve_sequence(SEQUENCE)
     params = [p for _, p in tasks]
     timings = {}
@@ -183,21 +181,14 @@ def main() -> None:
     parser.add_argument("--steps-per-task", type=int, default=5000)
     parser.add_argument("--model-steps", type=int, default=200, help="model updates per fit (5 fits per task)")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
-    parser.add_argument("--runs", type=Path, default=Path("runs/bench_continual"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/sweeps/continual_mbrl"), help="the sweep folder")
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--skip-speed", action="store_true", help="skip the batched-planner timing")
     args = parser.parse_args()
     if args.plot_only:
         print("wrote", *plot(json.loads((RESULTS / "continual_mbrl.json").read_text())["HalfCheetahBody"]))
         return
-    times: dict = {}
-    jobs = [(m, s) for s in args.seeds for m in args.methods]
-    with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(run_one, m, s, args) for m, s in jobs]
-        for f in as_completed(futures):
-            method, seed, seconds = f.result()
-            times[(method, seed)] = seconds
-            print(f"{method} seed {seed}: {seconds:.0f} s", flush=True)
+    times = train_all(args)
     from cadence.envs.tasks import resolve_sequence
 
     result = {"sequence": SEQUENCE, "tasks": [label for label, _ in resolve_sequence(SEQUENCE)[1]],

@@ -3,7 +3,8 @@
 First makes the sequence's data sets with ``cadence collect --sequence`` (one SAC run per task: its medium data
 set, plus random and expert data sets whose returns give the normalised scores). Then trains every method with the
 same TD3+BC, memory size and gradient budget, ``--seeds`` each, as runs of ``cadence train <method> --sequence
-NAME --memory N``, and the ablations: ``mbes`` (MBES memory without dual cloning) and ``dbc`` (dual cloning with a
+NAME --memory N`` in one cadence sweep (``runs/sweeps/continual_offline/<method>/seed=N``, resumable; ``cadence
+report`` reads it), and the ablations: ``mbes`` (MBES memory without dual cloning) and ``dbc`` (dual cloning with a
 random memory), which show which part of OER carries any gain.
 
 Writes ``benchmarks/results/continual_offline.json``, ``continual_offline_{return,normalized_score}.png`` (every
@@ -21,13 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, merge_result
+from common import RESULTS, cpu_name, merge_result, run_dir, run_methods
 
 METHODS = ("oer", "er", "finetune", "multitask", "mbes", "dbc")
 
@@ -49,19 +48,15 @@ def collect_sequence(args: argparse.Namespace) -> None:
                               reference_episodes=2 if args.smoke else 10), SMOKE_POLICY if args.smoke else ())
 
 
-def run_one(method: str, seed: int, args: argparse.Namespace) -> tuple[str, int, float]:
-    """Train (or resume, or reuse) one run; returns (method, seed, seconds)."""
-    from cadence.runs import resolve_config, train_or_resume
-
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    sections = resolve_config(method, {
-        "train": {"sequence": args.sequence, "seed": seed, "steps_per_task": args.steps_per_task,
-                  "eval_every": args.steps_per_task // 4, "eval_episodes": 3, "torch_threads": 1, "progress": False,
-                  "checkpoint_every": args.steps_per_task // 2, **({"episode_steps": 50} if args.smoke else {})},
-        "agent": {"memory": args.memory, **(SMOKE_AGENT if args.smoke else {})}}, None, [])
-    train_or_resume(method, sections, args.runs / f"{method}_s{seed}")
-    return method, seed, time.perf_counter() - start
+def train_all(args: argparse.Namespace) -> dict:
+    """Every (method, seed) run as one cadence sweep; returns their seconds."""
+    config = {"train": {"sequence": args.sequence, "steps_per_task": args.steps_per_task,
+                        "eval_every": args.steps_per_task // 4, "eval_episodes": 3, "torch_threads": 1,
+                        "progress": False, "checkpoint_every": args.steps_per_task // 2,
+                        **({"episode_steps": 50} if args.smoke else {})},
+              "agent": {"memory": args.memory, **(SMOKE_AGENT if args.smoke else {})}}
+    return run_methods(f"continual_offline_{args.sequence}", {m: (m, config) for m in args.methods}, args.seeds,
+                       args.runs, args.workers)
 
 
 def summarise(args: argparse.Namespace, times: dict) -> dict:
@@ -72,7 +67,7 @@ def summarise(args: argparse.Namespace, times: dict) -> dict:
     for method in args.methods:
         per_seed: dict = {}
         for seed in args.seeds:
-            run = args.runs / f"{method}_s{seed}"
+            run = run_dir(args.runs, method, seed)
             per_seed[str(seed)] = {"seconds": times.get((method, seed))}
             for path in sorted(run.glob("continual_*.json")):
                 rec = ContinualEvaluation.from_dict(json.loads(path.read_text())["record"])
@@ -124,7 +119,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=50_000, help="transitions per task's data set")
     parser.add_argument("--policy-steps", type=int, default=60_000, help="SAC steps of each task's policy run")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
-    parser.add_argument("--runs", type=Path, default=Path("runs/bench_continual_offline"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/sweeps/continual_offline"), help="the sweep folder")
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets in a temp folder, to check the script")
     args = parser.parse_args()
@@ -140,13 +135,7 @@ def main() -> None:
         print("wrote", *plot(json.loads((RESULTS / "continual_offline.json").read_text())[args.sequence]))
         return
     collect_sequence(args)
-    times: dict = {}
-    with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(run_one, m, s, args) for s in args.seeds for m in args.methods]
-        for f in as_completed(futures):
-            method, seed, seconds = f.result()
-            times[(method, seed)] = seconds
-            print(f"{method} seed {seed}: {seconds:.0f} s", flush=True)
+    times = train_all(args)
     from cadence.envs.tasks import resolve_sequence
 
     result = {"sequence": args.sequence, "tasks": [label for label, _ in resolve_sequence(args.sequence)[1]],

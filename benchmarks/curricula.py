@@ -1,6 +1,7 @@
 """Curriculum teachers against their baselines, SAC as the student, at equal env-step budgets (issue 16).
 
-Two suites, each a set of runs of ``cadence train sac --env ENV --teacher NAME``, ``--seeds`` each:
+Two suites, each a set of runs of ``cadence train sac --env ENV --teacher NAME``, ``--seeds`` each, run as one
+cadence sweep (``runs/sweeps/<suite>/<teacher>/seed=N``, resumable):
 
 * ``physics`` (default): ALP-GMM against Random, RIAC and Covar-GMM on ``HopperPhysics-v0`` (gravity, friction,
   torso mass). At every evaluation the student is scored on the family's fixed 27 test tasks (one episode each);
@@ -27,14 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, merge_result
+from common import RESULTS, cpu_name, merge_result, run_dir, run_methods
 
 
 @dataclass(frozen=True)
@@ -56,20 +55,6 @@ SUITES = {
 }
 
 
-def run_one(suite: Suite, teacher: str, seed: int, args: argparse.Namespace) -> tuple[str, int, float]:
-    """Train (or resume, or reuse) one student; returns (teacher, seed, seconds)."""
-    from cadence.runs import resolve_config, train_or_resume
-
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    sections = resolve_config("sac", {"train": {"env": suite.env, "teacher": teacher, "seed": seed,
-                                                "total_steps": args.steps, "eval_every": args.steps // 10,
-                                                "eval_episodes": 3, "torch_threads": 1, "progress": False,
-                                                "checkpoint_every": args.steps // 4}}, None, list(suite.agent))
-    train_or_resume("sac", sections, args.runs / f"{teacher}_s{seed}")
-    return teacher, seed, time.perf_counter() - start
-
-
 def hook_state(run_dir: Path) -> dict:
     from cadence.checkpoint import load_checkpoint
 
@@ -82,7 +67,7 @@ def summarise(args: argparse.Namespace, times: dict) -> dict:
     for teacher in args.teachers:
         per_seed = {}
         for seed in args.seeds:
-            state = hook_state(args.runs / f"{teacher}_s{seed}")
+            state = hook_state(run_dir(args.runs, teacher, seed))
             steps = [step for step, _ in state["tests"]]
             returns = np.array([r for _, r in state["tests"]])  # [evaluations, test tasks]: return or success
             seconds = times.get((teacher, seed))
@@ -220,7 +205,7 @@ def main() -> None:
     parser.add_argument("--rvae-minutes", type=float, default=10.0,
                         help="mazes: minutes to train DESIGN's RVAE sizes for the accuracy report (0: skip)")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
-    parser.add_argument("--runs", type=Path, help="run folders (default runs/bench_<suite plot stem>)")
+    parser.add_argument("--runs", type=Path, help="the sweep folder (default runs/sweeps/<suite plot stem>)")
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--summarise-only", action="store_true",
                         help="rebuild the results from the run folders as they are (no training; no time shares)")
@@ -232,7 +217,7 @@ def main() -> None:
         parser.error(f"--teachers {unknown} are not in the {args.suite} suite: {', '.join(suite.teachers)}")
     args.steps = args.steps or suite.steps
     args.thresholds = args.thresholds or list(suite.thresholds)
-    args.runs = args.runs or Path(f"runs/bench_{suite.plot_stem}")
+    args.runs = args.runs or Path(f"runs/sweeps/{suite.plot_stem}")
     if args.plot_only:
         print("wrote", *plot(json.loads((RESULTS / "curricula.json").read_text())[suite.env], suite))
         return
@@ -261,15 +246,15 @@ def main() -> None:
 
 
 def train_all(suite: Suite, args: argparse.Namespace) -> dict:
-    """Every (teacher, seed) run, ``--workers`` at a time; returns their wall times."""
-    times: dict = {}
-    with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(run_one, suite, t, s, args) for s in args.seeds for t in args.teachers]
-        for f in as_completed(futures):
-            teacher, seed, seconds = f.result()
-            times[(teacher, seed)] = seconds
-            print(f"{teacher} seed {seed}: {seconds:.0f} s", flush=True)
-    return times
+    """Every (teacher, seed) student as one cadence sweep, ``--workers`` at a time; returns their seconds."""
+    from cadence.config import parse_override
+
+    agent = {key.removeprefix("agent."): value for key, value in map(parse_override, suite.agent)}
+    methods = {t: ("sac", {"train": {"env": suite.env, "teacher": t, "total_steps": args.steps,
+                                     "eval_every": args.steps // 10, "eval_episodes": 3, "torch_threads": 1,
+                                     "progress": False, "checkpoint_every": args.steps // 4}, "agent": agent})
+               for t in args.teachers}
+    return run_methods(f"curricula_{suite.plot_stem}", methods, args.seeds, args.runs, args.workers)
 
 
 def report(result: dict, args: argparse.Namespace) -> None:
