@@ -14,6 +14,7 @@ from cadence.envs.libero import (
     MAX_EPISODE_STEPS,
     OBJECT_SIZE,
     PROPRIO_SIZE,
+    LiberoEnv,
     libero_id,
     parse_libero_id,
     require_libero,
@@ -180,3 +181,20 @@ def test_the_loops_task_hook_switches_libero_tasks(tmp_path):
     assert state.episodes == 3 and hook.ended == [(0, 0), (1, 1), (2, 2)]
     env.close()
     eval_env.close()
+
+
+@needs_libero
+def test_cameras_add_rendered_images_beside_the_state():
+    env = LiberoEnv("object", 0, cameras=True, camera_size=32)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert set(obs) == {"state", "agentview_image", "robot0_eye_in_hand_image"}
+        assert env.observation_space.contains(obs)
+        assert obs["state"].shape == env.observation_space["state"].shape
+        step_obs = env.step(np.zeros(7, np.float32))[0]
+        for name in ("agentview_image", "robot0_eye_in_hand_image"):
+            image = step_obs[name]
+            assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+            assert image.std() > 5  # a rendered scene, not a blank frame
+    finally:
+        env.close()
