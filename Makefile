@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/curricula.py --suite mazes
 	$(PY) benchmarks/mbes_speed.py
 	$(PY) benchmarks/continual_offline.py
+	$(PY) benchmarks/libero.py
+	$(PY) benchmarks/sweep_overhead.py
 
 dashboard: $(STAMP)
 	$(VENV)/bin/cadence dashboard --logdir runs
