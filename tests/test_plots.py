@@ -41,10 +41,11 @@ def test_mean_band_with_one_run_and_missing_points():
         mean_band([[np.nan]])
 
 
-def test_align_runs_takes_the_union_of_steps():
-    xs, ys = align_runs([[(0, 1.0), (10, 2.0)], [(0, 3.0), (5, 4.0), (10, 5.0)]])
-    assert xs.tolist() == [0, 5, 10]
-    np.testing.assert_array_equal(ys, [[1.0, np.nan, 2.0], [3.0, 4.0, 5.0]])
+def test_align_runs_interpolates_each_run_inside_its_span_only():
+    xs, ys = align_runs([[(0, 1.0), (10, 2.0)], [(0, 3.0), (5, 4.0), (10, 5.0), (20, 7.0)]])
+    assert xs.tolist() == [0, 5, 10, 20]
+    # run 0 has no point at 5 (interpolated: 1.5) and ends at 10 (NaN at 20)
+    np.testing.assert_array_equal(ys, [[1.0, 1.5, 2.0, np.nan], [3.0, 4.0, 5.0, 7.0]])
     with pytest.raises(ValueError, match="at least one"):
         align_runs([[]])
 

@@ -87,14 +87,18 @@ def mean_band(values: Sequence[Sequence[float]] | np.ndarray, z: float = Z95
 
 
 def align_runs(runs: Sequence[Sequence[Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
-    """Runs of ``(x, y)`` points -> the sorted union of their x and ``y[run, x]`` (NaN where a run lacks that x)."""
+    """Runs of ``(x, y)`` points -> the sorted union of their x and ``y[run, x]``: a run's own points, linearly
+    interpolated at the other runs' x inside its own span, NaN outside it. Runs evaluated at slightly different
+    steps (an agent that acts J steps at a time stops at 4003, not 4000) so share every point of the curve."""
     if not runs or any(len(run) == 0 for run in runs):
         raise ValueError("every run needs at least one (x, y) point")
     xs = np.unique(np.concatenate([np.asarray(run, dtype=np.float64)[:, 0] for run in runs]))
     ys = np.full((len(runs), len(xs)), np.nan)
     for i, run in enumerate(runs):
         run = np.asarray(run, dtype=np.float64)
-        ys[i, np.searchsorted(xs, run[:, 0])] = run[:, 1]
+        run = run[np.argsort(run[:, 0], kind="stable")]
+        inside = (xs >= run[0, 0]) & (xs <= run[-1, 0])
+        ys[i, inside] = np.interp(xs[inside], run[:, 0], run[:, 1])
     return xs, ys
 
 
@@ -172,7 +176,8 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], p
                 hline: float | None = None, hline_label: str | None = None, unit: str = "seeds") -> Path:
     """Learning curves: for each label, one or more runs of (x, y) points (``unit``: what the runs are, e.g.
     seeds), drawn as their mean with a 95% confidence band over runs (mean ± 1.96·SEM; a single run is its line).
-    Runs may be evaluated at different x: each point's band uses the runs that have it."""
+    Runs may be evaluated at different x: each run is interpolated at the others' x inside its own span
+    (:func:`align_runs`), and each point's band uses the runs that reach it."""
     fig, ax = plt.subplots(figsize=(7, 4.3))
     banded = False
     for i, (label, runs) in enumerate(curves.items()):
