@@ -48,7 +48,6 @@ import json
 import math
 import os
 import re
-import shutil
 import time
 import tomllib
 import traceback
@@ -263,9 +262,10 @@ def expand(grid: Mapping[str, Any], default_name: str = "sweep", source: str = "
     options = grid.get("sweep", {})
     _check_keys(options, SWEEP_KEYS, "[sweep]")
     name = str(options.get("name", default_name))
-    fas_episodes = options.get("fas_episodes", 0)
-    if not isinstance(fas_episodes, int) or fas_episodes < 0:
-        raise SweepError(f"[sweep] fas_episodes must be an integer >= 0, got {fas_episodes!r}")
+    fas_episodes, fas_seed = options.get("fas_episodes", 0), options.get("fas_seed", 0)
+    for key, value in (("fas_episodes", fas_episodes), ("fas_seed", fas_seed)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise SweepError(f"[sweep] {key} must be an integer >= 0, got {value!r}")
     methods = _methods(grid)
     axes = _axes(grid, methods)
     method_axis = axes.pop("method", list(methods))
@@ -275,8 +275,7 @@ def expand(grid: Mapping[str, Any], default_name: str = "sweep", source: str = "
         algo, own, mpc = methods[method]
         settings = {**_config_keys(base, algo, "[base]"), **own,
                     **_config_keys(values, algo, f"run {run_name(method, values)}")}
-        spec = RunSpec(run_name(method, values), method, algo, settings, fas_episodes,
-                       int(options.get("fas_seed", 0)), mpc)
+        spec = RunSpec(run_name(method, values), method, algo, settings, fas_episodes, fas_seed, mpc)
         try:
             recipe(algo).check(spec.sections())
         except ConfigError as e:
@@ -366,8 +365,11 @@ def execute_run(run: RunSpec, root: str | Path, torch_threads: int | None = None
     run_dir = Path(root) / run.name
     start = time.time()
     status = {**run.record(), "status": "running", "error": None, "started": start, "pid": os.getpid()}
-    if not checkpoint_path(run_dir).is_file() and not read_metrics(run_dir) and run_dir.exists():
-        shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to resume, start it afresh
+    if not checkpoint_path(run_dir).is_file() and not read_metrics(run_dir):
+        # killed before its first checkpoint: nothing to resume; its TensorBoard events would stop a fresh start
+        # (files put there on purpose, such as a shared fitted model, stay)
+        for events in run_dir.glob("events.out.tfevents.*"):
+            events.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / RUN_STATUS, status)
     try:
@@ -579,12 +581,16 @@ class RayExecutor:
 
         started = self.connect()
         task = ray.remote(_ray_run).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
-        pending = {}
+        # at most as many in flight as the cluster can run at once, so "running" means running (and a
+        # Ctrl-C leaves nothing queued)
+        slots = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_run))
+        queue, pending = list(runs), {}
         try:
-            for run in runs:
-                pending[task.remote(run, str(root.resolve()), self.torch_threads)] = run
-                on_event("start", run, None)
-            while pending:
+            while queue or pending:
+                while queue and len(pending) < slots:
+                    run = queue.pop(0)
+                    pending[task.remote(run, str(root.resolve()), self.torch_threads)] = run
+                    on_event("start", run, None)
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 run = pending.pop(ready[0])
                 try:

@@ -18,6 +18,7 @@ from cadence.sweeps import (
     RayExecutor,
     SweepError,
     check_ray_address,
+    execute_run,
     expand,
     load_sweep,
     read_status,
@@ -198,3 +199,15 @@ def test_cli_refuses_an_unreachable_ray_cluster_before_any_run(tmp_path, capsys)
                  "--runs-dir", str(root)])
     assert code == 2 and "cannot reach the Ray cluster at 127.0.0.1:9" in capsys.readouterr().err
     assert time.time() - start < 30 and not any(root.rglob("sweep_run.json"))
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_afresh_keeping_other_files(tmp_path):
+    run = load_sweep(tiny_grid(tmp_path)).runs[0]
+    folder = tmp_path / "sweep" / run.name
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "events.out.tfevents.1.dead").write_bytes(b"")  # what a run killed at its start leaves
+    (folder / "checkpoints" / "model.pt").write_bytes(b"shared")  # e.g. a fitted model another run shares
+    status = execute_run(run, tmp_path / "sweep", torch_threads=1)
+    assert status["status"] == "done", status.get("traceback")
+    assert not (folder / "events.out.tfevents.1.dead").exists()
+    assert (folder / "checkpoints" / "model.pt").read_bytes() == b"shared"
