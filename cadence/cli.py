@@ -483,8 +483,13 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
 
 # --- sweep and report ----------------------------------------------------------------------------------------------
 def _add_sweep(sub: Any) -> None:
-    p = sub.add_parser("sweep", help="run a grid of runs (TOML) locally or on Ray; resumable")
-    p.add_argument("grid", type=Path, metavar="GRID.toml", help="the grid file (see cadence.sweeps for its format)")
+    from cadence.sweeps import GRID_EXAMPLE
+
+    p = sub.add_parser("sweep", help="run a grid of runs (TOML) locally or on Ray; resumable",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run every run of a grid file, skipping finished ones and resuming interrupted "
+                                   "ones. A grid file:\n\n" + GRID_EXAMPLE)
+    p.add_argument("grid", type=Path, metavar="GRID.toml", help="the grid file (format above)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: a process pool on this machine (default); ray: Ray tasks (extra 'ray')")
     p.add_argument("--workers", type=int, help="runs at once (default: one per CPU core)")

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Call ``write(fileobj)`` on a temp file beside ``path``, then rename it over ``path``."""
@@ -50,4 +48,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    import torch  # here: the JSON and text writers serve torch-free callers (the CLI's --help)
+
     return atomic_write(path, lambda f: torch.save(obj, f))

@@ -1,34 +1,8 @@
 """Sweeps: a grid of runs from one TOML file, run locally (a process pool) or on a Ray cluster, resumable.
 
-A grid file::
-
-    [sweep]
-    name = "srl_fas"              # default: the file's stem; names the folder runs/sweeps/<name>
-    fas_episodes = 10             # after training, a FAS sweep with this many episodes per ASL (0: none)
-    compare = ["SRL-8", "SAC-1"]  # the report's probability of improvement (optional)
-
-    [base]                        # config keys shared by every run (section.key, as in --set)
-    train.total_steps = 20000
-
-    [methods.SRL-8]               # one entry per method: its recipe and its own keys
-    algo = "srl"
-    agent.sequence_length = 8
-    mpc = { horizon = 10, samples = 100, elites = 10, iterations = 3, episodes = 3, label = "MPC" }
-
-    [methods.SAC-1]
-    algo = "sac"
-
-    [axes]                        # the grid: every combination of the methods and these values
-    "train.env" = ["InvertedPendulum-v5", "Reacher-v5"]
-    "train.seed" = [1, 2, 3]
-
-    [[exclude]]                   # grid runs matching all the given axis values are left out
-    method = "SAC-1"
-    "train.env" = "Reacher-v5"
-
-    [[include]]                   # extra runs: a method and its keys (the rest from [base] and the method)
-    method = "SRL-8"
-    "train.seed" = 4
+A grid file (:data:`GRID_EXAMPLE`, which ``cadence sweep --help`` prints) has these tables: ``[sweep]`` (name,
+fas_episodes, fas_seed, compare), ``[base]``, ``[methods.NAME]`` (algo, config keys, an optional ``mpc`` table),
+``[axes]``, ``[[include]]`` and ``[[exclude]]``.
 
 Each run's folder is ``<method>/<key>=<value>,...`` under the sweep folder, named from the axis values (the seed
 last), so TensorBoard groups runs by method and a re-run of the sweep finds them again. A run folder is a normal
@@ -58,6 +32,36 @@ from typing import Any
 
 from cadence.config import ConfigError, config_key
 from cadence.io import atomic_write_json, atomic_write_text
+
+GRID_EXAMPLE = """\
+[sweep]
+name = "srl_fas"              # default: the file's stem; names the folder runs/sweeps/<name>
+fas_episodes = 10             # after training, a FAS sweep with this many episodes per ASL (0: none)
+compare = ["SRL-8", "SAC-1"]  # the report's probability of improvement (optional)
+
+[base]                        # config keys shared by every run (section.key, as in --set)
+train.total_steps = 20000
+
+[methods.SRL-8]               # one entry per method: its recipe and its own keys
+algo = "srl"
+agent.sequence_length = 8
+mpc = { horizon = 10, samples = 100, elites = 10, iterations = 3, episodes = 3, label = "MPC" }
+
+[methods.SAC-1]
+algo = "sac"
+
+[axes]                        # the grid: every combination of the methods and these values
+"train.env" = ["InvertedPendulum-v5", "Reacher-v5"]
+"train.seed" = [1, 2, 3]
+
+[[exclude]]                   # grid runs matching all the given axis values are left out
+method = "SAC-1"
+"train.env" = "Reacher-v5"
+
+[[include]]                   # extra runs: a method and its keys (the rest from [base] and the method)
+method = "SRL-8"
+"train.seed" = 4
+"""
 
 SWEEP_FILE = "sweep.json"
 GRID_COPY = "sweep.toml"

@@ -62,6 +62,15 @@ def grid(text: str) -> dict:
     return tomllib.loads(text)
 
 
+def test_the_documented_example_grid_expands():
+    from cadence.sweeps import GRID_EXAMPLE
+
+    sweep = expand(grid(GRID_EXAMPLE))
+    # SRL-8 on 2 envs x 3 seeds, SAC-1 on InvertedPendulum only (the exclude) x 3 seeds, and the include
+    assert len(sweep.runs) == 10 and sweep.compare == ("SRL-8", "SAC-1")
+    assert sweep.runs[-1].name == "SRL-8/seed=4" and sweep.runs[0].mpc["label"] == "MPC"
+
+
 def test_expand_names_excludes_and_includes():
     sweep = expand(grid(TINY.format(steps=200) + """
 "train.env" = ["InvertedPendulum-v5", "Reacher-v5"]
