@@ -13,7 +13,8 @@ Sections (``--sections``, all by default, in this order; each merges its key int
   each; the success matrix on held-out init states, and LIBERO's FWT, NBT and AUC
   (``libero_lifelong_success.png``, ``libero_lifelong_metrics.png``).
 - ``worldmodels``: dynamics models learned over LIBERO-Spatial's tasks from the demonstrations, HyperCRL against
-  finetune; the held-out prediction-error matrix after each task (``libero_world_models.png``).
+  finetune (``--hypercrl-beta B ...`` adds HyperCRL with other regulariser weights); the held-out prediction-error
+  matrix after each task (``libero_world_models.png``).
 
     python benchmarks/libero.py [--sections speed scripted lifelong worldmodels] [--seeds 1 2] [--workers 2]
 """
@@ -150,8 +151,13 @@ def world_models(args: argparse.Namespace) -> dict:
     obs_space = spaces.Box(-np.inf, np.inf, (data.observations.shape[1],), np.float32)
     act_space = spaces.Box(-1, 1, (7,), np.float32)
     out: dict = {"tasks": tasks, "model_steps_per_task": args.model_steps, "methods": {}}
-    for method in WORLD_MODEL_METHODS:
-        learner = ContinualModelBased(obs_space, act_space, method, ContinualModelBasedConfig(), seed=0)
+    methods = {m: ContinualModelBasedConfig() for m in WORLD_MODEL_METHODS}
+    for beta in args.hypercrl_beta:  # HyperCRL with a stronger output regulariser than the paper's
+        methods[f"hypercrl-beta{beta:g}"] = ContinualModelBasedConfig(beta=beta)
+    for method, config in methods.items():
+        strategy = "hypercrl" if method.startswith("hypercrl") else method
+        torch.manual_seed(0)  # the model's initial weights (the learner's seed drives only its batches)
+        learner = ContinualModelBased(obs_space, act_space, strategy, config, seed=0)
         matrix = np.full((len(tasks), len(tasks)), np.nan)
         start = time.perf_counter()
         for i, (train, _) in enumerate(splits):
@@ -219,6 +225,8 @@ def main() -> None:
     parser.add_argument("--bc-steps", type=int, default=2000, help="BC gradient steps per task")
     parser.add_argument("--eval-episodes", type=int, default=3, help="held-out init states (the last of the 50)")
     parser.add_argument("--model-steps", type=int, default=1500, help="world-model steps per task")
+    parser.add_argument("--hypercrl-beta", type=float, nargs="*", default=[],
+                        help="worldmodels: also HyperCRL with these regulariser weights (default: the paper's only)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_libero"))
