@@ -416,18 +416,31 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+#: a worker stopped by the sweep's Ctrl-C, after its run wrote a checkpoint (it resumes on the next sweep)
+INTERRUPTED = 130
+#: how long an interrupted sweep waits for its runs to checkpoint before it ends them
+CHECKPOINT_GRACE_S = 120.0
+
+
 def _worker(run: RunSpec, root: str, torch_threads: int) -> None:
-    """A worker process: dies with the sweep (Linux), runs one run, exits 0 if it finished, 1 if it failed."""
+    """A worker process: runs one run; exits 0 if it finished, 1 if it failed, 130 if the sweep stopped it.
+
+    It leaves the terminal's process group, so a Ctrl-C reaches only the sweep, which passes one SIGINT on (a
+    second would stop the run without its checkpoint); and it dies with the sweep (Linux)."""
     import ctypes
     import signal
     import sys
 
+    os.setsid()
     try:  # prctl(PR_SET_PDEATHSIG, SIGKILL): a killed sweep leaves no orphan training on
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):
         pass  # not Linux: the sweep still ends its workers on a normal exit or Ctrl-C
     os.environ["OMP_NUM_THREADS"] = str(torch_threads)
-    status = execute_run(run, root, torch_threads)
+    try:
+        status = execute_run(run, root, torch_threads)
+    except KeyboardInterrupt:  # the run checkpointed (RunInterrupted); sweep_run.json stays "running"
+        sys.exit(INTERRUPTED)
     sys.exit(0 if status["status"] == "done" else 1)
 
 
@@ -481,10 +494,32 @@ class LocalExecutor:
                     process, run = live.pop(sentinel)
                     process.join()
                     on_event("end", run, _outcome(root / run.name, process.exitcode))
+        except KeyboardInterrupt:
+            stopped = _interrupt([process for process, _ in live.values()])
+            live.clear()
+            raise KeyboardInterrupt(f"sweep interrupted: {stopped} running run(s) wrote a checkpoint; run the same "
+                                    "command again to resume them and run the rest") from None
         finally:
-            for process, _ in live.values():  # Ctrl-C or an error in the sweep itself
+            for process, _ in live.values():  # an error in the sweep itself
                 process.terminate()
                 process.join()
+
+
+def _interrupt(processes: Sequence[Any]) -> int:
+    """Pass one SIGINT to each worker, wait for their checkpoints (up to :data:`CHECKPOINT_GRACE_S`), end the rest;
+    returns how many stopped cleanly."""
+    import signal
+
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
+    deadline = time.time() + CHECKPOINT_GRACE_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.time()))
+        if process.is_alive():
+            process.terminate()
+            process.join()
+    return sum(process.exitcode == INTERRUPTED for process in processes)
 
 
 def _outcome(run_dir: Path, exitcode: int | None) -> dict[str, Any]:

@@ -220,3 +220,25 @@ def test_a_run_killed_before_its_first_checkpoint_starts_afresh_keeping_other_fi
     assert status["status"] == "done", status.get("traceback")
     assert not (folder / "events.out.tfevents.1.dead").exists()
     assert (folder / "checkpoints" / "model.pt").read_bytes() == b"shared"
+
+
+def test_ctrl_c_checkpoints_the_running_runs_and_the_sweep_resumes(tmp_path):
+    path = tiny_grid(tmp_path, steps=3000)
+    root = tmp_path / "sweep"
+    command = [sys.executable, "-m", "cadence.cli", "sweep", str(path), "--workers", "2", "--runs-dir", str(root)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 240
+    while len(list(root.glob("*/*/events.out.tfevents.*"))) < 2:  # both workers are training
+        assert process.poll() is None and time.time() < deadline, process.stdout.read()
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C does to the sweep
+    out = process.communicate(timeout=180)[0]
+    assert process.returncode == 130, out
+    assert "2 running run(s) wrote a checkpoint" in out and "Traceback" not in out
+    assert len(list(root.glob("*/*/checkpoints/last.pt"))) == 2
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(json.loads(p.read_text())["steps"] == 3000 for p in root.glob("*/*/metrics.json"))
+    assert len(list(root.glob("*/*/metrics.json"))) == 4
