@@ -35,21 +35,44 @@ def train_or_resume(algo: str, env_id: str, seed: int, steps: int, overrides: li
     return runs.train_or_resume(algo, sections, run_dir)
 
 
-def run_methods(name: str, methods: dict[str, tuple[str, dict[str, dict[str, Any]]]], seeds: list[int], root: Path,
-                workers: int) -> dict[tuple[str, int], float]:
-    """Every (method, seed) as one cadence sweep named ``name`` in ``root`` (resumable; ``workers`` runs at once):
-    ``methods`` maps a method to its algo and config sections (``{"train": {...}, "agent": {...}}``). Run folders are
-    :func:`run_dir`; returns each run's seconds (as recorded when it ran)."""
-    from cadence.sweeps import LocalExecutor, SweepProgress, expand, read_status, run_sweep
+GRIDS = Path(__file__).parent / "sweeps"
 
-    table = {m: {"algo": algo, **{f"{section}.{k}": v for section, keys in config.items() for k, v in keys.items()}}
-             for m, (algo, config) in methods.items()}
-    sweep = expand({"sweep": {"name": name}, "methods": table, "axes": {"train.seed": list(seeds)}})
+
+def write_grid(name: str, grid: dict[str, Any], script: str) -> Any:
+    """Write ``grid`` as ``benchmarks/sweeps/<name>.toml`` (so ``cadence sweep`` can run it too) and load it."""
+    import tomli_w
+
+    from cadence.sweeps import load_sweep
+
+    GRIDS.mkdir(exist_ok=True)
+    path = GRIDS / f"{name}.toml"
+    path.write_text(f"# written by benchmarks/{script}; run it with: cadence sweep benchmarks/sweeps/{path.name}\n"
+                    + tomli_w.dumps(grid))
+    return load_sweep(path)
+
+
+def run_grid(sweep: Any, root: Path, workers: int) -> None:
+    """Run a sweep's unfinished runs, ``workers`` at once, with its progress on the terminal; stop on a failure."""
+    from cadence.sweeps import LocalExecutor, SweepProgress, run_sweep
+
     executor = LocalExecutor(workers)
     with SweepProgress(sweep, root, executor.slots) as progress:
         outcome = run_sweep(sweep, root, executor, progress)
     if outcome.failed:
         raise SystemExit(f"{len(outcome.failed)} run(s) failed: {outcome.failed}")
+
+
+def run_methods(name: str, methods: dict[str, tuple[str, dict[str, dict[str, Any]]]], seeds: list[int], root: Path,
+                workers: int) -> dict[tuple[str, int], float]:
+    """Every (method, seed) as one cadence sweep named ``name`` in ``root`` (resumable; ``workers`` runs at once):
+    ``methods`` maps a method to its algo and config sections (``{"train": {...}, "agent": {...}}``). Run folders are
+    :func:`run_dir`; returns each run's seconds (as recorded when it ran)."""
+    from cadence.sweeps import expand, read_status
+
+    table = {m: {"algo": algo, **{f"{section}.{k}": v for section, keys in config.items() for k, v in keys.items()}}
+             for m, (algo, config) in methods.items()}
+    sweep = expand({"sweep": {"name": name}, "methods": table, "axes": {"train.seed": list(seeds)}})
+    run_grid(sweep, root, workers)
     return {(r.method, r.settings["train.seed"]): read_status(root / r.name).get("seconds") for r in sweep.runs}
 
 

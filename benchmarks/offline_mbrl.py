@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomli_w
-from common import RESULTS, merge_result
+from common import RESULTS, merge_result, run_grid, write_grid
 
 from cadence.agents.mopo import PENALTY_BY_FAMILY
 from cadence.checkpoint import checkpoint_path
@@ -35,9 +34,7 @@ from cadence.io import atomic_write_bytes
 from cadence.recipes import load_dynamics_reward, load_model
 from cadence.report import write_report
 from cadence.run_folder import DYNAMICS_REWARD, MODEL, read_metrics
-from cadence.sweeps import LocalExecutor, SweepProgress, load_sweep, prepare_folder, run_sweep
-
-GRIDS = Path(__file__).parent / "sweeps"
+from cadence.sweeps import prepare_folder
 
 METHODS = {"MOPO": [], "MOREC-MOPO": ["agent.morec=true", "agent.rollout_length=100"]}
 #: with --ablation: MOREC's choice of next state without its early termination (same reward as MOREC-MOPO's run),
@@ -123,13 +120,8 @@ def grid(dataset: str, methods: dict[str, list[str]], args: argparse.Namespace) 
 def run_dataset(dataset: str, methods: dict[str, list[str]], args: argparse.Namespace) -> tuple[Path, Any]:
     """Run one data set's sweep: the MOPO runs first (they fit the ensembles), which the other methods of the same
     seed then share (and the ablations MOREC-MOPO's dynamics reward)."""
-    GRIDS.mkdir(exist_ok=True)
-    path = GRIDS / f"offline_mbrl_{dataset}.toml"
-    path.write_text(f"# written by benchmarks/offline_mbrl.py; run it with: cadence sweep benchmarks/sweeps/{path.name}"
-                    "\n" + tomli_w.dumps(grid(dataset, methods, args)))
-    sweep = load_sweep(path)
+    sweep = write_grid(f"offline_mbrl_{dataset}", grid(dataset, methods, args), "offline_mbrl.py")
     root = args.runs / sweep.name
-    executor = LocalExecutor(args.workers)
     order = ["MOPO", "MOREC-MOPO"]  # the runs whose fitted models the others share
     for phase in (*order, None):
         runs = [r for r in sweep.runs if (r.method == phase if phase else r.method not in order)]
@@ -140,11 +132,7 @@ def run_dataset(dataset: str, methods: dict[str, list[str]], args: argparse.Name
             share_model(root / f"MOPO/seed={seed}", root / run.name)
             if run.method in ABLATION:
                 share_model(root / f"MOREC-MOPO/seed={seed}", root / run.name, DYNAMICS_REWARD)
-        part = dataclasses.replace(sweep, runs=tuple(runs))
-        with SweepProgress(part, root, executor.slots) as progress:
-            outcome = run_sweep(part, root, executor, progress)
-        if outcome.failed:
-            raise SystemExit(f"failed runs: {outcome.failed}")
+        run_grid(dataclasses.replace(sweep, runs=tuple(runs)), root, args.workers)
     prepare_folder(sweep, root)  # sweep.json lists every run again (each phase wrote its own part)
     return root, sweep
 

@@ -21,15 +21,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import tomli_w
-from common import RESULTS, merge_result
+from common import RESULTS, merge_result, run_grid, write_grid
 
 from cadence.evaluation.fas import ASL_GRID, PUBLISHED_SAC_J_FAS, FASResult, env_family
 from cadence.evaluation.plots import plot_fas
 from cadence.report import write_report
-from cadence.sweeps import LocalExecutor, SweepProgress, load_sweep, run_sweep
 
-GRIDS = Path(__file__).parent / "sweeps"
 #: Shorter warm-up and more frequent evaluation than the defaults, for small budgets.
 ENV_OVERRIDES = {
     "InvertedPendulum-v5": {"agent.learning_starts": 1000, "train.eval_every": 2000, "train.eval_episodes": 5},
@@ -119,17 +116,9 @@ def main() -> None:
     if args.plot_only:
         print(f"wrote {plot_env(args.env)}")
         return
-    GRIDS.mkdir(exist_ok=True)
-    path = GRIDS / f"srl_fas_{args.env}.toml"
-    command = f"cadence sweep benchmarks/sweeps/{path.name}"
-    path.write_text(f"# written by benchmarks/srl_fas.py; run it with: {command}\n" + tomli_w.dumps(grid(args)))
-    sweep = load_sweep(path)
+    sweep = write_grid(f"srl_fas_{args.env}", grid(args), "srl_fas.py")
     root = args.runs / sweep.name
-    executor = LocalExecutor(args.workers)
-    with SweepProgress(sweep, root, executor.slots) as progress:
-        outcome = run_sweep(sweep, root, executor, progress)
-    if outcome.failed:
-        raise SystemExit(f"failed runs: {outcome.failed}")
+    run_grid(sweep, root, args.workers)
     print(f"wrote {write_report(root, RESULTS / f'srl_fas_{args.env}_report')}")
     entry = summary(args, root, sweep)
     merge_result("srl_fas", args.env, entry)

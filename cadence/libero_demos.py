@@ -63,7 +63,7 @@ def scripted_episode(env: LiberoEnv, init: int, grasp: int, rng: np.random.Gener
     policy = ScriptedPickPlace(env.raw, rng, grasp=grasp)
     rows: dict[str, list] = {"observations": [], "actions": [], "next_observations": []}
     while True:
-        action = np.clip(policy.act(env.raw_obs), -1.0, 1.0)
+        action = policy.act(env.raw_obs)  # already in [-1, 1]
         next_obs, _, terminated, truncated, _ = env.step(action)
         rows["observations"].append(obs)
         rows["actions"].append(action.astype(np.float32))

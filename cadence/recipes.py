@@ -209,17 +209,18 @@ def teacher_hook(train_cfg: TrainConfig) -> TeacherHook | None:
 
 # --- offline model-based: data set, fitted model, MOREC's filter -------------------------------------------------
 def check_offline(sections: dict[str, Any], name: str = "this algo") -> None:
-    """A data set is named, and a cadence data set named so exists (paths, d4rl: and minari: are read at start)."""
-    from cadence.replay.datasets import available_hint, dataset_file
+    """A data set is named, and it is there (its contents are read and checked when the run starts)."""
+    from cadence.replay.datasets import DatasetError, available_hint, locate_dataset
 
     train_cfg = sections["train"]
     if train_cfg.env:
         _check_env(train_cfg.env)
-    dataset = str(train_cfg.dataset or "")
-    if not dataset:
+    if not train_cfg.dataset:
         raise ConfigError(f"{name} learns from a data set: set train.dataset (--dataset NAME); {available_hint()}")
-    if ":" not in dataset and not Path(dataset).exists() and not dataset_file(dataset).is_file():
-        raise ConfigError(f"no data set named {dataset!r} (not a path, and not generated yet); {available_hint()}")
+    try:
+        locate_dataset(train_cfg.dataset)
+    except DatasetError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_continual(sections: dict[str, Any]) -> None:

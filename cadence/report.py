@@ -2,13 +2,15 @@
 
 A sweep folder (written by ``cadence sweep GRID.toml``, :mod:`cadence.sweeps`) holds ``sweep.json`` (its name,
 its planned runs and optionally a ``compare`` pair of methods) and one folder per run, ``<method>/<run>/``, with
-``sweep_run.json`` (method, algo, settings, status, error, seconds and an optional ``mpc_label``) beside the run's
-own files (``metrics.json``, ``fas.json``, ``fas_mpc.json``, ``continual_<metric>.json``).
+``sweep_run.json`` (method, algo, settings, status, error, seconds and an optional ``mpc`` table with its
+``label``) beside the run's own files (``metrics.json``, ``fas.json``, ``fas_mpc.json``,
+``continual_<metric>.json``).
 
 Only runs with status ``done`` are aggregated. Per metric and env, every method gets its mean and IQM over seeds
 with 95% stratified percentile bootstrap intervals (:mod:`cadence.evaluation.aggregate`, after rliable); metrics on a
 common scale across envs (FAS, normalised scores) also get an "all envs" row, stratified over envs. A CEM-MPC FAS
-sweep through a run's model (``fas_mpc``) counts as its own method, ``mpc_label`` (default ``"<method>+MPC"``).
+sweep through a run's model (``fas_mpc``) counts as its own method, named by the ``mpc`` table's ``label``
+(default ``"<method>+MPC"``).
 The probability of improvement P(A > B) compares the sweep's ``compare`` pair on every metric.
 """
 
@@ -64,9 +66,14 @@ class RunRecord:
     seconds: float | None
     dir: Path
     metrics: dict[str, Any] = field(default_factory=dict)
-    mpc_label: str = ""
-    mpc: bool = False
-    """Whether the sweep plans a CEM-MPC FAS sweep through the run's model (reported as method ``mpc_label``)."""
+    mpc: dict[str, Any] | None = None
+    """The CEM-MPC FAS sweep the sweep plans through the run's model, if any (reported as method ``mpc_label``)."""
+    files: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The run's result files already read (:func:`_fas_file`, :func:`continual_records`), so each is read once."""
+
+    @property
+    def mpc_label(self) -> str:
+        return str((self.mpc or {}).get("label") or f"{self.method}+MPC")
 
     @property
     def env(self) -> str:
@@ -128,8 +135,7 @@ def _run_record(sweep_dir: Path, entry: Mapping[str, Any]) -> RunRecord:
     record = RunRecord(name=str(entry["name"]), method=method, algo=str(state.get("algo", "")),
                        settings=dict(state.get("settings") or {}), status=str(state.get("status", NOT_STARTED)),
                        error=state.get("error"), seconds=state.get("seconds"), dir=run_dir,
-                       mpc_label=str(state.get("mpc_label") or f"{method}+MPC"),
-                       mpc=bool(state.get("mpc") or state.get("mpc_label")))
+                       mpc=state.get("mpc") or None)
     if record.status == DONE:
         try:
             record.metrics = _read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).is_file() else {}
@@ -141,12 +147,14 @@ def _run_record(sweep_dir: Path, entry: Mapping[str, Any]) -> RunRecord:
     return record
 
 
-def collect_runs(sweep_dir: str | Path) -> list[RunRecord]:
+def collect_runs(sweep_dir: str | Path, sweep: Mapping[str, Any] | None = None) -> list[RunRecord]:
     """Every run of a sweep folder, in sweep.json's order (then unlisted run folders), with its status and, for
     finished runs, its metrics. A run marked done whose metrics.json is missing or holds no evaluation is counted
-    as failed, with that as its error. Raises ValueError if the folder is not a sweep folder."""
+    as failed, with that as its error. ``sweep`` is its sweep.json if already read. Raises ValueError if the folder
+    is not a sweep folder."""
     sweep_dir = Path(sweep_dir)
-    return [_run_record(sweep_dir, entry) for entry in _planned(sweep_dir, read_sweep(sweep_dir))]
+    sweep = read_sweep(sweep_dir) if sweep is None else sweep
+    return [_run_record(sweep_dir, entry) for entry in _planned(sweep_dir, sweep)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,8 +196,11 @@ def _final_return(metrics: Mapping[str, Any]) -> float | None:
 
 
 def _fas_file(run: RunRecord, suffix: str) -> dict[str, Any] | None:
-    path = run.dir / f"fas{suffix}.json"
-    return _read_json(path) if path.is_file() else None
+    key = f"fas{suffix}.json"
+    if key not in run.files:
+        path = run.dir / key
+        run.files[key] = _read_json(path) if path.is_file() else None
+    return run.files[key]
 
 
 def _fas_score(run: RunRecord, suffix: str) -> float | None:
@@ -218,7 +229,9 @@ def _normalised_score(run: RunRecord, final: float) -> float | None:
 
 def continual_records(run: RunRecord) -> dict[str, tuple[ContinualEvaluation | None, dict[str, float]]]:
     """``{metric_name: (record, summary metrics)}`` of a continual run: from its ``continual_<metric>.json`` files,
-    else the summaries in metrics.json's ``continual`` (no record then)."""
+    else the summaries in metrics.json's ``continual`` (no record then). Read once per run."""
+    if "continual" in run.files:
+        return run.files["continual"]
     out: dict[str, tuple[ContinualEvaluation | None, dict[str, float]]] = {}
     for path in sorted(run.dir.glob("continual_*.json")):
         data = _read_json(path)
@@ -230,6 +243,7 @@ def continual_records(run: RunRecord) -> dict[str, tuple[ContinualEvaluation | N
             out[record.metric_name] = (record, dict(data.get("metrics") or {}))
     for name, metrics in (run.metrics.get("continual") or {}).items():
         out.setdefault(name, (None, dict(metrics or {})))
+    run.files["continual"] = out
     return out
 
 
@@ -614,7 +628,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, compa
     """
     sweep_dir = Path(sweep_dir)
     sweep = read_sweep(sweep_dir)
-    runs = collect_runs(sweep_dir)
+    runs = collect_runs(sweep_dir, sweep)
     name = str(sweep.get("name") or sweep_dir.name)
     pair = check_compare(compare if compare is not None else sweep.get("compare"), method_names(runs))
     done = [r for r in runs if r.status == DONE]

@@ -106,8 +106,7 @@ class RunSpec:
     def record(self) -> dict[str, Any]:
         """What ``sweep_run.json`` and ``sweep.json`` store of the run (and what must match to skip it)."""
         return {"name": self.name, "method": self.method, "algo": self.algo, "settings": self.settings,
-                "fas_episodes": self.fas_episodes, "fas_seed": self.fas_seed, "mpc": self.mpc,
-                "mpc_label": (self.mpc or {}).get("label")}
+                "fas_episodes": self.fas_episodes, "fas_seed": self.fas_seed, "mpc": self.mpc}
 
 
 @dataclass(frozen=True)
@@ -533,10 +532,6 @@ def _outcome(run_dir: Path, exitcode: int | None) -> dict[str, Any]:
     return status
 
 
-def _ray_run(run: RunSpec, root: str, torch_threads: int) -> dict[str, Any]:
-    return execute_run(run, root, torch_threads)
-
-
 def _ray_warm() -> int:
     import cadence.runs  # noqa: F401  (a worker's first task would import it)
 
@@ -588,26 +583,29 @@ class RayExecutor:
     def torch_threads(self) -> int:
         return self.cpus_per_run
 
+    @property
+    def cluster(self) -> str | None:
+        """The cluster to attach to: ``address``, else ``RAY_ADDRESS``; None starts Ray here."""
+        return self.address or os.environ.get("RAY_ADDRESS")
+
     def check(self) -> None:
         """Ray is installed and the cluster named (if any) answers; before anything is written."""
         try:
             import ray  # noqa: F401
         except ImportError:
             raise SweepError("the Ray executor needs Ray: pip install 'cadence-rl[ray]'") from None
-        address = self.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            check_ray_address(address)
+        if self.cluster:
+            check_ray_address(self.cluster)
 
     def connect(self) -> bool:
         """Attach to (or start) Ray; True when this call started it, so :meth:`run` shuts it down again."""
         self.check()
         import ray
 
-        address = self.address or os.environ.get("RAY_ADDRESS")
         if ray.is_initialized():
             return False
-        if address:
-            ray.init(address=address, log_to_driver=False)
+        if self.cluster:
+            ray.init(address=self.cluster, log_to_driver=False)
         else:
             ray.init(num_cpus=self.slots * self.cpus_per_run, num_gpus=math.ceil(self.slots * self.gpus_per_run),
                      include_dashboard=False, log_to_driver=False)
@@ -619,7 +617,7 @@ class RayExecutor:
         import ray
 
         started = self.connect()
-        task = ray.remote(_ray_run).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
+        task = ray.remote(execute_run).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
         # at most as many in flight as the cluster can run at once, so "running" means running (and a
         # Ctrl-C leaves nothing queued)
         slots = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_run))
@@ -643,9 +641,6 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
             if started:
                 ray.shutdown()
-
-
-EXECUTORS = {"local": LocalExecutor, "ray": RayExecutor}
 
 
 # -- the sweep -----------------------------------------------------------------------------------------------

@@ -236,7 +236,7 @@ def test_continual_and_normalised_scores(tmp_path):
 def test_compare_with_a_planned_method_without_finished_runs(tmp_path):
     root = tmp_path / "sweep"
     metrics = {"steps": 10, "evals": [[10, 5.0]], "final_eval_return": 5.0}
-    runs = [_run(root, "SAC", IP, seed, metrics=metrics, mpc={"label": "SAC+CEM"}, mpc_label="SAC+CEM")
+    runs = [_run(root, "SAC", IP, seed, metrics=metrics, mpc={"label": "SAC+CEM"})
             for seed in (1, 2)]
     _write(root / "sweep.json", {"name": "s", "runs": runs, "compare": ["SAC", "SAC+CEM"]})
     md = write_report(root, n_resamples=N).read_text()  # no MPC sweep finished yet: no value, no error

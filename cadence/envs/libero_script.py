@@ -405,7 +405,6 @@ class ScriptedPickPlace:
         self._replans = 0
         self._last_v = np.zeros(3)
         self._done = False
-        self.t = 0
         self._plan(grasp)
 
     # ---- planning ---------------------------------------------------------------------------------------------
@@ -570,15 +569,21 @@ class ScriptedPickPlace:
             self._best, self._best_t = dist, self._count
         return self._count - self._best_t > steps
 
-    def _regrasp(self, eef: np.ndarray) -> None:
-        """The object is not in the hand: back off upwards with the gripper open, then re-plan the next grasp."""
+    def _regrasp(self, eef: np.ndarray) -> np.ndarray:
+        """The object is not in the hand: back off upwards with the gripper open, then re-plan the next grasp;
+        returns this step's action (open, in place)."""
         self._retries += 1
         self._backoff = eef + np.array([0, 0, 0.06])
         self._set("backoff")
+        return self._move(eef, 0.0, _OPEN, eef)
+
+    def _replan(self) -> None:
+        """Plan the current grasp again from the scene as it is now (the object may have moved)."""
+        self._geoms = _scene_geoms(self.env)
+        self._plan(self._grasp_index + self._retries)
 
     def act(self, obs: dict) -> np.ndarray:
         """The next 7-D OSC_POSE delta action in [-1, 1] (last entry: gripper, -1 open, +1 closed)."""
-        self.t += 1
         self._count += 1
         eef = np.asarray(obs["robot0_eef_pos"], dtype=float)
         q = np.asarray(obs["robot0_gripper_qpos"], dtype=float)
@@ -587,8 +592,7 @@ class ScriptedPickPlace:
             # from its current pose; only a large move counts once the fingers are on their way down to it
             if self._replans < 30 and self._obj_moved(0.02 if self._waypoints[0][1] == "descend" else 0.005):
                 self._replans += 1
-                self._geoms = _scene_geoms(self.env)
-                self._plan(self._grasp_index + self._retries)
+                self._replan()
                 self._count = 1
             target, kind, tol = self._waypoints[0]
             if self._count == 1:
@@ -632,8 +636,7 @@ class ScriptedPickPlace:
         if self.phase == "lift":
             rise = eef[2] - self._lift_from[0]
             if rise > 0.04 and self._obj_pos()[2] - self._lift_from[1] < 0.5 * rise:  # slipped
-                self._regrasp(eef)
-                return self._move(eef, 0.0, _OPEN, eef)
+                return self._regrasp(eef)
             if self.grasp.kind == "rim" and not self._squared and rise > 0.025:
                 self._square_at, self._prev_q, self._steady = eef.copy(), q, 0
                 self._set("square")
@@ -653,8 +656,7 @@ class ScriptedPickPlace:
             return self._move(self._square_at, 1.0, _CLOSE, eef)
         if self.phase in ("carry", "lower"):
             if eef[2] - self._obj_bottom() > self._hang + 0.04:  # dropped on the way
-                self._regrasp(eef)
-                return self._move(eef, 0.0, _OPEN, eef)
+                return self._regrasp(eef)
             # close the loop on the object itself: move it over the target, then down to release height
             xy = self._place["xy"] + self._jitter["place"] - (self._obj_pos()[:2] - eef[:2])
             if self.phase == "carry":
@@ -676,8 +678,7 @@ class ScriptedPickPlace:
             return self._move(eef, 0.0, _OPEN, eef)
         if self.phase == "backoff":
             if self._count > 6 and (np.linalg.norm(self._backoff - eef) < 0.015 or self._count > 25):
-                self._geoms = _scene_geoms(self.env)  # the object may have moved
-                self._plan(self._grasp_index + self._retries)
+                self._replan()
             return self._move(self._backoff, 1.0, _OPEN, eef)
         return self._move(self._retreat, 1.0, _OPEN, eef)
 

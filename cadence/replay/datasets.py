@@ -323,28 +323,37 @@ def dataset_file(name: str) -> Path:
     return data_dir() / f"{stem}.hdf5"
 
 
-def load_dataset(name: str | os.PathLike, obs_shape: tuple[int, ...] | None = None,
-                 act_shape: tuple[int, ...] | None = None) -> OfflineDataset:
-    """Load a data set by path or name (see the module docstring), validated against the given shapes."""
+def locate_dataset(name: str | os.PathLike) -> tuple[str, str | Path]:
+    """Where :func:`load_dataset` reads ``name`` from, without reading it: ``("minari", dataset id or folder)`` or
+    ``("hdf5", file)``. A missing file raises :class:`DatasetError` (a Minari id is checked when it is loaded)."""
     text = str(name)
     if text.startswith("d4rl:"):
         path = d4rl_dir() / f"{text.removeprefix('d4rl:')}.hdf5"
         if not path.is_file():
             raise DatasetError(path, None, f"D4RL file for {text!r} not found; cadence reads D4RL's own files from "
                                f"D4RL_DATASET_DIR or ~/.d4rl/datasets and never downloads them")
-        return OfflineDataset.load_hdf5(path, obs_shape, act_shape)
+        return "hdf5", path
     if text.startswith("minari:"):
-        return OfflineDataset.load_minari(text.removeprefix("minari:"), obs_shape, act_shape)
+        return "minari", text.removeprefix("minari:")
     path = Path(text)
     if path.is_dir():
-        return OfflineDataset.load_minari(path, obs_shape, act_shape)
+        return "minari", path
     if path.is_file():
-        return OfflineDataset.load_hdf5(path, obs_shape, act_shape)
+        return "hdf5", path
     file = dataset_file(text)
     if file.is_file():
-        return OfflineDataset.load_hdf5(file, obs_shape, act_shape)
+        return "hdf5", file
     raise DatasetError(file, None, f"no data set named {text!r} (not a path, and not generated yet); "
                        f"{available_hint()}")
+
+
+def load_dataset(name: str | os.PathLike, obs_shape: tuple[int, ...] | None = None,
+                 act_shape: tuple[int, ...] | None = None) -> OfflineDataset:
+    """Load a data set by path or name (see the module docstring), validated against the given shapes."""
+    kind, source = locate_dataset(name)
+    if kind == "minari":
+        return OfflineDataset.load_minari(source, obs_shape, act_shape)
+    return OfflineDataset.load_hdf5(source, obs_shape, act_shape)
 
 
 def available_datasets() -> list[str]:
