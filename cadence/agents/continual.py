@@ -63,8 +63,10 @@ class ContinualModelBasedConfig:
     """Hidden widths of HyperCRL's hypernetwork (None: HyperCRL's presets, (100, 100) plain, (25, 30) chunked)."""
     embedding_size: int = 10
     """Size of HyperCRL's task embeddings."""
-    chunked: bool = True
-    """Use the chunked hypernetwork (a chunk embedding per slice of the target weights: far fewer parameters)."""
+    chunked: bool = False
+    """Use the chunked hypernetwork (a chunk embedding per slice of the target weights: far fewer parameters).
+    Off by default, as in HyperCRL's main preset (``hnet``): in cadence's measurements the chunked variant forgets
+    earlier tasks at any regulariser weight that still lets it learn the next (benchmarks/README, LIBERO)."""
     beta: float | None = None
     """Weight of HyperCRL's output regulariser (None: the paper's 0.05, or 0.005 for the chunked variant)."""
     grad_clip: float = 5.0
