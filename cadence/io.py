@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename.
+"""Atomic file writes: a temp file in the same folder, fsync, then rename; and a JSON reader.
 
 Every checkpoint, data set and result file in cadence goes through here, so a
 process killed mid-write leaves either the old file or the new one, never half.
@@ -45,6 +45,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``; a ``ValueError`` naming the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:

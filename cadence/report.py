@@ -16,7 +16,6 @@ The probability of improvement P(A > B) compares the sweep's ``compare`` pair on
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 from cadence.evaluation.aggregate import Interval, aggregate, probability_of_improvement
 from cadence.evaluation.continual import ContinualEvaluation
 from cadence.evaluation.plots import plot_continual_methods, plot_curves
-from cadence.io import atomic_write_json, atomic_write_text
+from cadence.io import atomic_write_json, atomic_write_text, read_json
 from cadence.run_folder import METRICS_FILE
 from cadence.sweeps import RUN_STATUS as RUN_FILE
 from cadence.sweeps import SWEEP_FILE
@@ -95,10 +94,7 @@ class RunRecord:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data

@@ -19,7 +19,6 @@ in the metric's own units.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cadence.io import atomic_write_json
+from cadence.io import atomic_write_json, read_json
 
 #: The keys :func:`summary` can return, in the order it returns them.
 SUMMARY_KEYS = ("average_performance", "forgetting", "forward_transfer", "forward_transfer_auc", "min_acc",
@@ -201,10 +200,7 @@ class ContinualEvaluation:
 
     @classmethod
     def load(cls, path: str | Path) -> ContinualEvaluation:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        return cls.from_dict(read_json(path))
 
 
 @dataclass

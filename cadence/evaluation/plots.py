@@ -8,7 +8,6 @@ seeds the t-interval is wider, e.g. 2.2x for 3 seeds).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 
 from cadence.evaluation.continual import ContinualEvaluation
 from cadence.evaluation.fas import FASResult
-from cadence.io import atomic_write
+from cadence.io import atomic_write, read_json
 
 #: z of a two-sided 95% interval under the normal approximation: the band is mean ± Z95·SEM.
 Z95 = 1.96
@@ -218,10 +217,7 @@ def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, ylabe
 def _read_json(path: Path, run_dir: Path, hint: str) -> dict:
     if not path.is_file():
         raise ValueError(f"{run_dir} has no {path.name}: {hint}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    return read_json(path)
 
 
 def read_run(run_dir: str | Path, what: str = "eval") -> dict:
