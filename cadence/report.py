@@ -463,7 +463,8 @@ def _seeds(runs: Sequence[RunRecord]) -> str:
 
 
 def learning_curves(env: str, runs: Sequence[RunRecord], out_dir: Path) -> Path | None:
-    """Evaluation return against env steps per method: mean and 95% band over seeds (plot_curves)."""
+    """Evaluation return against training steps per method: mean and 95% band over seeds (plot_curves). Runs that
+    learn from a data set (their metrics name it) count gradient steps, not env steps."""
     curves: dict[str, list] = {}
     for run in runs:
         if run.metrics.get("evals"):
@@ -472,7 +473,9 @@ def learning_curves(env: str, runs: Sequence[RunRecord], out_dir: Path) -> Path 
         return None
     steps = _span(int(r.metrics.get("steps", r.metrics["evals"][-1][0])) for r in runs if r.metrics.get("evals"))
     title = f"{env}: evaluation return during training ({_seeds(runs)}, {steps} steps)"
-    return plot_curves(curves, out_dir / f"curves_{_slug(env)}.png", xlabel="env steps",
+    offline = all(r.metrics.get("dataset") for r in runs if r.metrics.get("evals"))
+    return plot_curves(curves, out_dir / f"curves_{_slug(env)}.png",
+                       xlabel="gradient steps" if offline else "env steps",
                        ylabel="mean evaluation return", title=title)
 
 
