@@ -227,7 +227,10 @@ def test_ctrl_c_checkpoints_the_running_runs_and_the_sweep_resumes(tmp_path):
     root = tmp_path / "sweep"
     command = [sys.executable, "-m", "cadence.cli", "sweep", str(path), "--workers", "2", "--runs-dir", str(root)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # a shell ignores SIGINT in the commands it starts in the background, and children inherit that: restore the
+    # terminal's default so the test behaves alike from a terminal and from a backgrounded CI job
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while len(list(root.glob("*/*/events.out.tfevents.*"))) < 2:  # both workers are training
         assert process.poll() is None and time.time() < deadline, process.stdout.read()
