@@ -195,3 +195,41 @@ def test_rows_of_several_tasks_match_one_call_per_row(ids):
         one_by_one = [model(obs[i : i + 1], act[i : i + 1], int(ids[i])) for i in range(12)]
     torch.testing.assert_close(mean, torch.cat([m for m, _ in one_by_one], dim=1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logvar, torch.cat([v for _, v in one_by_one], dim=1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config", [TINY, CHUNKED], ids=["plain", "chunked"])
+def test_no_grad_predictions_follow_fused_adam_steps(config):
+    """A no-grad prediction after training equals a fresh copy's: the fused Adam step does not bump parameters'
+    ``_version`` on CPU, so weights cached on it went stale (planning then used the first call's weights)."""
+    import copy
+
+    model = model_with_tasks(config, 2)
+    model.start_task(1)
+    obs, act = torch.randn(32, 3), torch.randn(32, 2)
+    with torch.no_grad():
+        before = model(obs, act, 1)[0].clone()  # a no-grad call first, as a planner makes before the next fit
+    data = linear_task(torch.eye(2), 256, seed=0)
+    data = {"obs": torch.cat([data["obs"], data["obs"][:, :1]], 1), "action": torch.cat([data["action"]] * 2, 1),
+            "next_obs": torch.cat([data["next_obs"], data["obs"][:, :1]], 1), "reward": data["reward"]}
+    optimizer = adam(model.parameters_for_optimizer(), lr=1e-2)
+    train_model_steps(model.loss, model.parameters_for_optimizer(), data, 20, 64, optimizer, None, None)
+    with torch.no_grad():
+        after = model(obs, act, 1)[0]
+        fresh = copy.deepcopy(model)(obs, act, 1)[0]
+        assert not torch.allclose(after, before)
+        torch.testing.assert_close(after, fresh)
+        # inside a planner's frozen-weights scope the weights are generated once and reused, and a later scope
+        # sees the trained parameters
+        with model.frozen_weights():
+            torch.testing.assert_close(model(obs, act, 1)[0], fresh)
+            torch.testing.assert_close(model.for_task(torch.tensor([1] * 32))(obs, act)[0], fresh)
+    train_model_steps(model.loss, model.parameters_for_optimizer(), data, 5, 64, optimizer, None, None)
+    with torch.no_grad(), model.frozen_weights():
+        torch.testing.assert_close(model(obs, act, 1)[0], copy.deepcopy(model)(obs, act, 1)[0])
+        calls = []
+        generate = model.generate
+        model.generate = lambda tasks: calls.append(tasks) or generate(tasks)  # noqa: B023
+        for _ in range(3):  # a plan's repeated calls: the weights are generated once per block
+            model(obs, act, 1)
+            model.for_task(torch.tensor([0, 1] * 16))(obs, act)
+        assert len(calls) == 0  # made by the first call of the block, above

@@ -19,6 +19,7 @@ old tasks differs. The MLP baselines do not see the task id; HyperCRL and ``sing
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from cadence.config import check, check_positive
 from cadence.nn import adam
 from cadence.replay.selection import RandomSelector
 from cadence.world_models import EnsembleConfig, GaussianEnsemble
-from cadence.world_models.base import DynamicsModel
+from cadence.world_models.base import DynamicsModel, frozen_weights
 from cadence.world_models.continual import EWC, SI, train_model_steps
 from cadence.world_models.hyper import HyperConfig, HyperDynamics
 
@@ -330,6 +331,9 @@ class _TaskRouter:
 
     def for_task(self, task: Any) -> DynamicsModel:
         return self.learner.dynamics(task)
+
+    def frozen_weights(self) -> AbstractContextManager:
+        return frozen_weights(self.learner.model)
 
     def elite_mean(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.learner.dynamics(self.learner.task).elite_mean(obs, act)

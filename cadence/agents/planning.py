@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cadence.config import check, check_positive
-from cadence.world_models.base import DynamicsModel
+from cadence.world_models.base import DynamicsModel, frozen_weights
 
 
 @dataclass(frozen=True)
@@ -122,14 +122,15 @@ class CEMPlanner:
         per_row = None if tasks is None else tasks.repeat_interleave(k)
         mean = torch.zeros(b, 1, horizon, self.act_dim, device=self.device)
         std = torch.full((b, 1, horizon, self.act_dim), cfg.init_std, device=self.device)
-        for _ in range(cfg.iterations):
-            noise = torch.randn(b, k, horizon, self.act_dim, generator=self.generator, device=self.device)
-            candidates = (mean + std * noise).clamp(-1.0, 1.0)
-            returns = self.evaluate(starts, (candidates * self.scale + self.bias).reshape(b * k, horizon, -1),
-                                    per_row).reshape(b, k)
-            best = torch.topk(returns, cfg.elites, dim=1).indices
-            elite = torch.gather(candidates, 1, best[:, :, None, None].expand(-1, -1, horizon, self.act_dim))
-            mean, std = elite.mean(1, keepdim=True), elite.std(1, keepdim=True).clamp_min(1e-3)
+        with frozen_weights(self.model):  # nothing trains during one plan: generated weights are made once
+            for _ in range(cfg.iterations):
+                noise = torch.randn(b, k, horizon, self.act_dim, generator=self.generator, device=self.device)
+                candidates = (mean + std * noise).clamp(-1.0, 1.0)
+                returns = self.evaluate(starts, (candidates * self.scale + self.bias).reshape(b * k, horizon, -1),
+                                        per_row).reshape(b, k)
+                best = torch.topk(returns, cfg.elites, dim=1).indices
+                elite = torch.gather(candidates, 1, best[:, :, None, None].expand(-1, -1, horizon, self.act_dim))
+                mean, std = elite.mean(1, keepdim=True), elite.std(1, keepdim=True).clamp_min(1e-3)
         plans = (mean[:, 0] * self.scale + self.bias).cpu().numpy()
         return plans[0] if single else plans
 

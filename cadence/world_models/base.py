@@ -13,6 +13,7 @@ Shapes: ``obs [B, obs_dim]``, ``act [B, act_dim]``; ``out_dim = obs_dim + predic
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -61,3 +62,13 @@ class DynamicsModel(Protocol):
     def state_dict(self) -> dict[str, Any]:
         """Everything to restore the model's parameters (as ``nn.Module.state_dict``)."""
         ...
+
+
+def frozen_weights(model: Any) -> AbstractContextManager:
+    """``model.frozen_weights()`` where the model has one, else a block that does nothing.
+
+    A model that generates its weights (HyperCRL's hypernetwork) may reuse them inside the block, for the many no-grad
+    calls of one plan; its parameters must not change there. Outside it, every call reflects the current parameters.
+    """
+    block = getattr(model, "frozen_weights", None)
+    return block() if block is not None else nullcontext()

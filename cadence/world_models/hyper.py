@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,9 +173,12 @@ class HyperDynamics(nn.Module):
         # h(e_t; Theta*) for t < current task, recorded by start_task: [current_task, n_weights]
         self.register_buffer("reg_targets", torch.zeros(0, self.n_weights))
         self.register_buffer("current_task_id", torch.zeros((), dtype=torch.long))
-        self._cache: tuple[tuple, Tensor] | None = None
-        # no-grad planning calls the model with the same per-row ids many times: their grouping and the stacked
-        # weights of those tasks are kept until the ids or a parameter change
+        # inside frozen_weights(): every task's generated weights, made once, and the weights stacked per layer for
+        # the last per-row ids (a planner asks with the same ids at every horizon step)
+        self._frozen = 0
+        self._cache: Tensor | None = None
+        self._stacked_cache: tuple[tuple[int, ...], list[Tensor]] | None = None
+        # the grouping of the last per-row ids (compared by value; it depends on no parameter)
         self._groups: tuple[Tensor, Any] | None = None
 
     def _build_hnet(self, config: HyperConfig) -> None:
@@ -256,17 +260,30 @@ class HyperDynamics(nn.Module):
         self._check_task(task)
         return self.split_weights(self._flat_weights([task])[0])
 
+    @contextmanager
+    def frozen_weights(self) -> Iterator[None]:
+        """Within this block, no-grad calls generate every task's weights once and reuse them: a planner's thousands
+        of calls between two optimiser steps. The parameters must not change inside the block; outside it every call
+        generates the weights from the current parameters, whatever changed them (the fused Adam step, for one, does
+        not bump a parameter's ``_version``, so no cache keyed on it can be trusted). Blocks nest."""
+        self._frozen += 1
+        try:
+            yield
+        finally:
+            self._frozen -= 1
+            if not self._frozen:
+                self._cache = self._stacked_cache = None
+
     def _flat_weights(self, tasks: list[int]) -> list[Tensor]:
-        """Each task's flat weights ``[n_weights]``. Without autograd they are rows of a table of every task, cached
-        until a parameter changes, so planning (thousands of no-grad calls between optimiser steps) generates them
-        once. Rows are taken by integer indexing: a view, where tensor indexing copies (and is slow on CPU)."""
-        if torch.is_grad_enabled():
+        """Each task's flat weights ``[n_weights]``: generated now, or inside :meth:`frozen_weights` without autograd
+        rows of a table of every task made once per block. Rows are taken by integer indexing: a view, where tensor
+        indexing copies (and is slow on CPU)."""
+        if torch.is_grad_enabled() or not self._frozen:
             flat = self.generate(torch.tensor(tasks, device=self.in_mean.device))
             return [flat[k] for k in range(len(tasks))]
-        key = tuple((id(p), p.data_ptr(), p._version) for p in self.parameters())
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self.generate(torch.arange(self.n_tasks, device=self.in_mean.device)))
-        return [self._cache[1][t] for t in tasks]
+        if self._cache is None or self._cache.shape[0] != self.n_tasks:
+            self._cache = self.generate(torch.arange(self.n_tasks, device=self.in_mean.device))
+        return [self._cache[t] for t in tasks]
 
     # ---- prediction --------------------------------------------------------------------------------------------
 
@@ -318,22 +335,19 @@ class HyperDynamics(nn.Module):
                 raise IndexError(f"task ids {ids.tolist()} out of range: the model has {self.n_tasks} tasks")
             rows = [torch.nonzero(tasks == t).squeeze(1) for t in ids]
             order = torch.cat(rows)
-            self._groups = (tasks.clone(), (ids.tolist(), rows, order, torch.argsort(order), None))
-        ids, rows, order, back, _ = self._groups[1]
-        return ids, rows, order, back
+            self._groups = (tasks.clone(), (ids.tolist(), rows, order, torch.argsort(order)))
+        return self._groups[1]
 
     def _stacked(self, ids: list[int], flat: list[Tensor]) -> list[Tensor]:
-        """The target weights of ``ids`` stacked per layer (``[K, out, in]``, ``[K, out]``); cached without autograd
-        while the ids and the parameters stay the same."""
-        if torch.is_grad_enabled():
-            return [torch.stack(per_task) for per_task in zip(*(self.split_weights(w) for w in flat))]
-        ids_, rows, order, back, stacked = self._groups[1]
-        weights_key = self._cache[0] if self._cache is not None else None
-        if stacked is None or stacked[0] != weights_key:
-            layers = [torch.stack(per_task) for per_task in zip(*(self.split_weights(w) for w in flat))]
-            stacked = (weights_key, layers)
-            self._groups = (self._groups[0], (ids_, rows, order, back, stacked))
-        return stacked[1]
+        """The target weights of ``ids`` stacked per layer (``[K, out, in]``, ``[K, out]``); kept inside
+        :meth:`frozen_weights` without autograd while the ids stay the same."""
+        cacheable = self._frozen and not torch.is_grad_enabled()
+        if cacheable and self._stacked_cache is not None and self._stacked_cache[0] == tuple(ids):
+            return self._stacked_cache[1]
+        layers = [torch.stack(per_task) for per_task in zip(*(self.split_weights(w) for w in flat))]
+        if cacheable:
+            self._stacked_cache = (tuple(ids), layers)
+        return layers
 
     # ---- training ----------------------------------------------------------------------------------------------
 
@@ -414,6 +428,10 @@ class HyperTaskView:
         """Mean next state ``[B, obs_dim]`` and reward ``[B]`` (None without a reward)."""
         mean, _ = self(obs, act)
         return split_next_state(obs, mean[0], self.predicts_reward)
+
+    def frozen_weights(self) -> Any:
+        """The model's :meth:`HyperDynamics.frozen_weights` block."""
+        return self.model.frozen_weights()
 
     def loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """The model's loss on ``batch`` under this view's task (regulariser included)."""
