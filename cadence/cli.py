@@ -14,6 +14,7 @@
   cadence sweep GRID.toml [--executor local|ray] [--workers N] [--runs-dir DIR] [--dry-run]
   cadence report SWEEP_DIR [--out DIR] [--compare METHOD_A METHOD_B]
   cadence dashboard [DIR]                                   (TensorBoard on a runs or sweep folder)
+  cadence task-gap SEQUENCE [--n 1000] [--fit-steps 2000]   (can the sequence show forgetting?)
 """
 
 from __future__ import annotations
@@ -232,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="eval: learning curves; fas: return against ASL from each run's fas.json")
     p_plot.add_argument("--out", type=Path, metavar="FILE", help="image file (default plot_<what>_by_<group>.png)")
     _add_sweep(sub)
+    p_gap = sub.add_parser("task-gap", help="how differently a sequence's tasks move the same (s, a): whether it "
+                           "can show forgetting")
+    p_gap.add_argument("sequence", help="a task sequence, e.g. halfcheetah-motor-3 (unknown names list the known)")
+    p_gap.add_argument("--n", type=int, default=1000, help="random transitions per task (default 1000)")
+    p_gap.add_argument("--seed", type=int, default=0)
+    p_gap.add_argument("--fit-steps", type=int, default=2000,
+                       help="updates of a single-task model on the first task, whose held-out error the gap is "
+                            "compared with (0: skip the fit)")
+    p_gap.add_argument("--out", type=Path, metavar="FILE.json", help="also write the gaps as JSON")
     p_dash = sub.add_parser("dashboard", help="start TensorBoard on a runs or sweep folder")
     p_dash.add_argument("dir", type=Path, nargs="?", help="folder of run folders (default runs)")
     p_dash.add_argument("--logdir", type=Path, help="the same as DIR (TensorBoard's name for it)")
@@ -481,6 +491,34 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
                    check=False)
 
 
+def cmd_task_gap(args: argparse.Namespace) -> None:
+    from cadence.envs.task_gap import MIN_GAP_RATIO, gap_warning, task_gap
+    from cadence.io import atomic_write_json
+
+    if args.n < 2 or args.fit_steps < 0:
+        raise ValueError(f"--n must be >= 2 and --fit-steps >= 0, got {args.n} and {args.fit_steps}")
+    gap = task_gap(args.sequence, n=args.n, seed=args.seed)
+    console.print(f"task gap of {args.sequence}: normalised squared next-state difference on the same (s, a) "
+                  f"(row: whose (s, a); column: which task's physics; 1 = a typical step's variance)")
+    console.print(gap.table(), highlight=False)
+    console.print(f"smallest gap {gap.min_state_gap:.4g}", highlight=False)
+    out = gap.to_dict()
+    if args.fit_steps:
+        from cadence.world_models.single_task import single_task_error
+
+        error = single_task_error(gap.data[0], gap.state_scale, args.fit_steps, seed=args.seed)
+        out["single_task_error"] = error
+        console.print(f"single-task model ({args.fit_steps} updates on {gap.labels[0]!r}): held-out normalised state "
+                      f"error {error:.4g}; gap / error = {gap.min_state_gap / max(error, 1e-12):.1f}x "
+                      f"(>= {MIN_GAP_RATIO:g}x needed)", highlight=False)
+        warning = gap_warning(gap.sequence, gap.min_state_gap, gap.min_reward_gap, error)
+        if warning:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if args.out:
+        atomic_write_json(args.out, out)
+        console.print(f"wrote {args.out}")
+
+
 # --- sweep and report ----------------------------------------------------------------------------------------------
 def _add_sweep(sub: Any) -> None:
     from cadence.sweeps import GRID_EXAMPLE
@@ -549,7 +587,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train": cmd_train, "eval": cmd_eval_fas, "collect": cmd_collect, "config": cmd_config, "plot": cmd_plot,
-    "dashboard": cmd_dashboard, "sweep": cmd_sweep, "report": cmd_report,
+    "dashboard": cmd_dashboard, "sweep": cmd_sweep, "report": cmd_report, "task-gap": cmd_task_gap,
 }
 
 

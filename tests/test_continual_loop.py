@@ -41,16 +41,25 @@ def interactive_sigint():
     signal.signal(signal.SIGINT, before)
 
 
-def test_a_run_fills_both_matrices_task_by_task_and_logs_every_task(tmp_path):
+def test_a_run_fills_every_matrix_task_by_task_and_logs_every_task(tmp_path, capsys):
     state = train("hypercrl", tiny("hypercrl"), tmp_path)
     assert state.step == 3 * 64
     returns, errors = record(tmp_path), record(tmp_path, "model_error")
-    assert returns.tasks == errors.tasks and len(returns.tasks) == 3
-    for rec in (returns, errors):
+    states, rewards = record(tmp_path, "state_error"), record(tmp_path, "reward_error")
+    assert returns.tasks == errors.tasks == states.tasks == rewards.tasks and len(returns.tasks) == 3
+    for rec in (returns, errors, states, rewards):
         lower = np.tril(np.ones((3, 3), bool))
         assert np.isfinite(rec.matrix[lower]).all() and np.isnan(rec.matrix[~lower]).all()
-        assert len(rec.periodic) == 3  # one in-task row per task (eval_every = half a task)
+        # per task a zero-shot row at its first step, before any update, and one in-task row (eval_every = half)
+        assert [(r.step, r.task_index) for r in rec.periodic] == [(0, 0), (32, 0), (64, 1), (96, 1), (128, 2),
+                                                                   (160, 2)]
     assert (errors.matrix[np.tril_indices(3)] > 0).all()
+    # the error files hold the no-change predictor's errors per task; cheetah-vel's tasks share their dynamics
+    saved = json.loads((tmp_path / "continual_state_error.json").read_text())
+    assert len(saved["no_change"]) == 3 and all(v > 0 for v in saved["no_change"])
+    gap = json.loads((tmp_path / "task_gap.json").read_text())
+    assert gap["min_state_gap"] < 1e-20 and gap["gap_over_error"] < 10
+    assert "cannot show forgetting of the dynamics" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["sequence"] == "cheetah-vel-3" and "forgetting" in metrics["continual"]["return"]
     tags = EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"]
@@ -75,7 +84,7 @@ def test_a_run_killed_mid_task_resumes_to_the_same_matrices(tmp_path, algo, inte
     saved = load_checkpoint(tmp_path / "cut")
     assert saved["continual"]["position"]["task"] == 1 and saved["continual"]["position"]["task_step"] == 40
     train(algo, tiny(algo), tmp_path / "cut", resume=True)
-    for name in ("return", "model_error"):
+    for name in ("return", "model_error", "state_error", "reward_error"):
         full, cut = record(tmp_path / "full", name), record(tmp_path / "cut", name)
         np.testing.assert_array_equal(full.matrix, cut.matrix)
         assert [r.step for r in full.history] == [r.step for r in cut.history]

@@ -166,6 +166,7 @@ def test_episode_state_keeps_the_task():
 # --- batched worlds ------------------------------------------------------------------------------------------------
 BATCHED_CASES = {
     "HalfCheetahBody-v0": ["bigthigh", "smallfoot", [1.5, 0.8, 1.2, 1.0]],
+    "HalfCheetahMotor-v0": ["reversed-back", "reversed", [0.5, -0.7]],
     "HopperPhysics-v0": ["low-gravity", "heavy-torso", "slippery"],
     "Walker2dPhysics-v0": ["high-gravity", [0.8, 1.5, 1.3]],
     "CheetahVel-v0": [[0.5], [2.5]],
@@ -307,3 +308,25 @@ def test_tables_keyed_by_env_id_resolve_through_the_base_env():
     assert _sweep_settings("HopperPhysics-v0", (1,), 1, None, None)[1] == 3600
     with pytest.raises(ValueError, match="no R_max for 'CheetahVel-v0'"):  # a changed reward has no table entry
         _sweep_settings("CheetahVel-v0", (1,), 1, None, None)
+
+
+def test_reversed_motors_push_the_other_way():
+    """The motor family's reversed leg turns the same control into the opposite torque: one step from the same
+    state with the same action moves that leg's joints in opposite directions (the other leg, coupled through the
+    floating torso, still moves the same way)."""
+    import mujoco
+
+    from cadence.envs.tasks import family
+    fam, base = family("HalfCheetahMotor"), base_model("HalfCheetah-v5")
+    normal, reversed_back = fam.model_for(base, "normal"), fam.model_for(base, "reversed-back")
+    np.testing.assert_array_equal(reversed_back.actuator_gear[:3, 0], -normal.actuator_gear[:3, 0])
+    np.testing.assert_array_equal(reversed_back.actuator_gear[3:, 0], normal.actuator_gear[3:, 0])
+    qvel = {}
+    for name, model in (("normal", normal), ("reversed", reversed_back)):
+        data = mujoco.MjData(model)
+        data.ctrl[:] = 0.5
+        mujoco.mj_step(model, data)
+        qvel[name] = data.qvel.copy()
+    back, front = slice(3, 6), slice(6, 9)  # joints after rootx, rootz, rooty
+    assert np.all(np.sign(qvel["normal"][back]) == -np.sign(qvel["reversed"][back]))
+    assert np.all(np.sign(qvel["normal"][front]) == np.sign(qvel["reversed"][front]))

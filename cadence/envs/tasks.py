@@ -10,6 +10,7 @@ models of a BatchedEnv, so a hook or a teacher that chooses tasks works on both 
 Registered families (:data:`FAMILIES`, ids usable with ``cadence.envs.make`` and ``BatchedEnv``):
 
 * ``HalfCheetahBody-v0``: HyperCRL's body variants (normal, bigtorso, bigthigh, bigleg, bigfoot);
+* ``HalfCheetahMotor-v0``: each leg's motors reversed or weakened (tasks that conflict, for forgetting);
 * ``HopperPhysics-v0``, ``Walker2dPhysics-v0``: gravity, friction and torso mass;
 * ``CheetahVel-v0``: MAML/PEARL's target forward velocity;
 * ``AntDir-v0``: a target walking direction;
@@ -320,6 +321,19 @@ def _scale_pusher_object(model: mujoco.MjModel, params: np.ndarray) -> None:
     _set_const(model)
 
 
+#: HalfCheetah's actuators per leg, in the XML's order (gears 120/90/60 back, 120/60/30 front)
+CHEETAH_LEGS: dict[str, tuple[str, ...]] = {"back": ("bthigh", "bshin", "bfoot"), "front": ("fthigh", "fshin", "ffoot")}
+
+
+def _scale_cheetah_motors(model: mujoco.MjModel, params: np.ndarray) -> None:
+    """``(back, front)`` gear scales of each leg's three motors: -1 reverses them (a rewired or malfunctioning motor,
+    as the "motor malfunction" half-cheetah tasks of continual model-based RL), 0.5 halves their strength."""
+    for scale, actuators in zip(params, CHEETAH_LEGS.values(), strict=True):
+        for name in actuators:
+            model.actuator_gear[model.actuator(name).id, 0] *= scale
+    _set_const(model)
+
+
 def _no_change(model: mujoco.MjModel, params: np.ndarray) -> None:
     """Reward-target families keep the base physics."""
 
@@ -379,6 +393,18 @@ HALF_CHEETAH_BODY = TaskFamily(
              *GEOMETRY_CONSTANTS),
 )
 
+#: Tasks that conflict: the same (s, a) moves a reversed leg the opposite way, so a model that learns one task must
+#: unlearn the other (on HalfCheetahBody's x1.25 parts a single model barely forgets: the tasks are too alike)
+HALF_CHEETAH_MOTOR = TaskFamily(
+    "HalfCheetahMotor-v0", "HalfCheetah-v5", _box([-1.0, -1.0], [1.0, 1.0]), _scale_cheetah_motors,
+    sequences={"halfcheetah-motor-3": ["normal", "reversed-back", "reversed-front"],
+               "halfcheetah-motor-4": ["normal", "reversed-back", "reversed-front", "reversed"]},
+    presets={"normal": (1.0, 1.0), "reversed-back": (-1.0, 1.0), "reversed-front": (1.0, -1.0),
+             "reversed": (-1.0, -1.0), "weak-back": (0.5, 1.0), "weak-front": (1.0, 0.5)},
+    default_sequence="halfcheetah-motor-3", param_names=tuple(CHEETAH_LEGS),
+    changes=("actuator_gear", *MASS_CONSTANTS),
+)
+
 #: gravity 0.5-1.5 x, friction 0.25-2 x, torso mass 0.5-2 x: from a moon-like hop to a heavy, slippery one, all
 #: still standing at reset
 PHYSICS_RANGE = _box([0.5, 0.25, 0.5], [1.5, 2.0, 2.0])
@@ -432,8 +458,8 @@ PUSHER_OBJECT = TaskFamily(
     changes=("body_mass", "body_inertia", "dof_armature", "geom_friction", *MASS_CONSTANTS),
 )
 
-FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (HALF_CHEETAH_BODY, HOPPER_PHYSICS, WALKER2D_PHYSICS,
-                                                       CHEETAH_VEL, ANT_DIR, PUSHER_OBJECT)}
+FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (HALF_CHEETAH_BODY, HALF_CHEETAH_MOTOR, HOPPER_PHYSICS,
+                                                       WALKER2D_PHYSICS, CHEETAH_VEL, ANT_DIR, PUSHER_OBJECT)}
 
 
 def family(name: str) -> TaskFamily:

@@ -6,11 +6,18 @@ For each task of the sequence, in order:
 2. ``worlds`` copies of the task's env collect ``steps_per_task`` primitive steps: uniform random actions for the
    first ``random_steps``, then CEM-MPC through the model; each world decides every step (MPC replans);
 3. every ``train_every`` steps the model takes ``model_steps`` updates on what its strategy may see;
-4. every ``eval_every`` steps, and at the task's end, every task learned so far is evaluated in one batched call
-   (``eval_episodes`` episodes each, planned with that task's model), and the model's prediction error is measured
-   on every learned task's held-out transitions; the rows fill two
-   :class:`~cadence.evaluation.continual.ContinualEvaluation` records (``continual_return``, ``continual_model_error``);
+4. at the task's start (zero-shot, before any update on it), every ``eval_every`` steps, and at the task's end,
+   every task learned so far is evaluated in one batched call (``eval_episodes`` episodes each, planned with that
+   task's model), and the model's prediction error is measured on every learned task's held-out transitions; the
+   rows fill four :class:`~cadence.evaluation.continual.ContinualEvaluation` records: ``continual_return``,
+   ``continual_state_error`` and ``continual_reward_error`` (per column normalised by the first task's held-out
+   std, :mod:`cadence.evaluation.model_error`) and ``continual_model_error`` (the raw MSE of ``(s', r)``);
 5. the learner closes the task (EWC/SI consolidate, coreset rows are kept).
+
+Before the first task the sequence's task gap is measured (:mod:`cadence.envs.task_gap`); once the first task is
+learned, a gap below ten times that task's state error is reported as a sequence that cannot show forgetting.
+The error records' files also hold the no-change predictor's errors (``s' = s``, ``r = 0``), the floor a model must
+beat.
 
 Held-out transitions come from a uniform random policy in every task, collected before the first task with their
 own seeds, so all strategies are scored on the same data. A checkpoint holds the learner, every task's data,
@@ -26,14 +33,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 from cadence.checkpoint import save_checkpoint
 from cadence.config import check, check_positive
 from cadence.envs.batched import BatchedEnv
 from cadence.envs.batched.episodes import task_returns
 from cadence.envs.rewards import supports
+from cadence.envs.task_gap import gap_warning, task_gap
 from cadence.envs.tasks import resolve_sequence
 from cadence.evaluation.continual import ContinualEvaluation, log_continual_row, log_continual_summary, summary
+from cadence.evaluation.model_error import no_change_errors, transition_scale
 from cadence.evaluation.plots import plot_continual_curves, plot_continual_heatmap
 from cadence.io import atomic_write_json
 from cadence.logging import RunLogger
@@ -101,7 +111,9 @@ class ContinualTrainConfig(SequenceLoopConfig):
     episode_steps: int = 0
     """Episode length in collection and evaluation (0: the env's own limit, 1000 for Half-Cheetah)."""
     heldout: int = 2_000
-    """Held-out random-policy transitions per task, for the model-error matrix."""
+    """Held-out random-policy transitions per task, for the model-error matrices."""
+    task_gap: int = 1_000
+    """Random transitions per task for the sequence's task gap, measured before the first task (0: skip it)."""
     eval_every: int = 0
     """Also evaluate every learned task this often inside a task, in env steps (0: at task ends only)."""
     checkpoint_every: int = 5_000
@@ -109,6 +121,7 @@ class ContinualTrainConfig(SequenceLoopConfig):
     def __post_init__(self) -> None:
         for name in ("worlds", "train_every", "model_steps", "heldout"):
             check_positive(self, name)
+        check(self.task_gap == 0 or self.task_gap >= 2, "task_gap", self.task_gap, "0 (skip) or >= 2")
         check(0 <= self.random_steps < self.steps_per_task, "random_steps", self.random_steps,
               f">= 0 and < steps_per_task ({self.steps_per_task}), so the planner acts in every task")
         super().__post_init__()
@@ -186,16 +199,16 @@ def train_continual(
     high = torch.as_tensor(env.single_action_space.high, dtype=torch.float32)
     buffers = TaskBuffers(n_tasks, config.steps_per_task + worlds, obs_dim, act_dim, config.device)
     generator = torch.Generator().manual_seed(config.seed)
-    returns = ContinualEvaluation(labels, metric_name="return", higher_is_better=True)
-    errors = ContinualEvaluation(labels, metric_name="model_error", higher_is_better=False)
+    records = new_records(labels)
     position = {"sequence": config.sequence, "labels": labels, "task": 0, "task_step": 0, "next_fit": 0,
                 "started": False}
     ctx = LoopContext(learner, env, None, buffers, None, TrainState(), config, run_dir,  # type: ignore[arg-type]
-                      extras={"returns": returns, "errors": errors, "position": position})
+                      extras={"records": records, "position": position})
     run_hooks = make_hooks(config, hooks, callbacks)
     restored = open_run(ctx, run_hooks, resume, required=("env", "continual"))
     if restored is None:
         heldout = collect_heldout(family.name, params, config.heldout, config.seed, config.episode_steps, generator)
+        gap = task_gap(config.sequence, config.task_gap, seed=config.seed).to_dict() if config.task_gap else None
         env.reset(seed=config.seed, tasks=[params[0]] * worlds)
     else:
         own = restored["continual"]
@@ -204,18 +217,21 @@ def train_continual(
                              f"not {config.sequence!r} ({labels}); nothing was changed")
         env.load_state_dict(restored["env"])
         generator.set_state(own["generator"])
-        heldout = own["heldout"]
+        heldout, gap = own["heldout"], own.get("task_gap")
         position.update(own["position"])
-        returns = ContinualEvaluation.from_dict(own["returns"])
-        errors = ContinualEvaluation.from_dict(own["errors"])
+        records = {name: ContinualEvaluation.from_dict(saved) for name, saved in own["records"].items()}
+        ctx.extras["records"] = records
+    returns = records["return"]
+    scale = transition_scale(heldout[0])  # per-column errors in units of the first task's held-out std
+    no_change = {name: [no_change_errors(h, scale)[key] for h in heldout] for name, key in ERROR_RECORDS.items()}
     ctx.logger = RunLogger(run_dir, resume_step=ctx.state.step if resume else None, write_layout=not resume)
     state = ctx.state
     (run_hooks.resume if restored is not None else run_hooks.run_start)(ctx)
 
     def bundle_now() -> dict[str, Any]:
         continual = {"sequence": config.sequence, "labels": labels, "position": dict(position),
-                     "generator": generator.get_state(), "heldout": heldout, "returns": returns.to_dict(),
-                     "errors": errors.to_dict()}
+                     "generator": generator.get_state(), "heldout": heldout, "task_gap": gap,
+                     "records": {name: record.to_dict() for name, record in records.items()}}
         return bundle(ctx, run_hooks, env=env.state_dict(), continual=continual)
 
     def evaluate(final: bool) -> None:
@@ -225,14 +241,16 @@ def train_continual(
         mean = task_returns(family.name, planner.act_sequence, params[: task + 1], config.eval_episodes,
                             seed=config.seed + 10_000, task_aware=True, backend=backend,
                             max_episode_steps=config.episode_steps or None).mean(axis=1)
-        row = np.full(n_tasks, np.nan)
-        row[: task + 1] = mean
-        err = np.full(n_tasks, np.nan)
-        err[: task + 1] = [learner.prediction_error(heldout[t], t) for t in range(task + 1)]
-        returns.add_row(task, row, state.step, final)
-        errors.add_row(task, err, state.step, final)
-        log_continual_row(ctx.logger, state.step, returns, row)
-        log_continual_row(ctx.logger, state.step, errors, err)
+        rows = {name: np.full(n_tasks, np.nan) for name in records}
+        rows["return"][: task + 1] = mean
+        for t in range(task + 1):
+            measured = learner.prediction_errors(heldout[t], t, scale)
+            for name, key in ERROR_RECORDS.items():
+                rows[name][t] = measured[key]
+        for name, record in records.items():
+            record.add_row(task, rows[name], state.step, final)
+            log_continual_row(ctx.logger, state.step, record, rows[name])
+        row = rows["return"]
         state.evals.append((state.step, float(np.nanmean(row))))
         state.last_evaluation = {"eval/return": float(np.nanmean(row))}
         ctx.logger.scalars(state.last_evaluation, state.step)
@@ -254,6 +272,7 @@ def train_continual(
                 env.reset(seed=config.seed + 7 * task, tasks=[params[task]] * worlds)
                 position.update(started=True, task_step=0, next_fit=config.random_steps or config.train_every)
                 episode_return[:] = 0
+                evaluate(final=False)  # zero-shot: the new task before any update on it (forward transfer's start)
             while position["task_step"] < config.steps_per_task:
                 obs = env.observations()
                 if position["task_step"] < config.random_steps:
@@ -292,6 +311,8 @@ def train_continual(
             learner.fit(buffers.data(task), config.model_steps, every_task(task))
             evaluate(final=True)
             learner.end_task(buffers.data(task))
+            if task == 0 and gap is not None:
+                warn_if_no_gap(gap, float(records["state_error"].matrix[0, 0]), progress.console)
             progress.console.print(f"task {task + 1}/{n_tasks} ({labels[task]}) done at step {state.step:,}: "
                                    f"return per task {np.round(returns.matrix[task, : task + 1], 1).tolist()}")
             position.update(task=task + 1, started=False)
@@ -299,28 +320,56 @@ def train_continual(
         interrupt_run(ctx, bundle_now, caught["signal"])
     if not state.evals or state.evals[-1][0] != state.step:  # stopped early by a hook: a last in-task row
         evaluate(final=False)
-    finish_continual(ctx, bundle_now, [returns, errors], complete=position["task"] == n_tasks)
+    extras = {name: {"no_change": values} for name, values in no_change.items()}
+    if gap is not None:
+        atomic_write_json(run_dir / "task_gap.json", gap)
+    finish_continual(ctx, bundle_now, list(records.values()), complete=position["task"] == n_tasks, extras=extras)
     return state
 
 
+#: the loop's error records and the key of :func:`~cadence.evaluation.model_error.normalized_errors` each holds
+ERROR_RECORDS = {"model_error": "raw_mse", "state_error": "state", "reward_error": "reward"}
+
+
+def new_records(labels: list[str]) -> dict[str, ContinualEvaluation]:
+    """The loop's four records: the MPC return, then the model errors of :data:`ERROR_RECORDS`."""
+    records = {"return": ContinualEvaluation(labels, metric_name="return", higher_is_better=True)}
+    for name in ERROR_RECORDS:
+        records[name] = ContinualEvaluation(labels, metric_name=name, higher_is_better=False)
+    return records
+
+
+def warn_if_no_gap(gap: dict[str, Any], first_task_error: float, console: Any) -> None:
+    """Say so when the sequence's smallest task gap is below ten times the first task's just-learned state error
+    (and record both in ``gap``)."""
+    gap["first_task_state_error"] = first_task_error
+    gap["gap_over_error"] = gap["min_state_gap"] / max(first_task_error, 1e-12)
+    warning = gap_warning(gap["sequence"], gap["min_state_gap"], gap["min_reward_gap"], first_task_error)
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)} (cadence task-gap SEQUENCE measures the gap)")
+
+
 def finish_continual(ctx: LoopContext, make_bundle: Callable[[], dict[str, Any]], records: list[ContinualEvaluation],
-                     complete: bool) -> None:
-    """Close a continual run: once every task is learned, log each record's summary metrics and write its files;
-    hand the records to the learner (for the run's metrics.json); then the last checkpoints."""
+                     complete: bool, extras: dict[str, dict[str, Any]] | None = None) -> None:
+    """Close a continual run: once every task is learned, log each record's summary metrics and write its files
+    (with ``extras[metric_name]`` added to its JSON); hand the records to the learner (for the run's metrics.json);
+    then the last checkpoints."""
     if complete:
         for record in records:
             log_continual_summary(ctx.logger, ctx.state.step, record, summary(record))
-        write_records(ctx.run_dir, *records)
+        write_records(ctx.run_dir, *records, extras=extras)
     ctx.agent.records = {r.metric_name: r for r in records}
     finish_run(ctx, make_bundle)
 
 
-def write_records(run_dir: Path, *records: ContinualEvaluation) -> None:
-    """``continual_<metric>.json`` (the record and its metrics), ``.png`` (its heatmap) and ``_curves.png`` (every
-    task against the env step, from all evaluation rows) per record."""
+def write_records(run_dir: Path, *records: ContinualEvaluation, extras: dict[str, dict[str, Any]] | None = None
+                  ) -> None:
+    """``continual_<metric>.json`` (the record, its metrics and ``extras[metric]``), ``.png`` (its heatmap) and
+    ``_curves.png`` (every task against the env step, from all evaluation rows) per record."""
     for record in records:
         stem = run_dir / f"continual_{record.metric_name}"
-        atomic_write_json(stem.with_suffix(".json"), {"record": record.to_dict(), "metrics": summary(record)})
+        atomic_write_json(stem.with_suffix(".json"), {"record": record.to_dict(), "metrics": summary(record),
+                                                      **(extras or {}).get(record.metric_name, {})})
         plot_continual_heatmap(record, stem.with_suffix(".png"), title=f"{run_dir.name}: {record.metric_name}")
         plot_continual_curves(record, run_dir / f"continual_{record.metric_name}_curves.png",
                               title=f"{run_dir.name}: {record.metric_name} of every task", xlabel="env steps")
