@@ -12,6 +12,7 @@ from cadence.evaluation.continual import (
     TaskReference,
     average_performance,
     forgetting,
+    forgetting_chaudhry,
     forward_transfer,
     forward_transfer_auc,
     hold_best,
@@ -66,6 +67,23 @@ def test_matrix_metrics_higher_is_better():
     assert wc_acc(SUCCESS) == pytest.approx(1.0 / 3 + 2 / 3 * 0.6)
     assert wc_acc(SUCCESS, k=1) == pytest.approx(0.8)
     np.testing.assert_allclose(stability_gap(SUCCESS), [0.3, 0.2])
+
+
+def test_chaudhry_forgetting_counts_a_gain_made_after_the_task_and_lost():
+    # task 0 improves to 0.9 while task 1 trains, then drops to 0.6: Continual World's forgetting (from its own
+    # end, 0.5) calls that -0.1, Chaudhry's (from its best earlier value) 0.3
+    improved = np.array([[0.5, 0.0, 0.0],
+                         [0.9, 0.8, 0.1],
+                         [0.6, 0.7, 1.0]])
+    np.testing.assert_allclose(forgetting(improved), [-0.1, 0.1])
+    np.testing.assert_allclose(forgetting_chaudhry(improved), [0.3, 0.1])
+    np.testing.assert_allclose(forgetting_chaudhry(SUCCESS), [0.3, 0.2])
+    # errors: the final error minus the smallest earlier one; negated errors agree
+    np.testing.assert_allclose(forgetting_chaudhry(ERRORS, higher_is_better=False), [2.0, 1.0])
+    np.testing.assert_allclose(forgetting_chaudhry(-ERRORS), forgetting_chaudhry(ERRORS, higher_is_better=False))
+    assert forgetting_chaudhry([[0.5]]).size == 0
+    with pytest.raises(ValueError, match=r"Chaudhry forgetting needs p\[1, 0\]"):
+        forgetting_chaudhry([[0.5, None], [None, 0.4]])
 
 
 def test_matrix_metrics_lower_is_better():

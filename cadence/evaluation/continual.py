@@ -7,6 +7,7 @@ rows measured inside a task (for the stability gap and live curves) and the task
 Sources (DESIGN.md section 3 "Continual metrics", and "LIBERO"):
 
 - Continual World, Wołczyk et al., arXiv 2105.10919: average performance, forgetting, forward transfer;
+- Chaudhry et al., arXiv 1801.10112 (RWalk): forgetting as the best earlier performance minus the final one;
 - the stability gap, De Lange et al., arXiv 2205.13452: min-ACC, WC-ACC and the stability gap;
 - LIBERO, Liu et al., arXiv 2306.03310, section 5: FWT, NBT and AUC.
 
@@ -30,8 +31,8 @@ import numpy as np
 from cadence.io import atomic_write_json, read_json
 
 #: The keys :func:`summary` can return, in the order it returns them.
-SUMMARY_KEYS = ("average_performance", "forgetting", "forward_transfer", "forward_transfer_auc", "min_acc",
-                "wc_acc", "stability_gap", "libero_fwt", "libero_nbt", "libero_auc")
+SUMMARY_KEYS = ("average_performance", "forgetting", "forgetting_chaudhry", "forward_transfer", "forward_transfer_auc",
+                "min_acc", "wc_acc", "stability_gap", "libero_fwt", "libero_nbt", "libero_auc")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -284,13 +285,31 @@ def average_performance(data: Data, higher_is_better: bool | None = None) -> flo
 
 
 def forgetting(data: Data, higher_is_better: bool | None = None) -> np.ndarray:
-    """Per task i < T-1: F_i = p[i, i] - p[T-1, i], the performance lost between the end of its own training and
-    the end of the run (for errors, p[T-1, i] - p[i, i]); positive means forgotten. Its mean is the reported
-    forgetting. Empty for one task."""
+    """Continual World's forgetting per task i < T-1: F_i = p[i, i] - p[T-1, i], the performance lost between the
+    end of its own training and the end of the run (for errors, p[T-1, i] - p[i, i]); positive means forgotten. Its
+    mean is the reported ``forgetting``; :func:`forgetting_chaudhry` is the best-earlier variant. Empty for one
+    task."""
     matrix, better, tasks = _unpack(data, higher_is_better)
     n = len(matrix)
     _need(matrix, [c for i in range(n - 1) for c in ((i, i), (n - 1, i))], "forgetting", tasks)
     return _sign(better) * (np.diag(matrix)[:-1] - matrix[-1, :-1])
+
+
+def forgetting_chaudhry(data: Data, higher_is_better: bool | None = None) -> np.ndarray:
+    """Chaudhry et al.'s forgetting (arXiv 1801.10112, eq. 7) per task j < T-1: the best performance on task j at
+    any task end before the last, minus its performance at the end,
+
+        f_j = max_{l in [j, T-2]} p[l, j] - p[T-1, j]
+
+    (for errors, the final error minus the smallest earlier one). Unlike :func:`forgetting` (Continual World's, from
+    the task's own end), a task that improved while later tasks trained and then lost it counts as forgotten, and
+    the value is never below 0 for a task whose final value is its best. Its mean is the reported figure."""
+    matrix, better, tasks = _unpack(data, higher_is_better)
+    n = len(matrix)
+    _need(matrix, [(i, j) for j in range(n - 1) for i in range(j, n)], "Chaudhry forgetting", tasks)
+    sign = _sign(better)
+    best = np.array([np.max(sign * matrix[j:n - 1, j]) for j in range(n - 1)])
+    return best - sign * matrix[-1, :-1]
 
 
 def forward_transfer(data: Data, reference: TaskReference | Sequence[float],
@@ -530,7 +549,8 @@ def summary(record: ContinualEvaluation, reference: TaskReference | Sequence[flo
     """Every applicable metric of a finished run (keys in :data:`SUMMARY_KEYS` order):
 
     - ``average_performance``; ``libero_fwt``, ``libero_nbt`` and ``libero_auc`` (the last two need T >= 2);
-    - with T >= 2: ``forgetting`` (mean), ``min_acc`` and ``wc_acc``, and ``stability_gap`` (mean) when the history
+    - with T >= 2: ``forgetting`` (Continual World's, mean), ``forgetting_chaudhry`` (best earlier minus final,
+      mean), ``min_acc`` and ``wc_acc``, and ``stability_gap`` (mean) when the history
       has periodic rows measured during a later task;
     - with a reference: ``forward_transfer`` (mean), and ``forward_transfer_auc`` (mean) when the reference has
       AUCs and the record is higher-is-better.
@@ -544,6 +564,7 @@ def summary(record: ContinualEvaluation, reference: TaskReference | Sequence[flo
     out = {"average_performance": average_performance(record)}
     if record.n_tasks >= 2:
         out["forgetting"] = float(np.mean(forgetting(record)))
+        out["forgetting_chaudhry"] = float(np.mean(forgetting_chaudhry(record)))
     if reference is not None:
         out["forward_transfer"] = float(np.mean(forward_transfer(record, reference)))
         if isinstance(reference, TaskReference) and reference.auc is not None and record.higher_is_better:
