@@ -7,6 +7,7 @@ everything before the run folder is written), and runs what that returns. Adding
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from cadence.curricula import LAYOUT_TEACHERS, TEACHERS, make_layout_teacher, ma
 from cadence.envs import check_env_id, make
 from cadence.envs.batched import BatchedEnv
 from cadence.envs.maze_tasks import LAYOUT_FAMILIES, layout_family_of
+from cadence.envs.obs_rewards import obs_reward
 from cadence.envs.tasks import FAMILIES, base_env_id, family_of
 from cadence.envs.terminations import termination_fn
 from cadence.evaluation.continual import summary
@@ -325,14 +327,45 @@ def load_model(run_dir: str | Path, env_id: str | None = None,
 
 
 # --- continual model-based: a task sequence, one dynamics learner, CEM-MPC --------------------------------------
+#: model updates per fit when neither train.model_steps nor the agent's model_updates_per_step is set
+DEFAULT_MODEL_STEPS = 200
+
+
+@dataclass(frozen=True)
+class ContinualModelBasedTrainConfig(ContinualTrainConfig):
+    """The continual model-based loop's ``[train]``, whose ``model_steps`` may be left to the agent's preset."""
+
+    model_steps: int | None = None  # type: ignore[assignment]
+    """Model updates per fit; None: agent.model_updates_per_step x train_every where the agent's preset sets that
+    ratio (2000 per 1000 steps with agent.preset=reference), else 200."""
+
+    def __post_init__(self) -> None:
+        steps = self.model_steps
+        if steps is None:  # the base class checks a number; None is resolved with the agent's config
+            object.__setattr__(self, "model_steps", DEFAULT_MODEL_STEPS)
+        super().__post_init__()
+        object.__setattr__(self, "model_steps", steps)
+
+
+def continual_model_steps(train_cfg: Any, agent_cfg: ContinualModelBasedConfig) -> int:
+    """Model updates per fit: train.model_steps as set, else the agent's updates-per-step ratio x train_every, else
+    :data:`DEFAULT_MODEL_STEPS`."""
+    if train_cfg.model_steps is not None:
+        return int(train_cfg.model_steps)
+    ratio = agent_cfg.option("model_updates_per_step")
+    return DEFAULT_MODEL_STEPS if ratio is None else max(1, round(ratio * train_cfg.train_every))
+
+
 def prepare_continual(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
     """HyperCRL and its baselines (``mbrl-<strategy>``) over ``train.sequence``."""
     train_cfg, agent_cfg = sections["train"], sections["agent"]
+    train_cfg = dataclasses.replace(train_cfg, model_steps=continual_model_steps(train_cfg, agent_cfg))
     env = make(train_cfg.env)
     strategy = "hypercrl" if recipe.name == "hypercrl" else recipe.name.removeprefix("mbrl-")
     learner = ContinualModelBased(env.observation_space, env.action_space, strategy, agent_cfg,
                                   termination_fn=termination_fn(base_env_id(train_cfg.env), env),
                                   device=train_cfg.device, seed=train_cfg.seed)
+    learner.set_true_reward(obs_reward(train_cfg.env, env))
 
     def run(run_dir: Path, resume: bool, hooks: Iterable[Hook], callbacks: Iterable[Callback]) -> TrainState:
         return train_continual(learner, train_cfg, run_dir, resume=resume, hooks=hooks, callbacks=callbacks)
@@ -413,8 +446,8 @@ RECIPES: dict[str, Recipe] = {
     "srl": Recipe("srl", SRL, SRLConfig, TrainConfig, prepare_online, check_online),
     "mopo": Recipe("mopo", MOPO, MOPOConfig, OfflineTrainConfig, prepare_offline, check_offline),
     "mobile": Recipe("mobile", MOBILE, MOBILEConfig, OfflineTrainConfig, prepare_offline, check_offline),
-    **{name: Recipe(name, ContinualModelBased, ContinualModelBasedConfig, ContinualTrainConfig, prepare_continual,
-                    check_continual)
+    **{name: Recipe(name, ContinualModelBased, ContinualModelBasedConfig, ContinualModelBasedTrainConfig,
+                    prepare_continual, check_continual)
        for name in ("hypercrl", *(f"mbrl-{s}" for s in STRATEGIES if s != "hypercrl"))},
     **{name: Recipe(name, ContinualOffline, ContinualOfflineConfig, ContinualOfflineTrainConfig,
                     prepare_continual_offline, check_continual) for name in OFFLINE_STRATEGIES},

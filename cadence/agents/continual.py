@@ -473,16 +473,16 @@ class ContinualModelBased:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["strategy"] != self.strategy:
             raise ValueError(f"checkpoint holds a {state['strategy']!r} learner, not {self.strategy!r}")
+        two = self.strategy == "hypercrl" and bool(self.config.option("two_optimizers"))
+        if state["optimizer"] is not None and two != ("theta" in state["optimizer"]):
+            raise ValueError(f"the checkpoint was trained with {'one optimiser' if two else 'two optimisers'}; this "
+                             f"learner has two_optimizers={two}: resume with the run's own agent config")
         self.task, self.normalizer, self.coreset = int(state["task"]), state["normalizer"], state["coreset"]
         if self.strategy == "single":
             self.model = PerTaskModels([self._new_model() for _ in range(int(state["n_models"]))])
         self.model.load_state_dict(state["model"])
         if state["optimizer"] is not None:
             self.optimizer = self._new_optimizer()
-            two = isinstance(self.optimizer, HyperOptimizers)
-            if two != ("theta" in state["optimizer"]):
-                raise ValueError(f"the checkpoint was trained with {'one optimiser' if two else 'two optimisers'}; "
-                                 f"this learner has two_optimizers={two}: resume with the run's own agent config")
             self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         if self.penalty is not None:
