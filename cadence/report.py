@@ -39,7 +39,7 @@ REPORT_JSON = "report.json"
 #: the confidence level of every interval in the report
 CONFIDENCE = 0.95
 #: the continual summary metrics the tables show (:func:`cadence.evaluation.continual.summary`'s keys)
-CONTINUAL_KEYS = ("average_performance", "forgetting")
+CONTINUAL_KEYS = ("average_performance", "forgetting", "forgetting_chaudhry")
 #: statuses of a run that has stopped; any other (running, queued, no sweep_run.json yet) is "not finished"
 DONE, FAILED = "done", "failed"
 #: the status of a planned run without a sweep_run.json
@@ -249,7 +249,7 @@ def _continual_metric(name: str, key: str, record: ContinualEvaluation | None) -
     higher = record.higher_is_better if record is not None else not name.endswith("error")
     title = f"Continual {name.replace('_', ' ')}: {key.replace('_', ' ')}"
     return Metric(f"continual/{name}/{key}", title, normalised=name == "normalized_score",
-                  higher_is_better=False if key == "forgetting" else higher)
+                  higher_is_better=False if key.startswith("forgetting") else higher)
 
 
 def run_scores(run: RunRecord) -> list[Score]:

@@ -142,8 +142,8 @@ def task_gap(sequence: str, n: int = 1000, seed: int = 0, episode_steps: int = 2
 
 def gap_warning(sequence: str, min_state_gap: float, min_reward_gap: float, single_task_error: float,
                 ratio: float = MIN_GAP_RATIO) -> str | None:
-    """A warning that ``sequence`` cannot show forgetting of the dynamics (its smallest state gap is below ``ratio``
-    times a single-task model's normalised state error), or None where it can."""
+    """A warning that forgetting of the dynamics cannot stand out on ``sequence`` (its smallest state gap is below
+    ``ratio`` times a single-task model's normalised state error), or None where it can."""
     over = min_state_gap / max(single_task_error, 1e-12)
     if over >= ratio:
         return None
@@ -151,4 +151,5 @@ def gap_warning(sequence: str, min_state_gap: float, min_reward_gap: float, sing
               "shows" if min_reward_gap >= 1.0 else "")
     return (f"sequence {sequence!r} cannot show forgetting of the dynamics: its smallest task gap "
             f"{min_state_gap:.3g} is {over:.1f}x a single-task model's state error {single_task_error:.3g} (below "
-            f"{ratio:g}x): a model of any one task is nearly right on all of them{reward}")
+            f"{ratio:g}x), so a model that forgot an earlier task is hardly worse on it than one that kept it (tasks "
+            f"too alike, or a model trained too little){reward}")

@@ -397,7 +397,7 @@ HALF_CHEETAH_BODY = TaskFamily(
 #: unlearn the other (on HalfCheetahBody's x1.25 parts a single model barely forgets: the tasks are too alike)
 HALF_CHEETAH_MOTOR = TaskFamily(
     "HalfCheetahMotor-v0", "HalfCheetah-v5", _box([-1.0, -1.0], [1.0, 1.0]), _scale_cheetah_motors,
-    sequences={"halfcheetah-motor-3": ["normal", "reversed-back", "reversed-front"],
+    sequences={"halfcheetah-motor-3": ["normal", "reversed", "reversed-back"],
                "halfcheetah-motor-4": ["normal", "reversed-back", "reversed-front", "reversed"]},
     presets={"normal": (1.0, 1.0), "reversed-back": (-1.0, 1.0), "reversed-front": (1.0, -1.0),
              "reversed": (-1.0, -1.0), "weak-back": (0.5, 1.0), "weak-front": (1.0, 0.5)},
