@@ -28,7 +28,12 @@ from cadence.evaluation.continual import (
     summary,
     wc_acc,
 )
-from cadence.evaluation.plots import plot_continual_curves, plot_continual_heatmap, plot_continual_methods
+from cadence.evaluation.plots import (
+    panel_norms,
+    plot_continual_curves,
+    plot_continual_heatmap,
+    plot_continual_methods,
+)
 
 NAN = np.nan
 
@@ -261,8 +266,14 @@ def test_plots_write_pngs(tmp_path):
     for path in paths:
         assert path.stat().st_size > 1000
         assert matplotlib.image.imread(path).shape[0] > 100
-    with pytest.raises(ValueError, match="one colour scale"):
+    with pytest.raises(ValueError, match="one metric and direction"):
         plot_continual_methods({"a": record, "b": record_4(errors=True)}, tmp_path / "bad.png")
+    # each panel on its own scale by default (a 10x larger record keeps its contrast), one scale on request
+    big = ContinualEvaluation(list("ABCD"), "success", matrix=record.matrix * 10)
+    own = panel_norms([record, big])
+    assert (own[0].vmin, own[0].vmax) == (0.0, 1.0) and (own[1].vmin, own[1].vmax) == (0.0, 10.0)
+    assert all((n.vmin, n.vmax) == (0.0, 10.0) for n in panel_norms([record, big], shared_scale=True))
+    assert plot_continual_methods({"a": record, "b": big}, tmp_path / "shared.png", shared_scale=True).is_file()
     with pytest.raises(ValueError, match="no evaluation rows"):
         plot_continual_curves(partial, tmp_path / "none.png")
 

@@ -359,29 +359,40 @@ def plot_continual_heatmap(record: ContinualEvaluation, path: str | Path, title:
     return save_figure(fig, path)
 
 
+def panel_norms(records: Sequence[ContinualEvaluation], shared_scale: bool = False
+                ) -> list[matplotlib.colors.Normalize]:
+    """The colour scale of each record's panel: its own measured range, or one range over all of them."""
+    if shared_scale:
+        return [_matrix_norm(records)] * len(records)
+    return [_matrix_norm([record]) for record in records]
+
+
 def plot_continual_methods(records: Mapping[str, ContinualEvaluation], path: str | Path, title: str = "",
-                           per_row: int = 4) -> Path:
-    """Continual matrices of several methods side by side on one colour scale (one colour bar), ``per_row`` to a
-    row. The records must share the metric and its direction."""
+                           per_row: int = 4, shared_scale: bool = False) -> Path:
+    """Continual matrices of several methods side by side, ``per_row`` to a row, each panel on its own colour
+    scale with its own colour bar (a method whose errors are 100x another's would otherwise show one colour), or
+    with ``shared_scale`` on one scale and one colour bar. The records must share the metric and its direction."""
     if not records:
         raise ValueError("no records to plot")
     items = list(records.values())
     kinds = {(r.metric_name, r.higher_is_better) for r in items}
     if len(kinds) > 1:
-        raise ValueError(f"one colour scale needs one metric and direction, got {sorted(kinds)}")
+        raise ValueError(f"one figure needs one metric and direction, got {sorted(kinds)}")
     n = max(r.n_tasks for r in items)
     side = max(3.0, 0.6 * n + 1.5)
     cols = min(per_row, len(items))
     rows = -(-len(items) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(side * cols + 1.5, (side + 0.5) * rows), squeeze=False,
-                             layout="constrained")
-    norm = _matrix_norm(items)
-    for ax, (method, record) in zip(axes.flat, records.items()):
+    width = side * cols + (1.5 if shared_scale else 1.2 * cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, (side + 0.5) * rows), squeeze=False, layout="constrained")
+    for ax, (method, record), norm in zip(axes.flat, records.items(), panel_norms(items, shared_scale)):
         image = _draw_matrix(ax, record, norm)
         ax.set_title(method, fontsize=10)
+        if not shared_scale:
+            fig.colorbar(image, ax=ax, shrink=0.8, label=_colorbar_label([record]))
     for ax in list(axes.flat)[len(items):]:
         ax.set_visible(False)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85, label=_colorbar_label(items))
+    if shared_scale:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85, label=_colorbar_label(items))
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
