@@ -1,0 +1,146 @@
+"""Regenerate the measured tables of benchmarks/README.md from the results JSON, so no figure is typed by hand.
+
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in benchmarks/README.md and is made by
+``RENDERERS[NAME]`` from ``benchmarks/results/<file>.json``. Aggregates are cadence report's: the interquartile mean
+over seeds with a 95% stratified-bootstrap interval (:func:`cadence.evaluation.aggregate.aggregate`).
+
+    python benchmarks/tables.py            # rewrite every table whose JSON exists
+    python benchmarks/tables.py --check    # exit 1 if a table differs from its JSON (for CI or review)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cadence.evaluation.aggregate import Interval, aggregate
+
+HERE = Path(__file__).parent
+README = HERE / "README.md"
+RESULTS = HERE / "results"
+
+
+def interval(values: Sequence[float], digits: int = 3) -> str:
+    """``IQM [low, high]`` of per-seed values."""
+    return aggregate(list(values)).format(digits)
+
+
+def _interval(values: Sequence[float]) -> Interval:
+    return aggregate(list(values))
+
+
+def _per_seed(result: dict, method: str, record: str, key: str) -> list[float]:
+    seeds = result["results"][method]["per_seed"]
+    return [float(seeds[str(s)][record]["metrics"][key]) for s in result["seeds"]]
+
+
+def continual_mbrl() -> str:
+    """The continual model-based table: state/reward error, both forgetting definitions, return; the task gap, the
+    single-task error and the no-change predictor above it; the HyperCRL-vs-finetune outcome below it."""
+    data = json.loads((RESULTS / "continual_mbrl.json").read_text())
+    key = next(k for k in data if k != "HalfCheetahBody")
+    result = data[key]
+    methods, seeds = result["methods"], result["seeds"]
+    first = result["results"][methods[0]]["per_seed"]
+    gaps = [first[str(s)]["task_gap"]["min_state_gap"] for s in seeds]
+    no_change = np.mean([first[str(s)]["state_error"]["no_change"] for s in seeds], axis=0)
+    lines = [f"Sequence `{key}` ({', '.join(result['tasks'])}), {result['steps_per_task']:,} env steps per task, "
+             f"seeds {', '.join(map(str, seeds))}; IQM over seeds [95% bootstrap CI]. Errors are per-column "
+             "normalised by the first task's held-out std (1 = predicting each column's mean).", ""]
+    if "single" in methods:
+        single = [float(np.mean(np.diag(np.array(result["results"]["single"]["per_seed"][str(s)]["state_error"]
+                                                   ["matrix"], dtype=float)))) for s in seeds]
+        lines.append(f"- task gap (smallest, normalised): {np.mean(gaps):.3g}; single-task model's state error "
+                     f"(the `single` runs' diagonal): {np.mean(single):.3g}, so the gap is "
+                     f"**{np.mean(gaps) / np.mean(single):.1f}x** the single-task error (10x needed to show "
+                     "forgetting).")
+    lines.append(f"- no-change predictor (s' = s, r = 0), state error per task: "
+                 f"{', '.join(f'{v:.3g}' for v in no_change)}.")
+    lines += ["", "| method | state error, final avg ↓ | state forgetting (Chaudhry) ↓ | state forgetting "
+              "(Continual World) ↓ | reward error, final avg ↓ | MPC return, final avg ↑ | return forgetting "
+              "(Chaudhry) ↓ |", "|---|---|---|---|---|---|---|"]
+    for method in methods:
+        cells = [interval(_per_seed(result, method, "state_error", "average_performance")),
+                 interval(_per_seed(result, method, "state_error", "forgetting_chaudhry")),
+                 interval(_per_seed(result, method, "state_error", "forgetting")),
+                 interval(_per_seed(result, method, "reward_error", "average_performance")),
+                 interval(_per_seed(result, method, "return", "average_performance"), 1),
+                 interval(_per_seed(result, method, "return", "forgetting_chaudhry"), 1)]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", outcome(result)]
+    return "\n".join(lines)
+
+
+def outcome(result: dict) -> str:
+    """The paper's claim, HyperCRL forgets less than finetune, against the measured Chaudhry state forgetting."""
+    if not {"hypercrl", "finetune"} <= set(result["methods"]):
+        return ""
+    hyper = _interval(_per_seed(result, "hypercrl", "state_error", "forgetting_chaudhry"))
+    fine = _interval(_per_seed(result, "finetune", "state_error", "forgetting_chaudhry"))
+    if hyper.high < fine.low:
+        verdict = "**HyperCRL forgets less than finetune** (the intervals do not overlap): the paper's claim holds here"
+    elif hyper.low > fine.high:
+        verdict = "**HyperCRL forgets more than finetune** (the intervals do not overlap): the paper's claim fails here"
+    else:
+        verdict = ("**the intervals overlap**: these seeds cannot tell HyperCRL's forgetting from finetune's, so the "
+                   "paper's claim is neither confirmed nor refuted here")
+    return (f"HyperCRL against finetune, Chaudhry forgetting of the state error: {hyper.format()} against "
+            f"{fine.format()}; {verdict}.")
+
+
+def task_gaps() -> str:
+    """Every sequence's smallest task gap against a single-task model's error."""
+    data = json.loads((RESULTS / "task_gaps.json").read_text())
+    lines = [f"{data['n']:,} random transitions per task, seed {data['seed']}; single-task model: a (200, 200) "
+             f"Gaussian MLP, {data['fit_steps']:,} updates on the first task. Gaps and errors are per-column "
+             "normalised by the first task's std of s' - s (1 = a typical step).", "",
+             "| sequence | tasks | smallest state gap | smallest reward gap | single-task state error | gap / error "
+             f"(≥ {data['min_ratio']:g} shows forgetting) |", "|---|---|---|---|---|---|"]
+    for name, entry in data["sequences"].items():
+        verdict = "**yes**" if entry["ratio"] >= data["min_ratio"] else "no"
+        lines.append(f"| `{name}` | {', '.join(entry['labels'])} | {entry['min_state_gap']:.3g} | "
+                     f"{entry['min_reward_gap']:.3g} | {entry['single_task_error']:.3g} | {entry['ratio']:.1f}x "
+                     f"({verdict}) |")
+    return "\n".join(lines)
+
+
+RENDERERS: dict[str, Callable[[], str]] = {"continual_mbrl": continual_mbrl, "task_gaps": task_gaps}
+
+
+def render(text: str, name: str, body: str) -> str:
+    """``text`` with the block between ``<!-- table:name -->`` and ``<!-- /table:name -->`` replaced by ``body``."""
+    pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- /table:{name} -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{README} has no <!-- table:{name} --> ... <!-- /table:{name} --> block")
+    return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 where a table is out of date")
+    args = parser.parse_args()
+    text = README.read_text()
+    new = text
+    for name, renderer in RENDERERS.items():
+        try:
+            new = render(new, name, renderer())
+        except FileNotFoundError as missing:  # a benchmark not run yet: its table stays as it is
+            print(f"skipped {name}: {missing}", file=sys.stderr)
+    if args.check:
+        if new != text:
+            print("benchmarks/README.md is out of date: run python benchmarks/tables.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new)
+    print(f"wrote {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
