@@ -10,12 +10,16 @@ Sections (``--sections``, all by default, in this order; each merges its key int
   each), saved as ``<data dir>/libero-<suite>-scripted.hdf5``; success rates per task and suite, the first grasp
   alone and with retries. Excluded tasks (``cadence.libero_demos.EXCLUDED_TASKS``) are listed with their cause.
 - ``lifelong``: behaviour cloning over LIBERO-Object's 10 tasks with SeqL, ER, EWC and multitask, ``--seeds``
-  each; the success matrix on held-out init states, and LIBERO's FWT, NBT and AUC
-  (``libero_lifelong_success.png``, ``libero_lifelong_metrics.png``).
+  each; the success matrix on held-out init states, and LIBERO's FWT, NBT and AUC as the LIBERO paper defines them:
+  FWT from each task's in-training checkpoints (``--mid-task-evals`` inside, plus its start and end), each task
+  ending with its best checkpoint restored (``libero_lifelong_success.png``, ``libero_lifelong_metrics.png``).
 - ``worldmodels``: dynamics models learned over LIBERO-Spatial's tasks from the demonstrations, HyperCRL (plain and
   chunked hypernetworks) against finetune (``--hypercrl-beta B ...`` adds the chunked variant with other regulariser
-  weights); the held-out prediction-error
-  matrix after each task (``libero_world_models.png``).
+  weights); the held-out prediction-error matrices after each task: the raw MSE of ``(s', r)`` and the per-column
+  normalised state and reward errors (each column of ``(s' - s, r)`` in units of its std on the first task's
+  held-out transitions, ``cadence.evaluation.model_error``), each beside the no-change predictor's (``s' = s``,
+  ``r = 0``) errors per task (``libero_world_models.png``, ``libero_world_models_state.png``). Quaternions are
+  signed as ``LiberoEnv`` signs them (``--raw-quaternions`` keeps the package's signs, the features before).
 
     python benchmarks/libero.py [--sections speed scripted lifelong worldmodels] [--seeds 1 2] [--workers 2]
 """
@@ -35,12 +39,17 @@ import platform  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import RESULTS, cpu_name, merge_result  # noqa: E402
 
+if TYPE_CHECKING:
+    from cadence.replay.datasets import OfflineDataset
+
 SECTIONS = ("speed", "scripted", "lifelong", "worldmodels")
+ERROR_KEYS = ("raw_mse", "state", "reward")  # cadence.evaluation.model_error.normalized_errors
 LIFELONG_METHODS = ("seql", "er", "ewc", "multitask")
 WORLD_MODEL_METHODS = ("hypercrl", "finetune")
 
@@ -93,18 +102,25 @@ def scripted(args: argparse.Namespace) -> dict:
     return out
 
 
+def demos(suite: str, tasks: list[int], canonical: bool = True) -> OfflineDataset:
+    """The suite's scripted demonstrations (quaternions signed as ``LiberoEnv`` signs them, unless not
+    ``canonical``)."""
+    from cadence.libero_demos import demo_file, load_demos
+
+    return load_demos(demo_file(suite), suite, tasks, canonical=canonical)
+
+
 def lifelong_run(method: str, seed: int, args: argparse.Namespace) -> dict:
     from cadence.agents.lifelong_bc import LifelongBC
     from cadence.evaluation.continual import summary
-    from cadence.libero_demos import demo_file, load_demos
     from cadence.loops.lifelong_imitation import LifelongImitationConfig, train_lifelong_imitation
 
     torch.set_num_threads(1)
     tasks = list(range(10))
-    data = load_demos(demo_file(args.lifelong_suite), args.lifelong_suite, tasks)
+    data = demos(args.lifelong_suite, tasks)  # signed quaternions, as the evaluation env's
     learner = LifelongBC(data.observations.shape[1], 7, len(tasks), method, seed=seed)
     config = LifelongImitationConfig(steps_per_task=args.bc_steps, eval_inits=tuple(range(50 - args.eval_episodes, 50)),
-                                     mid_task_evals=0)
+                                     mid_task_evals=args.mid_task_evals)
     start = time.perf_counter()
     record = train_lifelong_imitation(learner, data, args.lifelong_suite, tasks, config,
                                       run_dir=args.runs / f"lifelong_{method}_s{seed}",
@@ -119,7 +135,8 @@ def lifelong(args: argparse.Namespace) -> dict:
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(lifelong_run, *zip(*jobs), [args] * len(jobs)))
     out: dict = {"suite": args.lifelong_suite, "bc_steps_per_task": args.bc_steps,
-                 "eval_init_states": list(range(50 - args.eval_episodes, 50)), "seeds": args.seeds, "methods": {}}
+                 "eval_init_states": list(range(50 - args.eval_episodes, 50)), "seeds": args.seeds,
+                 "checkpoints_per_task": args.mid_task_evals + 2, "restore_best": True, "methods": {}}
     for (method, seed), result in zip(jobs, results):
         out["methods"].setdefault(method, {"per_seed": {}})["per_seed"][str(seed)] = result
     for method, entry in out["methods"].items():
@@ -130,18 +147,10 @@ def lifelong(args: argparse.Namespace) -> dict:
     return out
 
 
-def world_models(args: argparse.Namespace) -> dict:
-    """HyperCRL against finetune over LIBERO-Spatial's tasks; held-out error on every learned task after each."""
-    from gymnasium import spaces
-
-    from cadence.agents.continual import ContinualModelBased, ContinualModelBasedConfig
-    from cadence.libero_demos import EXCLUDED_TASKS, demo_file, load_demos
-
-    torch.set_num_threads(1)
-    tasks = [t for t in range(10) if ("spatial", t) not in EXCLUDED_TASKS]
-    data = load_demos(demo_file("spatial"), "spatial", tasks)
+def heldout_splits(data: OfflineDataset, tasks: list[int]) -> list[tuple[dict, dict]]:
+    """Per task: (train, held-out) tensors, whole episodes held out: the last 20% of each task's episodes."""
     splits = []
-    for t in tasks:  # whole episodes held out: the last 20% of each task's episodes
+    for t in tasks:
         part = data.task(t)
         starts = np.flatnonzero(part.episode_starts())
         cut = starts[int(len(starts) * 0.8)] if len(starts) > 1 else int(len(part) * 0.8)
@@ -149,9 +158,48 @@ def world_models(args: argparse.Namespace) -> dict:
                    "next_obs": part.next_obs()}
         tensors = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in tensors.items()}
         splits.append(({k: v[:cut] for k, v in tensors.items()}, {k: v[cut:] for k, v in tensors.items()}))
+    return splits
+
+
+def error_summary(matrices: dict[str, np.ndarray], no_change: dict[str, list[float]]) -> dict:
+    """A method's error matrices (``matrix`` the raw MSE, as before; ``state_matrix``, ``reward_matrix``), the
+    no-change predictor's errors per task beside them, and the final row's means, also over the no-change ones."""
+    out: dict = {"matrix": matrices["raw_mse"].tolist(), "state_matrix": matrices["state"].tolist(),
+                 "reward_matrix": matrices["reward"].tolist(), "no_change": no_change}
+    for key, name in (("raw_mse", "final_mean_error"), ("state", "final_mean_state_error"),
+                      ("reward", "final_mean_reward_error")):
+        out[name] = float(matrices[key][-1].mean())
+    # below 1: the model beats predicting no change; the raw ratio is dominated by the largest columns
+    out["final_over_no_change"] = {key: float(matrices[key][-1].mean() / max(np.mean(no_change[key]), 1e-12))
+                                   for key in ERROR_KEYS}
+    final, diagonal = matrices["raw_mse"][-1], np.diag(matrices["raw_mse"])
+    out["forgetting"] = float(np.mean(final[:-1] - diagonal[:-1]))
+    return out
+
+
+def world_models(args: argparse.Namespace) -> dict:
+    """HyperCRL against finetune over LIBERO-Spatial's tasks; held-out errors on every learned task after each,
+    raw and per-column normalised, beside the no-change predictor's."""
+    from gymnasium import spaces
+
+    from cadence.agents.continual import ContinualModelBased, ContinualModelBasedConfig
+    from cadence.evaluation.model_error import SCALE_FLOOR, no_change_errors, transition_scale
+    from cadence.libero_demos import EXCLUDED_TASKS
+
+    torch.set_num_threads(1)
+    tasks = [t for t in range(10) if ("spatial", t) not in EXCLUDED_TASKS]
+    data = demos("spatial", tasks, canonical=not args.raw_quaternions)
+    splits = heldout_splits(data, tasks)
+    scale = transition_scale(splits[0][1])  # per column of (s' - s, r): its std on the first task's held-out data
+    no_change = [no_change_errors(held, scale) for _, held in splits]
+    no_change = {key: [e[key] for e in no_change] for key in ERROR_KEYS}
+    print("  no change: " + "  ".join(f"{k} " + " ".join(f"{e:.4g}" for e in v) for k, v in no_change.items()))
     obs_space = spaces.Box(-np.inf, np.inf, (data.observations.shape[1],), np.float32)
     act_space = spaces.Box(-1, 1, (7,), np.float32)
-    out: dict = {"tasks": tasks, "model_steps_per_task": args.model_steps, "methods": {}}
+    out: dict = {"tasks": tasks, "model_steps_per_task": args.model_steps,
+                 "quaternions": "raw" if args.raw_quaternions else "canonical", "no_change": no_change,
+                 "scale": {"reference": "held-out transitions of the first task", "floor": SCALE_FLOOR,
+                           "std": scale.tolist()}, "methods": {}}
     methods = {m: ContinualModelBasedConfig() for m in WORLD_MODEL_METHODS}
     methods["hypercrl-chunked"] = ContinualModelBasedConfig(chunked=True)  # the variant, at its own beta 0.005
     for beta in args.hypercrl_beta:  # the chunked variant with a stronger output regulariser than the paper's
@@ -160,20 +208,24 @@ def world_models(args: argparse.Namespace) -> dict:
         strategy = "hypercrl" if method.startswith("hypercrl") else method
         torch.manual_seed(0)  # the model's initial weights (the learner's seed drives only its batches)
         learner = ContinualModelBased(obs_space, act_space, strategy, config, seed=0)
-        matrix = np.full((len(tasks), len(tasks)), np.nan)
+        matrices = {key: np.full((len(tasks), len(tasks)), np.nan) for key in ERROR_KEYS}
         start = time.perf_counter()
         for i, (train, _) in enumerate(splits):
             learner.start_task(i)
             learner.fit(train, args.model_steps)
             learner.end_task(train)
             # tasks not yet learned have no embedding in HyperCRL: the lower triangle, as for the other records
-            matrix[i, : i + 1] = [learner.prediction_error(held, j) for j, (_, held) in enumerate(splits[: i + 1])]
-            print(f"  {method} after task {i}: " + " ".join(f"{e:.4f}" for e in matrix[i, : i + 1]), flush=True)
-        final, diagonal = matrix[-1], np.diag(matrix)
-        out["methods"][method] = {"matrix": matrix.tolist(), "seconds": time.perf_counter() - start,
-                                  "final_mean_error": float(final.mean()),
-                                  "forgetting": float(np.mean(final[:-1] - diagonal[:-1]))}
-        print(f"{method}: final mean error {final.mean():.4f}, forgetting {out['methods'][method]['forgetting']:+.4f}")
+            for j, (_, held) in enumerate(splits[: i + 1]):
+                errors = learner.prediction_errors(held, j, scale)
+                for key in ERROR_KEYS:
+                    matrices[key][i, j] = errors[key]
+            print(f"  {method} after task {i}: " + "  ".join(
+                f"{key} " + " ".join(f"{e:.4g}" for e in matrices[key][i, : i + 1]) for key in ERROR_KEYS), flush=True)
+        entry = out["methods"][method] = {**error_summary(matrices, no_change), "seconds": time.perf_counter() - start}
+        print(f"{method}: final mean error {entry['final_mean_error']:.4g} (state {entry['final_mean_state_error']:.4g}"
+              f", reward {entry['final_mean_reward_error']:.4g}), over no change " +
+              " ".join(f"{k} {v:.3f}" for k, v in entry["final_over_no_change"].items()) +
+              f", forgetting {entry['forgetting']:+.4g}")
     return out
 
 
@@ -214,11 +266,22 @@ def plot(result: dict) -> list[Path]:
             recs, RESULTS / "libero_world_models.png",
             title="LIBERO-Spatial continual world models: held-out prediction error (MSE of state change and "
                   f"reward) on each task after each task, {wm['model_steps_per_task']} model steps per task"))
+        if all("state_matrix" in e for e in wm["methods"].values()):
+            recs = {m: ContinualEvaluation([f"spatial/{t}" for t in wm["tasks"]], metric_name="state_error",
+                                           higher_is_better=False, matrix=np.array(e["state_matrix"]))
+                    for m, e in wm["methods"].items()}
+            paths.append(plot_continual_methods(
+                recs, RESULTS / "libero_world_models_state.png",
+                title="LIBERO-Spatial continual world models: held-out state error, per column in units of the first "
+                      "task's std (no change scores " + ", ".join(f"{e:.3g}" for e in wm["no_change"]["state"]) +
+                      f"), {wm['model_steps_per_task']} model steps per task"))
     plt.close("all")
     return paths
 
 
 def main() -> None:
+    from cadence.loops.lifelong_imitation import LifelongImitationConfig
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     parser.add_argument("--speed-steps", type=int, default=250, help="steps per timed block (4 blocks each)")
@@ -226,7 +289,11 @@ def main() -> None:
     parser.add_argument("--lifelong-suite", default="object", choices=("object", "spatial"))
     parser.add_argument("--bc-steps", type=int, default=2000, help="BC gradient steps per task")
     parser.add_argument("--eval-episodes", type=int, default=3, help="held-out init states (the last of the 50)")
+    parser.add_argument("--mid-task-evals", type=int, default=LifelongImitationConfig.mid_task_evals,
+                        help="lifelong: checkpoints inside each task's training, besides its start and end")
     parser.add_argument("--model-steps", type=int, default=1500, help="world-model steps per task")
+    parser.add_argument("--raw-quaternions", action="store_true",
+                        help="worldmodels: keep the package's quaternion signs (LiberoEnv signs them by default)")
     parser.add_argument("--hypercrl-beta", type=float, nargs="*", default=[],
                         help="worldmodels: also chunked HyperCRL with these regulariser weights (its own: 0.005)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])

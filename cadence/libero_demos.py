@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cadence.envs.libero import SUITES, LiberoEnv, check_task_index, suite_name
+from cadence.envs.libero import SUITES, LiberoEnv, canonical_quaternions, check_task_index, suite_name
 from cadence.replay.datasets import OfflineDataset, data_dir
 
 #: tasks the environment itself makes impossible under the pinned MuJoCo, excluded from averages (with the cause).
@@ -129,9 +129,12 @@ def demo_file(suite: str) -> Path:
     return data_dir() / f"libero-{suite_name(suite)}-scripted.hdf5"
 
 
-def load_demos(path: str | Path, suite: str, tasks: Sequence[int] | None = None) -> OfflineDataset:
+def load_demos(path: str | Path, suite: str, tasks: Sequence[int] | None = None,
+               canonical: bool = True) -> OfflineDataset:
     """A demonstration file, checked to be of ``suite`` and to hold every task of ``tasks``; ``ValueError`` naming
-    what the file holds otherwise."""
+    what the file holds otherwise. With ``canonical`` its quaternions are signed as :class:`LiberoEnv` signs them
+    (:func:`~cadence.envs.libero.canonical_quaternions`; files recorded before it did hold the package's signs, and
+    signing is idempotent)."""
     suite = suite_name(suite)
     data = OfflineDataset.load_hdf5(path)
     meta = data.metadata
@@ -144,4 +147,8 @@ def load_demos(path: str | Path, suite: str, tasks: Sequence[int] | None = None)
     missing = sorted(set(tasks or []) - set(have))
     if missing:
         raise ValueError(f"{path} has no demonstrations of {suite} task(s) {missing}; it holds tasks {have}")
-    return data
+    if not canonical:
+        return data
+    nxt = data.next_observations
+    return replace(data, observations=canonical_quaternions(data.observations),
+                   next_observations=None if nxt is None else canonical_quaternions(nxt))

@@ -102,6 +102,24 @@ def test_spaces_and_the_reset_step_contract(object_env):
 
 
 @needs_libero
+def test_observed_quaternions_have_one_sign(object_env):
+    """The env's state is the package's with signed quaternions: same magnitudes, and every object's quaternion in
+    the gripper's frame equals conj(q_eef) * q_obj of the signed ones (robosuite's own sign is w >= 0)."""
+    from cadence.envs.libero import EEF_QUAT, canonical_quaternions, quat_conjugate, quat_multiply
+
+    base = object_env.unwrapped
+    obs, _ = object_env.reset(seed=0, options={"init_state": 7})
+    raw = np.zeros_like(obs)
+    raw[:PROPRIO_SIZE] = base.raw_obs["robot0_proprio-state"]
+    raw[PROPRIO_SIZE:PROPRIO_SIZE + base.raw_obs["object-state"].shape[0]] = base.raw_obs["object-state"]
+    np.testing.assert_array_equal(obs, canonical_quaternions(raw))
+    np.testing.assert_array_equal(np.abs(obs), np.abs(raw))
+    objects = obs[PROPRIO_SIZE:].reshape(base.object_slots, OBJECT_SIZE)
+    expected = quat_multiply(quat_conjugate(obs[EEF_QUAT].astype(np.float64)), objects[:, 3:7].astype(np.float64))
+    np.testing.assert_allclose(objects[:, 10:14], expected, atol=1e-4)
+
+
+@needs_libero
 def test_same_seed_same_episode_and_exact_resume(object_env):
     actions = np.random.default_rng(0).uniform(-1, 1, (4, 7))
     episodes = []

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cadence.agents.lifelong_bc import LifelongBC, LifelongBCConfig
-from cadence.evaluation.continual import libero_nbt, summary
+from cadence.evaluation.continual import libero_nbt, summary, task_curve
+from cadence.io import read_json
 from cadence.loops import lifelong_imitation
 from cadence.loops.lifelong_imitation import LifelongImitationConfig, train_lifelong_imitation
 from cadence.replay.datasets import OfflineDataset
@@ -62,6 +63,27 @@ def test_replay_and_ewc_forget_less_than_finetuning():
     assert forgetting["ewc"] < 0.8 * forgetting["seql"]
 
 
+def test_snapshot_and_restore_go_back_exactly():
+    learner = LifelongBC(OBS, ACT, 1, "seql", SMALL, seed=0)
+    data = task_data(0)
+    obs = data["obs"].numpy()
+    learner.begin_task(0, data)
+    learner.train(20)
+    saved, before = learner.snapshot(), learner.act(obs, 0)
+    learner.train(50)
+    assert not np.allclose(learner.act(obs, 0), before)
+    learner.restore(saved)
+    np.testing.assert_array_equal(learner.act(obs, 0), before)
+    # the optimizer's state is back too: the same batches from the snapshot give the same policy, twice
+    batches = learner.generator.get_state()
+    learner.train(10)
+    once = learner.act(obs, 0)
+    learner.restore(saved)
+    learner.generator.set_state(batches)
+    learner.train(10)
+    np.testing.assert_array_equal(learner.act(obs, 0), once)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="unknown lifelong strategy 'replay'; valid: seql, er, ewc, multitask"):
         LifelongBC(OBS, ACT, 2, "replay")
@@ -114,7 +136,76 @@ def test_the_loop_fills_the_lower_triangle_and_gives_libero_metrics(monkeypatch,
     c = record.matrix
     assert np.isnan(c[np.triu_indices(3, 1)]).all() and not np.isnan(c[np.tril_indices(3)]).any()
     assert (c[np.tril_indices(3)] == 1.0).all()  # multitask keeps every task
-    assert len(record.history) == 6 and sum(r.final for r in record.history) == 3
+    # per task: a checkpoint before training, one inside, then the task-end row
+    assert len(record.history) == 9 and sum(r.final for r in record.history) == 3
     metrics = summary(record)
     assert metrics["libero_nbt"] == pytest.approx(libero_nbt(c)) == 0.0
     assert (tmp_path / "continual_success.json").is_file() and (tmp_path / "continual_success.png").is_file()
+
+
+class ScriptedLearner:
+    """A stand-in learner whose action is one scripted value, the next one after each ``train`` call; on the stand-in
+    env value v solves task t iff |v - t/4| < 0.25, so 0.0 solves task 0 only, 0.25 task 1 only, 9.0 nothing."""
+
+    def __init__(self, values: list[list[float]]):
+        self.n_tasks, self.values, self.value, self.task = len(values), [list(v) for v in values], 9.0, -1
+        self.restored: list[tuple[int, float]] = []
+
+    def begin_task(self, task, data):
+        self.task = task
+
+    def train(self, steps):
+        self.value = self.values[self.task].pop(0)
+
+    def act(self, obs, task):
+        return np.array([self.value, 0.0])
+
+    def snapshot(self):
+        return self.value
+
+    def restore(self, snapshot):
+        self.value = snapshot
+        self.restored.append((self.task, snapshot))
+
+    def end_task(self):
+        """Nothing to consolidate."""
+
+
+def run_scripted(monkeypatch, tmp_path, restore_best: bool):
+    monkeypatch.setattr(lifelong_imitation, "LiberoEnv", StandInEnv)
+    # checkpoints: before training, after 1/3, 2/3 and all of the steps; task 0 peaks at the first inside one and
+    # loses it, task 1 peaks there, loses it and gets it back at the end (a tie: the first best is kept)
+    learner = ScriptedLearner([[0.0, 9.0, 9.0], [0.25, 9.0, 0.25]])
+    config = LifelongImitationConfig(steps_per_task=3, eval_inits=(0,), mid_task_evals=2, restore_best=restore_best)
+    record = train_lifelong_imitation(learner, stand_in_demos(2), "object", [0, 1], config, run_dir=tmp_path)
+    return learner, record, read_json(tmp_path / "continual_success.json")["checkpoints"]
+
+
+def test_the_best_checkpoint_is_restored_at_each_task_end(monkeypatch, tmp_path):
+    learner, record, checkpoints = run_scripted(monkeypatch, tmp_path, restore_best=True)
+    assert [c["success"] for c in checkpoints] == [[0, 1, 0, 0], [0, 1, 0, 1]]
+    assert [(c["best"], c["kept"], c["restored"]) for c in checkpoints] == [(1, 1, True), (1, 1, True)]
+    assert learner.restored == [(0, 0.0), (1, 0.25)]
+    # c_{k,k} is the best checkpoint's success; task 1 starts from (and task 0 is later measured with) the restored
+    # policies: 0.0 fails task 1 before training, 0.25 fails task 0
+    np.testing.assert_array_equal(record.matrix, [[1, np.nan], [0, 1]])
+    assert task_curve(record, 0)[0].tolist() == [0, 1, 2, 3]  # steps of the checkpoints, the last the task end
+    assert task_curve(record, 0)[1].tolist() == [0, 1, 0, 1]  # the last checkpoint's 0 is replaced by the kept 1
+    metrics = summary(record)
+    # LIBERO: FWT_k = mean of the checkpoints after hold-best = (0 + 1 + 1 + 1) / 4 for both tasks
+    assert metrics["libero_fwt"] == pytest.approx(0.75)
+    assert metrics["libero_nbt"] == pytest.approx(1.0)  # c_00 - c_10
+    assert metrics["libero_auc"] == pytest.approx(((0.75 + 0) / 2 + 0.75) / 2)
+
+
+def test_without_restore_the_last_checkpoint_is_kept(monkeypatch, tmp_path):
+    learner, record, checkpoints = run_scripted(monkeypatch, tmp_path, restore_best=False)
+    assert learner.restored == [] and [(c["best"], c["kept"], c["restored"]) for c in checkpoints] == [
+        (1, 3, False), (1, 3, False)]
+    np.testing.assert_array_equal(record.matrix, [[0, np.nan], [0, 1]])  # task 0 ended on the failing 9.0
+    assert summary(record)["libero_fwt"] == pytest.approx(0.75)  # the metric's hold-best rule is the same
+
+
+def test_the_config_needs_a_step_per_checkpoint():
+    with pytest.raises(ValueError, match="4 mid-task evaluations need at least 5 steps per task, got 3"):
+        LifelongImitationConfig(steps_per_task=3)

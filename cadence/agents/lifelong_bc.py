@@ -2,7 +2,7 @@
 
 The policy maps a state and a one-hot task id to an action (LIBERO conditions on the task's language; the id is the
 state-only stand-in) and is trained with the mean squared error to the demonstrated action. The ``strategy`` says how
-it keeps earlier tasks (LIBERO, Liu et al. 2023, section 5, and DESIGN.md section 3, "Continual baselines"):
+it keeps earlier tasks (LIBERO, Liu et al. 2023, section 5):
 
 * ``seql``: sequential finetuning on each task in turn (the lower bound);
 * ``er``: experience replay: a memory of ``memory`` transitions split equally over finished tasks (the continual
@@ -13,6 +13,7 @@ it keeps earlier tasks (LIBERO, Liu et al. 2023, section 5, and DESIGN.md sectio
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +162,17 @@ class LifelongBC:
         if self.memory is not None:
             fields = ("obs", "action", "reward", "next_obs", "terminated")
             self.memory.end_task({k: self.data[k] for k in fields}, self.task)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of what training on a task changes: the policy's weights and the optimizer's state (the lifelong
+        loop's checkpoints; :meth:`restore` goes back to one)."""
+        return copy.deepcopy({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()})
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Return to a :meth:`snapshot`, as if training had stopped there."""
+        snapshot = copy.deepcopy(snapshot)  # the optimizer would otherwise share, and later update, its tensors
+        self.policy.load_state_dict(snapshot["policy"])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "mean": self.mean,

