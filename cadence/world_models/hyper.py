@@ -553,10 +553,15 @@ def adam_lookahead(optimizer: torch.optim.Adam) -> dict[int, Tensor]:
             grad = p.grad if decay == 0 else p.grad + decay * p
             state = optimizer.state.get(p, {})
             step = float(state["step"]) + 1 if "step" in state else 1.0
-            m = (1 - beta1) * grad + (beta1 * state["exp_avg"] if "exp_avg" in state else 0)
-            v = (1 - beta2) * grad**2 + (beta2 * state["exp_avg_sq"] if "exp_avg_sq" in state else 0)
-            denom = v.sqrt() / math.sqrt(1 - beta2**step) + eps
-            out[id(p)] = -(lr / (1 - beta1**step)) * m / denom
+            # two new tensors and in-place arithmetic: the hypernetwork's output layer has tens of millions of
+            # parameters, and each temporary of that size costs as much as the arithmetic
+            m = grad.mul(1 - beta1)
+            v = grad.square().mul_(1 - beta2)
+            if "exp_avg" in state:
+                m.add_(state["exp_avg"], alpha=beta1)
+                v.add_(state["exp_avg_sq"], alpha=beta2)
+            denom = v.sqrt_().div_(math.sqrt(1 - beta2**step)).add_(eps)
+            out[id(p)] = m.div_(denom).mul_(-(lr / (1 - beta1**step)))
     return out
 
 
