@@ -1,8 +1,9 @@
 """Continual offline RL: OER (model-based experience selection + dual behaviour cloning) and its baselines.
 
 One learner meets a sequence of offline data sets, one per task, and never touches an environment while it learns
-(DESIGN.md section 3, OER; Gai et al., arXiv 2305.13804). The base learner is TD3+BC
-(:class:`~cadence.agents.td3bc.TD3BC`); what differs is how earlier tasks are kept (``strategy``):
+(Gai et al., "OER: Offline Experience Replay for Continual Offline Reinforcement Learning", arXiv 2305.13804; the
+authors' code is github.com/gaisibo/CORL). The base learner is TD3+BC (:class:`~cadence.agents.td3bc.TD3BC`);
+what differs is how earlier tasks are kept (``strategy``):
 
 * ``finetune``: TD3+BC on the current task's data only (the lower bound);
 * ``multitask``: TD3+BC on every task's data so far (the upper bound);
@@ -12,15 +13,22 @@ One learner meets a sequence of offline data sets, one per task, and never touch
 * ``dbc``: random memory with dual behaviour cloning (ablation: no MBES);
 * ``oer``: MBES memory and dual behaviour cloning.
 
-**MBES** (model-based experience selection), at the end of each task: fit a Gaussian ensemble on the task's data,
-roll the learned policy out in it from the task's episode starts (``mbes_horizon`` steps) to approximate the states
-that policy visits, and keep the task's transitions nearest those states
-(:class:`~cadence.replay.selection.NearestSelector`, distances in units of the data's std).
+**MBES** (model-based experience selection), at the end of each task: fit a Gaussian ensemble on the task's data
+and roll the policy that will act on the task out in it, from the data's episode starts, for a whole episode (the
+data's longest, at most ``mbes_horizon`` steps). Every step is re-anchored on real data: the policy acts in a real
+state, the model predicts the next state, and the rollout goes on from the data's state nearest that prediction
+(in std units), so model error cannot compound and every state reached is a real one. The memory keeps the task's
+transitions from those states (:class:`~cadence.replay.selection.NearestSelector`: the visited rows, a uniform
+sample of them when the quota is smaller, their nearest rows when it is larger).
 
-**Dual behaviour cloning**: a second actor, the cloning head, takes the behaviour-cloning loss on old-task memory
-only; TD3+BC's actor and critics learn from the current task alone, so cloning old tasks never pulls on the
-Q-learning of the new one. Acting: a finished task is served by the cloning head, the current (last) one by the
-TD3+BC actor.
+**Dual behaviour cloning** (DBC): two actors. The policy network (TD3+BC's actor, with TD3+BC's critics) learns
+the current task from its data alone, so no cloning loss pulls on its Q-learning. The clone network learns, at every
+step, both the current task, by cloning the policy network's actions on the current task's states, and the old
+tasks, by cloning the actions stored with the memory: the acting policy's actions on those states when their task
+ended (:meth:`ContinualOffline.clone_loss`). Acting: the current task by the policy network, every finished task by
+the clone network. At a task's end the clone network, which has tracked the policy network all along, takes the
+finished task over and the policy network restarts from it (the authors' ``bc_post_train_process``), so the
+hand-over does not change what the agent does beyond the cloning error.
 
 Every network sees the observation with the task's one-hot index appended (``n_tasks`` slots): the tasks of a
 sequence (a target velocity, a gravity) are not in the observation, so a policy must be told which one it is in.
@@ -41,10 +49,9 @@ from gymnasium import spaces
 
 from cadence.agents.td3bc import TD3BC, TD3BCConfig
 from cadence.config import check, check_positive
-from cadence.nn import adam
+from cadence.nn import adam, optimizer_step
 from cadence.replay.selection import ContinualMemory, NearestSelector, RandomSelector, num_rows, take
 from cadence.world_models import EnsembleConfig, GaussianEnsemble
-from cadence.world_models.rollout import RolloutConfig, model_rollout, random_elite_sample
 from cadence.world_models.trainer import EnsembleTrainer
 
 Data = dict[str, torch.Tensor]
@@ -70,18 +77,20 @@ class ContinualOfflineConfig(TD3BCConfig):
     memory_share: float = 0.5
     """er, mbes: share of every batch drawn from the memory once it holds something."""
     clone_lr: float = 3e-4
-    """dbc, oer: Adam learning rate of the cloning head."""
-    mbes_horizon: int = 50
-    """MBES: model steps per rollout of the learned policy."""
-    mbes_starts: int = 1000
-    """MBES: rollouts, from the task's episode starts (drawn with replacement)."""
+    """dbc, oer: Adam learning rate of the clone network."""
+    mbes_horizon: int = 1000
+    """MBES: most policy steps per model rollout; a rollout lasts the data's longest episode, at most this (the
+    paper rolls whole episodes; 1000 is the MuJoCo tasks' episode length)."""
+    mbes_starts: int = 20
+    """MBES: rollouts, each from an episode start of the task's data (drawn with replacement); 20 whole episodes
+    reach more states than a 10k memory keeps."""
     mbes_max_states: int = 5_000
-    """MBES: model states kept as references (a random subset beyond this), which bounds the selection's cost."""
+    """MBES: visited states kept as references (a random subset beyond this), which bounds the selection's cost."""
     mbes_model_epochs: int = 10
     """MBES: epochs of the Gaussian ensemble's fit (it stops earlier on a plateau)."""
     mbes_model_rows: int = 20_000
-    """MBES: the model is fitted on a random subset of this many of the task's transitions (dynamics need far
-    fewer than a 1M data set holds; this keeps MBES under a minute there)."""
+    """MBES: the model is fitted on, and rollouts are re-anchored to, a random subset of this many of the task's
+    transitions (dynamics need far fewer than a 1M data set holds; this keeps MBES under a minute there)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +104,14 @@ def one_hot_tasks(obs: torch.Tensor, task: torch.Tensor | int, n_tasks: int) -> 
     """``obs [B, d]`` with the one-hot of ``task`` (one index, or one per row) appended: ``[B, d + n_tasks]``."""
     index = torch.as_tensor(task, device=obs.device, dtype=torch.int64).expand(obs.shape[0])
     return torch.cat([obs, F.one_hot(index, n_tasks).to(obs.dtype)], dim=-1)
+
+
+def episode_steps(episode_start: torch.Tensor) -> torch.Tensor:
+    """Each row's step within its episode: 0 where ``episode_start`` is set (and at row 0), then +1 per row."""
+    index = torch.arange(len(episode_start), device=episode_start.device)
+    start = episode_start.bool().clone()
+    start[:1] = True
+    return index - torch.cummax(torch.where(start, index, 0), dim=0).values
 
 
 class ContinualOffline:
@@ -119,11 +136,14 @@ class ContinualOffline:
         self.obs_dim, self.act_dim = observation_space.shape[0], action_space.shape[0]
         conditioned = spaces.Box(-np.inf, np.inf, (self.obs_dim + n_tasks,), np.float32)
         self.td3bc = TD3BC(conditioned, action_space, config, device=device)
-        # the cloning head: a second actor of TD3+BC's architecture, starting from the same weights
+        # DBC's clone network: a second actor of TD3+BC's architecture, starting from the same weights
         self.clone = copy.deepcopy(self.td3bc.actor) if self.dual else None
         self.clone_opt = adam(self.clone.parameters(), config.clone_lr) if self.clone is not None else None
-        self.selector = NearestSelector() if self.selection == "mbes" else RandomSelector()
-        self.memory = (ContinualMemory.per_task(config.memory, self.obs_dim, self.act_dim, self.selector,
+        self.selector = NearestSelector(random_ties=True) if self.selection == "mbes" else RandomSelector()
+        # DBC stores with each memory row the acting policy's action there, beside the data set's: the memory's
+        # action field holds both, [data action | policy action] (see _memory_batch)
+        memory_act_dim = 2 * self.act_dim if self.dual else self.act_dim
+        self.memory = (ContinualMemory.per_task(config.memory, self.obs_dim, memory_act_dim, self.selector,
                                                 device=self.device, seed=seed)
                        if self.selection is not None else None)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -143,42 +163,109 @@ class ContinualOffline:
         self.task, self.current = task, {k: v.to(self.device) for k, v in data.items()}
 
     def end_task(self, termination: Any = None) -> None:
-        """Finish the current task: keep its data (multitask) or its memory quota (er, mbes, dbc, oer)."""
+        """Finish the current task: DBC hands it over to the clone network; then keep its data (multitask) or its
+        memory quota (er, mbes, dbc, oer). ``termination(next_obs)`` ends MBES's rollouts (None: they never end
+        early)."""
         data = self.current
         if data is None:
             raise ValueError("end_task before begin_task")
+        if self.dual:
+            self.hand_over()
         if self.strategy == "multitask":
             self.past.append(data)
         if self.memory is not None:
             if isinstance(self.selector, NearestSelector):
                 self.selector.scale = self.td3bc.obs_std[: self.obs_dim]
                 self.selector.references[self.task] = self.model_states(data, termination)
+            if self.dual:  # the cloning targets of the task's memory rows: what the agent does there from now on
+                data = {**data, "action": torch.cat([data["action"].float(), self._policy_actions(data["obs"])], 1)}
             self.memory.end_task(data, self.task)
 
+    @torch.no_grad()
+    def hand_over(self) -> None:
+        """DBC at a task's end: the clone network takes the finished task over, and the policy network (TD3+BC's
+        actor and its target) restarts from the clone's weights for the next task, with fresh Adam moments (the
+        authors' ``bc_post_train_process``). From here on both act alike on every task learned so far."""
+        self.td3bc.actor.load_state_dict(self.clone.state_dict())
+        self.td3bc.actor_target.load_state_dict(self.clone.state_dict())
+        self.td3bc.actor_optimizer = adam(self.td3bc.actor.parameters(), self.config.actor_lr)
+
     # -------------------------------------------------------------------------------------------------- MBES
+    def mbes_rollouts(self, data: Data, termination: Any = None) -> torch.Tensor:
+        """MBES's rollouts of the acting policy in a model of ``data``: ``[mbes_starts, horizon]`` indices of the
+        rows of ``data`` whose states each rollout passes through, in order (-1 once a rollout has terminated).
+
+        Each rollout starts at an episode start of ``data`` and lasts ``horizon`` = the data's longest episode
+        (at most ``mbes_horizon``) policy steps. A step: the policy acts in the real state s_t, the model predicts
+        s_hat = E[s' | s_t, pi(s_t)] (elite mean), and the rollout continues from the real state nearest s_hat,
+
+            s_{t+1} = argmin_{s in D} || (s - s_hat) / sigma ||,
+
+        D being ``mbes_model_rows`` random rows of ``data`` and sigma the normaliser's std; when that is s_t itself,
+        the data's own successor of s_t. ``termination(s_hat)`` (e.g. a fallen hopper) ends a rollout after s_t.
+        """
+        cfg, n = self.config, num_rows(data)
+        rows = torch.randperm(n, generator=self.generator, device=self.device)[: cfg.mbes_model_rows]
+        model = self._fit_model({k: data[k][rows] for k in ("obs", "action", "reward", "next_obs")})
+        return self._anchored_rollouts(model, data, rows, termination)
+
+    @torch.no_grad()
+    def _anchored_rollouts(self, model: GaussianEnsemble, data: Data, rows: torch.Tensor,
+                           termination: Any) -> torch.Tensor:
+        """:meth:`mbes_rollouts` once the model is fitted; ``rows``: the rows of ``data`` rollouts re-anchor to."""
+        cfg, n = self.config, num_rows(data)
+        scale = self.td3bc.obs_std[: self.obs_dim]
+        anchors = data["obs"][rows].float() / scale
+        index = torch.arange(n, device=self.device)
+        if "episode_start" in data and data["episode_start"].any():
+            new_episode = data["episode_start"].bool()
+            starts, longest = torch.nonzero(new_episode).squeeze(1), int(episode_steps(new_episode).max()) + 1
+        else:  # no episode starts recorded: any row may start, and the data is one long episode
+            new_episode = torch.zeros(n, dtype=torch.bool, device=self.device)
+            starts, longest = index, n
+        # each row's successor in its episode (itself at an episode's end)
+        successor = torch.where((index + 1 < n) & ~new_episode.roll(-1), index + 1, index)
+        horizon = min(cfg.mbes_horizon, longest)
+        row = starts[torch.randint(len(starts), (cfg.mbes_starts,), generator=self.generator, device=self.device)]
+        path = torch.full((cfg.mbes_starts, horizon), -1, dtype=torch.int64, device=self.device)
+        alive = torch.ones(cfg.mbes_starts, dtype=torch.bool, device=self.device)
+        for step in range(horizon):
+            path[alive, step] = row[alive]
+            if step + 1 == horizon:
+                break
+            obs = data["obs"][row].float()
+            predicted, _ = model.elite_mean(obs, self._act(self.td3bc.actor, obs, self.task))
+            ended = ~torch.isfinite(predicted).all(dim=1)
+            predicted = predicted.nan_to_num()
+            if termination is not None:
+                ended |= termination(predicted).reshape(-1).bool()
+            alive &= ~ended
+            if not alive.any():
+                break
+            nearest = rows[torch.cdist(predicted / scale, anchors).argmin(dim=1)]
+            # a prediction nearest the state it started from (the model sees no progress) would stall the rollout
+            # there; it takes the data's own next state instead, as the authors' code does when unsure of its model
+            row = torch.where(nearest == row, successor[row], nearest)
+        return path
+
     def model_states(self, data: Data, termination: Any = None) -> torch.Tensor:
-        """The states the current policy visits in a model of ``data``: MBES's reference states for the task."""
-        cfg = self.config
-        # a small ensemble: MBES needs where the policy goes, not MOPO-grade uncertainty
+        """MBES's reference states for the task: the distinct real states the acting policy's rollouts reach
+        (:meth:`mbes_rollouts`), at most ``mbes_max_states`` of them (a random subset beyond)."""
+        path = self.mbes_rollouts(data, termination)
+        visited = torch.unique(path[path >= 0])
+        if len(visited) > self.config.mbes_max_states:
+            keep = torch.randperm(len(visited), generator=self.generator, device=self.device)
+            visited = visited[keep[: self.config.mbes_max_states]]
+        return data["obs"][visited].float()
+
+    def _fit_model(self, data: Data) -> GaussianEnsemble:
+        """MBES's transition model: a small Gaussian ensemble (MBES needs where the policy goes, not MOPO-grade
+        uncertainty) fitted on ``data``."""
         model = GaussianEnsemble(self.obs_dim, self.act_dim, EnsembleConfig(
-            n_members=3, n_elites=2, hidden_sizes=(200, 200, 200), max_epochs=cfg.mbes_model_epochs))
+            n_members=3, n_elites=2, hidden_sizes=(200, 200, 200), max_epochs=self.config.mbes_model_epochs))
         model = model.to(self.device)
-        rows = torch.randperm(num_rows(data), generator=self.generator, device=self.device)[: cfg.mbes_model_rows]
-        EnsembleTrainer(model, self.generator).fit({k: data[k][rows] for k in ("obs", "action", "reward",
-                                                                                 "next_obs")})
-        starts = data["obs"][data["episode_start"].bool()] if "episode_start" in data else data["obs"][:0]
-        if len(starts) == 0:  # no episode starts recorded: any of the task's states
-            starts = data["obs"]
-        pick = torch.randint(len(starts), (cfg.mbes_starts,), generator=self.generator, device=self.device)
-        never = (lambda next_obs: torch.zeros(next_obs.shape[0], dtype=torch.bool, device=next_obs.device))
-        rollout = model_rollout(starts[pick].float(), lambda o: self._act(self.td3bc.actor, o, self.task),
-                                random_elite_sample(model, self.generator), termination or never,
-                                RolloutConfig(length=cfg.mbes_horizon, batch_size=cfg.mbes_starts))
-        states = torch.cat([starts[pick].float(), rollout["next_obs"]])
-        if len(states) > cfg.mbes_max_states:
-            states = states[torch.randperm(len(states), generator=self.generator,
-                                           device=self.device)[: cfg.mbes_max_states]]
-        return states
+        EnsembleTrainer(model, self.generator).fit(data)
+        return model.eval()
 
     # ------------------------------------------------------------------------------------------------ update
     def update(self) -> dict[str, float]:
@@ -196,14 +283,32 @@ class ContinualOffline:
         else:
             batch = self._sample_tasks([self.current], n)
         metrics = self.td3bc.update(self._conditioned(batch))
-        if self.dual and remembered:
-            old = self._memory_batch(n)
-            loss = F.mse_loss(self._act(self.clone, old["obs"], old["task_id"], grad=True), old["action"])
-            self.clone_opt.zero_grad()
-            loss.backward()
-            self.clone_opt.step()
-            metrics["clone_loss"] = loss.item()
+        if self.dual:
+            loss, clone_metrics = self.clone_loss(batch, self._memory_batch(n) if remembered else None)
+            optimizer_step(self.clone_opt, loss)
+            metrics.update(clone_metrics)
         return metrics
+
+    def clone_loss(self, new: Data, old: Data | None) -> tuple[torch.Tensor, dict[str, float]]:
+        """DBC's loss of the clone network mu_c, on a batch of the current task i and one of the memory:
+
+            L_new = E_{s ~ D_i} || mu_c(s, i) - mu(s, i) ||^2        mu: the policy network (detached)
+            L_old = E_{(s, j, a_pi) ~ M} || mu_c(s, j) - a_pi ||^2    a_pi: the acting policy's action at s when
+                                                                      task j ended (stored in the memory)
+            L_c = L_new + L_old
+
+        (squares averaged over the action dimensions). Neither term reaches the policy network or the critics.
+        """
+        target = self._act(self.td3bc.actor, new["obs"], new["task_id"])
+        new_loss = ((self._act(self.clone, new["obs"], new["task_id"], grad=True) - target) ** 2).mean()
+        loss, metrics = new_loss, {"clone_new_loss": new_loss.item()}
+        if old is not None:
+            old_loss = ((self._act(self.clone, old["obs"], old["task_id"], grad=True) - old["policy_action"]) ** 2
+                        ).mean()
+            loss = loss + old_loss
+            metrics["clone_old_loss"] = old_loss.item()
+        metrics["clone_loss"] = loss.item()
+        return loss, metrics
 
     # ------------------------------------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -215,7 +320,7 @@ class ContinualOffline:
         o = o.reshape(-1, self.obs_dim)
         tasks = torch.as_tensor(self.task if task is None else task, device=self.device).expand(o.shape[0])
         action = self._act(self.td3bc.actor, o, tasks)
-        if self.clone is not None:  # finished tasks are the cloning head's
+        if self.clone is not None:  # DBC: finished tasks are the clone network's
             old = tasks < self.task
             if old.any():
                 action[old] = self._act(self.clone, o[old], tasks[old])
@@ -277,8 +382,17 @@ class ContinualOffline:
         return _cat(*rows)
 
     def _memory_batch(self, n: int) -> Data:
+        """``n`` memory rows; with DBC also ``policy_action``, the cloning target stored beside the data's action."""
         batch = self.memory.sample(n, self.generator)
-        return {k: batch[k] for k in ("obs", "action", "reward", "next_obs", "terminated", "task_id")}
+        out = {k: batch[k] for k in ("obs", "action", "reward", "next_obs", "terminated", "task_id")}
+        if self.dual:
+            out["action"], out["policy_action"] = out["action"].split(self.act_dim, dim=-1)
+        return out
+
+    @torch.no_grad()
+    def _policy_actions(self, obs: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
+        """The acting policy's actions on raw ``obs`` of the current task (in chunks: a data set may be 1M rows)."""
+        return torch.cat([self._act(self.td3bc.actor, part, self.task) for part in obs.split(chunk)])
 
 
 def _with_task(part: Data, task: int) -> Data:

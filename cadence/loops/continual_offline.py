@@ -9,7 +9,8 @@ For each task of the sequence, in order:
    task); the rows fill a :class:`~cadence.evaluation.continual.ContinualEvaluation` (``continual_return``), and
    with reference returns also a normalised-score record (``continual_normalized_score``, 0 = random, 100 = the
    reference expert);
-4. the learner ends the task (it fills its memory: random or MBES selection).
+4. the learner ends the task: with dual behaviour cloning its clone network takes the task over, and it fills
+   its memory (random or MBES selection).
 
 No environment step ever reaches the learner: the envs exist only to score it. A checkpoint holds the learner (its
 memory included), the counters and the records; the data sets are read again from their files on resume and must

@@ -157,21 +157,34 @@ class ScoreSelector(Selector):
 
 class NearestSelector(ScoreSelector):
     """Keeps the rows whose states lie nearest a task's reference states: OER's model-based experience selection
-    (MBES) when the references are the states a policy visits in a learned model (``agents.oer``).
+    (MBES) when the references are the real states a policy reaches in a learned model (``agents.oer``).
 
     ``references[task_id]`` are ``[m, obs_dim]`` states; a candidate's score is minus the distance from its ``obs``
     to the nearest reference of its task (every candidate of one call belongs to one task, as
     :meth:`ContinualMemory.end_task` calls it). Distances are measured after standardising each feature by
     ``scale`` (e.g. the data's std), so no feature dominates through its units. Batched torch distances
     (:func:`nearest_distance`), chunked: O(n m d) time, O(chunk m) memory.
+
+    Ties go to the earlier row, or, with ``random_ties``, to a uniformly random one: when the references are rows
+    of the candidates themselves (MBES's visited states) they all tie at distance 0, and a quota smaller than
+    them should keep a uniform sample of them, not the ones that come first in the data.
     """
 
     def __init__(self, references: dict[int, torch.Tensor] | None = None, scale: torch.Tensor | None = None,
-                 chunk_size: int = 4096):
+                 chunk_size: int = 4096, random_ties: bool = False):
         super().__init__(self.scores)
         self.references: dict[int, torch.Tensor] = dict(references or {})
         self.scale = scale
         self.chunk_size = int(chunk_size)
+        self.random_ties = bool(random_ties)
+
+    def _select(self, candidates: Transitions, k: int, generator: torch.Generator | None) -> torch.Tensor:
+        if not self.random_ties:
+            return super()._select(candidates, k, generator)
+        # rank a random permutation of the rows with a stable sort: equal scores keep the permutation's order
+        perm = torch.randperm(num_rows(candidates), generator=generator, device=_rand_device(generator))
+        perm = perm.to(next(iter(candidates.values())).device)
+        return perm[super()._select(take(candidates, perm), k, generator).to(perm.device)]
 
     def scores(self, candidates: Transitions) -> torch.Tensor:
         """Minus the distance from each candidate's state to the nearest reference state of its task."""
