@@ -90,8 +90,9 @@ def collect_demos(suite: str, tasks: Sequence[int] | None = None, inits: Sequenc
     start = time.perf_counter()
     env = LiberoEnv(suite, tasks[0])
     try:
-        for task in tasks:
-            env.reset(options={"task": task, "init_state": inits[0]})
+        for i, task in enumerate(tasks):
+            # the first reset seeds the env: its generator places the fixtures, so the demonstrations follow ``seed``
+            env.reset(seed=seed if i == 0 else None, options={"task": task, "init_state": inits[0]})
             report.first_grasp[task], report.any_grasp[task], report.steps[task] = [], [], []
             for init in inits:
                 episode = None

