@@ -105,6 +105,13 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """``value`` (from TOML or the command line) converted to the type ``hint`` as a config field of that type is;
+    :class:`ConfigError` naming ``name`` if it does not fit (for keys checked outside a dataclass, e.g. a teacher's
+    settings)."""
+    return _coerce(value, hint, name)
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of a config dataclass and its bases (read from their source)."""
     import ast

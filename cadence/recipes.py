@@ -22,7 +22,7 @@ from cadence.agents.oer import STRATEGIES as OFFLINE_STRATEGIES
 from cadence.agents.oer import ContinualOffline, ContinualOfflineConfig
 from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError
-from cadence.curricula import LAYOUT_TEACHERS, TEACHERS, make_layout_teacher, make_teacher
+from cadence.curricula import LAYOUT_TEACHERS, TEACHERS, layout_rvae, make_layout_teacher, make_teacher
 from cadence.envs import check_env_id, make
 from cadence.envs.batched import BatchedEnv
 from cadence.envs.maze_tasks import LAYOUT_FAMILIES, layout_family_of
@@ -30,7 +30,6 @@ from cadence.envs.obs_rewards import obs_reward
 from cadence.envs.tasks import FAMILIES, base_env_id, family_of
 from cadence.envs.terminations import termination_fn
 from cadence.evaluation.continual import summary
-from cadence.evaluation.fas import R_MAX, env_family
 from cadence.loops import Hook, OfflineTrainConfig, TrainConfig, TrainState, fit_model, train_offline, train_online
 from cadence.loops.continual import ContinualTrainConfig, train_continual
 from cadence.loops.continual_offline import ContinualOfflineTrainConfig, train_continual_offline
@@ -177,12 +176,13 @@ def fixed_task(train_cfg: TrainConfig) -> dict[str, Any]:
 
 
 def teacher_hook(train_cfg: TrainConfig) -> TeacherHook | None:
-    """``train.teacher`` as a hook over the env's task space: a task family's box (returns normalised to [0, R_max
-    of the base env] for the teachers that need it) or a maze env's layouts (dr, clutr). Refuses a teacher that
-    does not fit the env, and an env without tasks."""
+    """``train.teacher`` as a hook over the env's task space: a task family's box (returns mapped to [0, 1] over
+    ``train.teacher_reward_range``, else the family's ``reward_range``) or a maze env's layouts (dr, clutr), with
+    ``train.teacher_settings``. Refuses a teacher that does not fit the env, and an env without tasks."""
     if not train_cfg.teacher:
         return None
     name, env_id = train_cfg.teacher, train_cfg.env
+    settings = dict(train_cfg.teacher_settings or {})
     if train_cfg.num_envs > 1 and name in LAYOUT_TEACHERS:
         raise ConfigError(f"train.teacher={name!r} runs on one maze env: set train.num_envs=1")
     layouts = layout_family_of(env_id)
@@ -191,10 +191,14 @@ def teacher_hook(train_cfg: TrainConfig) -> TeacherHook | None:
             raise ConfigError(f"train.teacher={name!r} proposes parameters in a box, but {env_id}'s tasks are maze "
                               f"layouts: use {' or '.join(LAYOUT_TEACHERS)}")
         try:
-            return TeacherHook(make_layout_teacher(name, layouts, seed=train_cfg.seed, rvae=train_cfg.teacher_rvae),
-                               layouts)
+            rvae = layout_rvae(layouts, train_cfg.teacher_rvae) if name == "clutr" else ""
         except (OSError, ValueError) as err:
             raise ConfigError(f"train.teacher_rvae: {err}") from err
+        try:
+            teacher = make_layout_teacher(name, layouts, seed=train_cfg.seed, rvae=rvae, **settings)
+        except ValueError as err:  # the RVAE is loaded: what is left to refuse is a setting
+            raise ConfigError(f"train.teacher_settings: {err}") from err
+        return TeacherHook(teacher, layouts)
     found = family_of(env_id)
     if found is None:
         families = ", ".join([*FAMILIES, *LAYOUT_FAMILIES])
@@ -203,9 +207,16 @@ def teacher_hook(train_cfg: TrainConfig) -> TeacherHook | None:
     if name not in TEACHERS:
         raise ConfigError(f"train.teacher={name!r} proposes maze layouts; {env_id} takes parameters in a box: use "
                           f"one of {', '.join(TEACHERS)} (or {name} on {', '.join(LAYOUT_FAMILIES)})")
-    r_max = R_MAX.get(env_family(env_id))
-    teacher = make_teacher(name, found.param_space.low, found.param_space.high, seed=train_cfg.seed,
-                           reward_range=(0.0, r_max) if r_max is not None else None)
+    reward_range = train_cfg.teacher_reward_range or found.reward_range
+    if reward_range is None and TEACHERS[name].needs_reward_range:
+        raise ConfigError(f"train.teacher={name!r} compares returns across tasks, and {env_id} has no reward_range: "
+                          "set train.teacher_reward_range = [low, high], the episode returns of a failing and of a "
+                          "solved task")
+    try:
+        teacher = make_teacher(name, found.param_space.low, found.param_space.high, seed=train_cfg.seed,
+                               reward_range=reward_range, **settings)
+    except ValueError as err:  # the name and the reward range are checked: what is left to refuse is a setting
+        raise ConfigError(f"train.teacher_settings: {err}") from err
     return TeacherHook(teacher, found)
 
 

@@ -19,8 +19,8 @@ from cadence.loops import RunInterrupted
 from cadence.runs import load_agent, resolve_config, train
 
 TINY = {"train": {"sequence": "cheetah-vel-3", "steps_per_task": 64, "random_steps": 32, "worlds": 4,
-                  "train_every": 32, "model_steps": 3, "episode_steps": 24, "heldout": 64, "task_gap": 50, "eval_episodes": 1,
-                  "eval_every": 32, "checkpoint_every": 1000, "progress": False, "seed": 3},
+                  "train_every": 32, "model_steps": 3, "episode_steps": 24, "heldout": 64, "task_gap": 50,
+                  "eval_episodes": 1, "eval_every": 32, "checkpoint_every": 1000, "progress": False, "seed": 3},
         "agent": {"hidden_sizes": [16, 16], "horizon": 3, "samples": 8, "elites": 2, "iterations": 1,
                   "coreset_per_task": 16}}
 LABELS = ["v0.5", "v1.5", "v2.5"]

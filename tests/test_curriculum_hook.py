@@ -1,16 +1,20 @@
 """A curriculum teacher inside the training loop: tasks reach the physics, resume continues the curriculum."""
 
+import tomllib
+
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cadence.checkpoint import load_checkpoint
 from cadence.cli import main as cli_main
-from cadence.config import ConfigError
+from cadence.config import ConfigError, to_toml
 from cadence.curricula import make_teacher
-from cadence.envs.tasks import family
+from cadence.envs.tasks import FAMILIES, family
+from cadence.evaluation.fas import R_MAX
 from cadence.loops import HookError
 from cadence.loops.curriculum import TeacherHook
+from cadence.recipes import teacher_hook
 from cadence.runs import resolve_config, train
 
 
@@ -107,3 +111,67 @@ def test_a_non_finite_return_stops_the_run_naming_the_episode(tmp_path):
     with pytest.raises(HookError, match="episode 4 returned nan"):
         train("sac", tiny(""), tmp_path, hooks=[hook])
     assert load_checkpoint(tmp_path)["counters"]["episodes"] < 4  # the last good checkpoint is kept
+
+
+def train_section(env, teacher, *overrides):
+    return resolve_config("sac", {"train": {"env": env, "teacher": teacher}}, None, list(overrides))["train"]
+
+
+def test_every_task_family_has_a_reward_range_and_the_config_overrides_it():
+    for fam in FAMILIES.values():  # CheetahVel, AntDir and PusherObject included: riac runs on every family
+        low, high = fam.reward_range
+        assert low < high
+        assert teacher_hook(train_section(fam.name, "riac")).teacher.reward_range == (low, high)
+    for name in ("HopperPhysics-v0", "Walker2dPhysics-v0", "HalfCheetahBody-v0", "HalfCheetahMotor-v0"):
+        fam = family(name)  # the range teachers had before (0 to the base env's R_max): saved states still load
+        assert fam.reward_range == (0.0, R_MAX[fam.base_env.split("-v")[0]])
+    cheetah = train_section("CheetahVel-v0", "alp-gmm", "train.teacher_reward_range=[-500, 0]")
+    assert teacher_hook(cheetah).teacher.reward_range == (-500.0, 0.0)
+
+
+def test_teacher_settings_come_from_the_config_and_survive_the_run_folders_toml():
+    settings = '{fit_every = 100, bootstrap = 100, random_share = 0.3, criterion = "bic", k_range = [2, 5]}'
+    sections = resolve_config("sac", {"train": {"env": "PusherObject-v0", "teacher": "alp-gmm"}}, None,
+                              [f"train.teacher_settings={settings}"])
+    teacher = teacher_hook(sections["train"]).teacher
+    assert teacher.hparams() == {"fit_every": 100, "bootstrap": 100, "k_range": [2, 5], "random_share": 0.3,
+                                 "criterion": "bic", "alp_min_history": 6}
+    again = resolve_config("sac", tomllib.loads(to_toml(sections)))  # as a resumed run reads its config.toml
+    assert again["train"].teacher_settings == sections["train"].teacher_settings
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"teacher": "alp_gmm"}, r"train.teacher='alp_gmm': must be one of .* \(did you mean 'alp-gmm'\?\)"),
+    ({"teacher": "alp-gmm", "teacher_settings": {"fit_evry": 100}},
+     r"train.teacher_settings.fit_evry=100: not a setting of the alp-gmm teacher \(did you mean fit_every\?\)"),
+    ({"teacher": "riac", "teacher_settings": {"shares": "a lot"}}, "train.teacher_settings.shares='a': must be a num"),
+    ({"teacher": "", "teacher_settings": {"fit_every": 100}}, "train.teacher_settings=.*set only with a teacher"),
+    ({"teacher": "random", "teacher_settings": "fit_every"}, "train.teacher_settings='fit_every': must be a table"),
+    ({"teacher": "alp-gmm", "teacher_reward_range": [1.0, 0.0]}, r"train.teacher_reward_range=\(1.0, 0.0\).*low < h"),
+    ({"teacher": "alp-gmm", "teacher_reward_range": [1.0]}, "train.teacher_reward_range=.*must be \\[low, high\\]"),
+    ({"teacher": "dr", "teacher_reward_range": [0, 1]}, "train.teacher_reward_range=.*maze teachers score success"),
+])
+def test_bad_teacher_settings_and_reward_ranges_are_config_errors(extra, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("sac", {"train": {"env": "HopperPhysics-v0", **extra}}, None, [])
+
+
+def test_a_setting_the_teacher_refuses_fails_before_the_run_folder(tmp_path):
+    sections = resolve_config("sac", {"train": {"env": "HopperPhysics-v0", "teacher": "alp-gmm",
+                                                "teacher_settings": {"random_share": 1.5}}}, None, [])
+    with pytest.raises(ConfigError, match=r"train.teacher_settings: random_share must be in \[0, 1\], got 1.5"):
+        train("sac", sections, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_teacher_rvae_that_is_not_a_checkpoint_is_one_clear_line_from_the_cli(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"a")  # torch's unpickler raised a bare IndexError on this
+    code = cli_main(["train", "sac", "--env", "PointMazeLayout-v0", "--teacher", "clutr", "--set",
+                     f"train.teacher_rvae={notes}", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    expected = (f"error: train.teacher_rvae: {notes} is not an RVAE checkpoint written by "
+                "cadence.curricula.save_rvae: reading it failed with IndexError")
+    assert code == 2 and "Traceback" not in err
+    assert "".join(expected.split()) in "".join(err.split())  # the console may wrap the line to its width
+    assert not (tmp_path / "run").exists()

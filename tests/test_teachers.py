@@ -1,22 +1,30 @@
 """Curriculum teachers (DESIGN.md section 3): ALP, the GMM refit schedule and model choice, RIAC's split rule,
-Covar-GMM's preference, bounds, exact state round trips and bad input."""
+Covar-GMM's preference, bounds, exact state round trips, settings from a config and bad input."""
 
 
 import numpy as np
 import pytest
+import torch
 from conftest import roundtrip
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
+from cadence.config import ConfigError
 from cadence.curricula import (
+    LAYOUT_TEACHERS,
     TEACHERS,
     ALPGMMTeacher,
     CovarGMMTeacher,
     NearestNeighbourALP,
     RandomTeacher,
     RIACTeacher,
+    check_teacher_settings,
+    fit_mixture,
     make_teacher,
+    read_rvae,
+    teacher_settings,
 )
+from cadence.curricula.gmm import n_parameters
 
 LOW, HIGH = np.array([0.0, -2.0]), np.array([1.0, 3.0])
 
@@ -32,7 +40,8 @@ def feed(teacher, n, returns=None):
 
 # ------------------------------------------------------------------------------------------------------ ALP
 def test_alp_worked_example():
-    teacher = ALPGMMTeacher([0.0], [10.0], reward_range=(0.0, 100.0))
+    # alp_min_history=1: ALP from the second task on, to show the arithmetic (the default waits for 6, see below)
+    teacher = ALPGMMTeacher([0.0], [10.0], reward_range=(0.0, 100.0), alp_min_history=1)
     # (p, return) -> ALP: p in [0, 10] and returns in [0, 100] are both scaled to [0, 1]
     steps = [(1.0, 20.0, 0.0),   # first task: no neighbour
              (9.0, 80.0, 0.6),   # nearest is p=1 (r=0.2): |0.8 - 0.2|
@@ -45,10 +54,21 @@ def test_alp_worked_example():
     assert teacher.history[1].tolist() == [20.0, 80.0, 50.0, 40.0, 150.0]  # history keeps raw returns
 
 
+def test_alp_is_zero_until_six_tasks_are_in_the_history_as_in_the_reference():
+    # teachDRL's EmpiricalALPComputer: alp = 0 unless len(history) > 5, the task joining the history either way
+    teacher = ALPGMMTeacher([0.0], [1.0], reward_range=(0.0, 1.0))
+    returns = [0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.9]
+    for i, r in enumerate(returns):
+        teacher.update([i / 10], r)
+    # tasks 1-6 meet at most 5 earlier ones; task 7 (p=0.6) has 6, nearest p=0.5 (r=1); task 8's nearest is task 7
+    assert teacher.alps.tolist() == pytest.approx([0.0] * 6 + [1.0, 0.9])
+    assert teacher.hparams()["alp_min_history"] == 6
+
+
 def test_buffered_kdtree_finds_the_same_neighbour_as_brute_force():
     rng = np.random.default_rng(0)
     points, returns = rng.random((300, 3)), rng.random(300)
-    alp = NearestNeighbourALP(3, rebuild_every=32)
+    alp = NearestNeighbourALP(3, rebuild_every=32, min_history=1)
     for i, (p, r) in enumerate(zip(points, returns)):
         got = alp.add(p, r)
         expected = 0.0 if i == 0 else abs(r - returns[np.argmin(((points[:i] - p) ** 2).sum(1))])
@@ -76,8 +96,8 @@ def test_alp_gmm_fits_at_250_then_500_and_keeps_the_lowest_aic():
     with threadpool_limits(limits=1):  # as the teacher fits: threads only slow fits this small on a busy machine
         aics = [GaussianMixture(k, covariance_type="full", random_state=teacher.gmm.random_state).fit(data).aic(data)
                 for k in range(2, 11)]
-    assert teacher.gmm.ks == tuple(range(2, 11))
-    np.testing.assert_allclose(teacher.gmm.aics, aics, rtol=1e-9)
+    assert teacher.gmm.ks == tuple(range(2, 11)) and teacher.gmm.criterion == "aic"  # the reference's default
+    np.testing.assert_allclose(teacher.gmm.scores, aics, rtol=1e-9)
     assert teacher.gmm.k == 2 + int(np.argmin(aics))
 
     feed(teacher, 249)
@@ -95,6 +115,39 @@ def test_gmm_schedule_with_other_numbers():
             fitted_at.append(teacher.n_episodes)
     assert fitted_at == [30, 50, 70]
     assert teacher.gmm.ks == (1, 2, 3)
+
+
+def test_bic_and_aicc_choose_k_like_sklearn_and_the_aicc_formula():
+    data = np.random.default_rng(1).random((120, 2))  # a uniform square: more components always fit a bit better
+    ks = (1, 2, 3, 4, 5)
+    with threadpool_limits(limits=1):
+        fits = [GaussianMixture(k, covariance_type="full", random_state=7).fit(data) for k in ks]
+    aic = np.array([g.aic(data) for g in fits])
+    bic = np.array([g.bic(data) for g in fits])
+    for g in fits:  # the parameter count AICc uses is the one sklearn's AIC and BIC charge
+        assert n_parameters(g.n_components, 2) == g._n_parameters()
+    p = np.array([n_parameters(k, 2) for k in ks])
+    aicc = aic + 2 * p * (p + 1) / (len(data) - p - 1)
+    chosen = {}
+    for criterion, expected in (("aic", aic), ("bic", bic), ("aicc", aicc)):
+        fit = fit_mixture(data, ks, random_state=7, criterion=criterion)
+        np.testing.assert_allclose(fit.scores, expected, rtol=1e-9)
+        assert fit.k == ks[int(np.argmin(expected))] and fit.criterion == criterion
+        chosen[criterion] = fit.k
+    assert chosen["bic"] < chosen["aic"]  # log(120) > 2 per parameter: BIC settles for fewer components
+    # AICc is undefined with as many parameters as points - 1: that k is never chosen
+    assert fit_mixture(data[:12], (1, 2), random_state=7, criterion="aicc").scores[1] == np.inf
+
+
+def test_the_criterion_is_a_setting_of_both_mixture_teachers():
+    alp = ALPGMMTeacher(LOW, HIGH, seed=1, reward_range=(0, 1), criterion="bic", fit_every=40, bootstrap=40,
+                        k_range=(1, 4))
+    feed(alp, 40)
+    assert alp.gmm.criterion == "bic" and alp.hparams()["criterion"] == "bic"
+    covar = CovarGMMTeacher(LOW, HIGH, reward_range=(0, 1), criterion="aicc")
+    assert covar.hparams()["criterion"] == "aicc"
+    with pytest.raises(ValueError, match="criterion must be one of aic, bic, aicc, got 'BIC'"):
+        ALPGMMTeacher(LOW, HIGH, reward_range=(0, 1), criterion="BIC")
 
 
 # ------------------------------------------------------------------------------------------------------ bounds
@@ -176,6 +229,50 @@ def test_state_from_another_teacher_or_setting_is_refused():
         ALPGMMTeacher(LOW, HIGH + 1, reward_range=(0, 1)).load_state_dict(alp.state_dict())
 
 
+def test_states_saved_before_a_setting_existed_load_as_the_old_behaviour():
+    teacher = ALPGMMTeacher(LOW, HIGH, seed=2, reward_range=(0, 1), alp_min_history=1)
+    feed(teacher, 30)
+    old = teacher.state_dict()
+    for key in ("criterion", "alp_min_history"):  # what a state saved before these settings lacks
+        del old["hparams"][key]
+    restored = ALPGMMTeacher(LOW, HIGH, seed=2, reward_range=(0, 1), alp_min_history=1)
+    restored.load_state_dict(roundtrip(old))
+    np.testing.assert_array_equal(restored.sample(), teacher.sample())
+    # with today's default (6) it would continue with another rule: refused, naming the setting
+    with pytest.raises(ValueError, match=r"'alp_min_history': \(1, 6\)"):
+        ALPGMMTeacher(LOW, HIGH, reward_range=(0, 1)).load_state_dict(roundtrip(old))
+
+
+# ------------------------------------------------------------------------------------------------------ settings
+def test_every_teacher_lists_its_settings_and_a_config_checks_them():
+    assert set(teacher_settings("alp-gmm")) >= {"fit_every", "random_share", "criterion", "alp_min_history"}
+    assert teacher_settings("clutr")["neighbour_radius"] == 2 and teacher_settings("random") == {}
+    for name in [*TEACHERS, *LAYOUT_TEACHERS]:  # a run fills box, seed, reward range and RVAE: never settings
+        assert not {"low", "high", "seed", "reward_range", "rvae"} & set(teacher_settings(name))
+    checked = check_teacher_settings("riac", {"shares": [0.6, 0.3, 0.1], "min_region_size": 5.0,
+                                              "leaves_only": True})
+    assert checked == {"shares": [0.6, 0.3, 0.1], "min_region_size": 5, "leaves_only": True}
+    RIACTeacher(LOW, HIGH, reward_range=(0, 1), **checked)
+    with pytest.raises(ConfigError, match="teacher_settings.fit_evry=3: not a setting of the alp-gmm teacher "
+                                          r"\(did you mean fit_every\?\)"):
+        check_teacher_settings("alp-gmm", {"fit_evry": 3})
+    with pytest.raises(ConfigError, match="teacher_settings.fit_every=2.5: must be an integer"):
+        check_teacher_settings("alp-gmm", {"fit_every": 2.5})
+    with pytest.raises(ConfigError, match="teacher_settings.seed=1: not a setting; train.seed gives it"):
+        check_teacher_settings("covar-gmm", {"seed": 1})
+
+
+def test_covar_gmm_absolute_lp_counts_falling_returns_too():
+    teacher = CovarGMMTeacher([0.0], [1.0], seed=0, reward_range=(0.0, 1.0), absolute_lp=True)
+    rng = np.random.default_rng(1)
+    for i in range(250):
+        p = rng.random()
+        teacher.update([p], 1.0 - i / 250 if p < 0.5 else 0.5)  # falling left (forgetting), flat right
+    covariance = teacher.gmm.covariances[:, 1, 2]
+    np.testing.assert_allclose(teacher.interest(teacher.gmm), np.abs(covariance))
+    assert teacher.interest(teacher.gmm).max() > 0 and covariance.min() < 0
+
+
 # ------------------------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("low, high, match", [
     ([0.0, 0.0], [1.0], "same shape"),
@@ -228,3 +325,27 @@ def test_bad_settings_are_refused():
         ALPGMMTeacher(LOW, HIGH, reward_range=(0, 1), random_share=1.5)
     with pytest.raises(ValueError, match="shares"):
         RIACTeacher(LOW, HIGH, reward_range=(0, 1), shares=(0.5, 0.2, 0.1))
+
+
+@pytest.mark.parametrize("content, error", [
+    (b"a", "IndexError"),  # what torch's weights-only unpickler hits first on these bytes
+    (b"", "EOFError"),
+    (b"hello", "KeyError"),
+    (b"# notes\n", "UnpicklingError: Weights only load failed"),  # not the page of advice that follows
+])
+def test_a_file_that_is_not_an_rvae_checkpoint_is_refused_naming_it(tmp_path, content, error):
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"{path} is not an RVAE checkpoint written by cadence.curricula.save_rvae: "
+                                         f"reading it failed with {error}") as caught:
+        read_rvae(path)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 250
+
+
+def test_a_checkpoint_of_something_else_is_refused_naming_it(tmp_path):
+    torch.save({"config": {}, "state": {}}, tmp_path / "other.pt")  # the right keys, not a model's config
+    with pytest.raises(ValueError, match="other.pt is not an RVAE checkpoint .*KeyError: 'shape'"):
+        read_rvae(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError, match="no RVAE checkpoint at"):
+        read_rvae(tmp_path / "missing.pt")
+

@@ -1,7 +1,11 @@
 """Absolute learning progress of a new (task, return) against the nearest earlier task (ALP-GMM, DESIGN.md 3).
 
 ALP = |r − r_nn|, with r_nn the return of the nearest earlier task: how much the student's competence changed
-around that task since it was last tried there. The first task has no neighbour and gets ALP 0.
+around that task since it was last tried there. As in the reference code (``EmpiricalALPComputer.compute_alp`` in
+flowersteam/teachDeepRL's ``teachDRL/teachers/algos/alp_gmm.py``: ALP stays 0 until ``len(history) > 5``), a task gets
+ALP 0 until ``min_history`` earlier tasks (6) are in the history: a nearest neighbour among a handful of random
+tasks is far away, and the return gap to it says more about the distance than about progress. The task still
+joins the history.
 
 The nearest-neighbour search uses a ``scipy.spatial.cKDTree`` over the older points plus a brute-force scan
 of the newest ones (at most ``rebuild_every``); when that buffer fills, the tree is rebuilt over everything.
@@ -20,13 +24,16 @@ class NearestNeighbourALP:
 
     :param dim: dimension of the points.
     :param rebuild_every: rebuild the KD-tree once this many points sit outside it.
+    :param min_history: earlier points needed before an ALP is computed (0 before); 1 computes it from the
+        second point on.
     """
 
-    def __init__(self, dim: int, rebuild_every: int = 256) -> None:
-        if rebuild_every < 1:
-            raise ValueError(f"rebuild_every must be >= 1, got {rebuild_every}")
+    def __init__(self, dim: int, rebuild_every: int = 256, min_history: int = 6) -> None:
+        if rebuild_every < 1 or min_history < 1:
+            raise ValueError(f"rebuild_every and min_history must be >= 1, got {rebuild_every} and {min_history}")
         self.dim = dim
         self.rebuild_every = rebuild_every
+        self.min_history = min_history
         self.points: list[np.ndarray] = []
         self.returns: list[float] = []
         self.tree_size = 0  # the tree holds points[:tree_size]; the rest are scanned one by one
@@ -38,7 +45,7 @@ class NearestNeighbourALP:
     def add(self, point: np.ndarray, episode_return: float) -> float:
         """ALP of ``(point, episode_return)`` against the earlier points; then add it to them."""
         point = np.asarray(point, dtype=np.float64).reshape(self.dim)
-        nearest = self.nearest(point)
+        nearest = self.nearest(point) if len(self.points) >= self.min_history else None
         alp = 0.0 if nearest is None else abs(float(episode_return) - self.returns[nearest])
         self.points.append(point)
         self.returns.append(float(episode_return))

@@ -95,6 +95,9 @@ class Teacher(ABC):
     name: ClassVar[str] = "teacher"
     #: whether the constructor insists on ``reward_range``
     needs_reward_range: ClassVar[bool] = False
+    #: settings added after states were first saved, with the value those older states were run with: a state
+    #: that lacks one is compared as if it held that value (see :meth:`load_state_dict`)
+    settings_before: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, low: ArrayLike, high: ArrayLike, seed: int = 0,
                  reward_range: Sequence[float] | None = None) -> None:
@@ -177,7 +180,7 @@ class Teacher(ABC):
         saved_range = None if state["reward_range"] is None else tuple(float(r) for r in state["reward_range"])
         # resuming with other settings would silently change the curriculum: refuse instead
         mine = {"reward_range": self.reward_range, **self.hparams()}
-        theirs = {"reward_range": saved_range, **state["hparams"]}
+        theirs = {"reward_range": saved_range, **self.settings_before, **state["hparams"]}
         if mine != theirs:
             diff = {k: (theirs.get(k), mine.get(k)) for k in sorted(set(mine) | set(theirs))
                     if mine.get(k) != theirs.get(k)}

@@ -1,8 +1,8 @@
 """RIAC (Baranes & Oudeyer 2009, as run by Portelas et al. 2019; DESIGN.md section 3): split the task space
 into regions where learning progress differs, and sample regions ∝ their progress.
 
-Every region (a box in the unit cube) keeps the last ``max_region_size + 1`` (task, normalised return) pairs
-that fell in it, in order. Its ALP is |mean of the older half − mean of the newer half| of its last
+Every region (a box of the unit cube, see Units below) keeps the last ``max_region_size + 1`` (task, normalised
+return) pairs that fell in it, in order. Its ALP is |mean of the older half − mean of the newer half| of its last
 ``alp_window`` returns. A new episode is recorded in every region on its path from the root to a leaf; a leaf
 holding more than ``max_region_size`` pairs tries ``n_split_attempts`` random cuts (a dimension, then a threshold
 uniform where both children keep at least ``min_width`` of the full range) and takes the one maximising
@@ -10,9 +10,18 @@ n_left · n_right · |ALP_left − ALP_right| among those leaving each child at 
 cut qualifies, the leaf forgets its oldest quarter instead.
 
 Sampling: 70% a region ∝ its ALP, then a uniform task in it; 20% uniform over the whole box; 10% a region ∝ ALP,
-then its lowest-return task mutated with Gaussian noise (std ``mutation_std`` of the range) and clipped to the
-region: the region's weakest spot, nudged, as in the reference code. As there too, regions are all the nodes of
-the tree (parents included) unless ``leaves_only``.
+then its lowest-return task mutated with Gaussian noise (std ``mutation_std`` of each dimension's range) and
+clipped to the region: the region's weakest spot, nudged. As in the reference, regions are all the nodes of the
+tree (parents included) unless ``leaves_only``.
+
+Units. The reference (flowersteam/teachDeepRL, ``teachDRL/teachers/algos/riac.py``) keeps regions and tasks in raw
+task units; cadence keeps them in the unit cube. The split rule does not notice: a uniform dimension and threshold,
+a least width given as a share of the range, and a score made of counts and ALPs are all unchanged when a dimension
+is rescaled. The mutation does: the reference adds N(0, 0.1²) in raw units whatever the range (on its Stump Tracks,
+stump height in [0, 3] and spacing in [0, 6], that is 1/30 and 1/60 of each range), while cadence's
+``mutation_std`` is a share of each dimension's range, so the nudge has the same relative size in every family and
+dimension (AntDir's 2π radians as PusherObject's mass scale). The two agree only on dimensions 1 wide; for the
+reference's absolute 0.1 on a box whose dimensions are all ``w`` wide, pass ``mutation_std = 0.1 / w``.
 """
 
 from __future__ import annotations
@@ -68,7 +77,8 @@ class RIACTeacher(Teacher):
     :param min_region_size: pairs each child must receive; default ``max_region_size / 20`` as in the reference.
     :param min_width: least width of a child in every dimension, as a share of the full range (1/15).
     :param discard_share: share of its oldest pairs a leaf forgets when no cut qualifies (1/4).
-    :param mutation_std: std of the mutation of the worst task, as a share of the range (0.1).
+    :param mutation_std: std of the mutation of the worst task, as a share of each dimension's range (0.1; the
+        reference's 0.1 is in raw units, see the module docstring).
     :param shares: probabilities of (region ∝ ALP, uniform, mutate the worst task): (0.7, 0.2, 0.1).
     :param leaves_only: sample among leaves only instead of all regions.
     """

@@ -80,6 +80,11 @@ class TaskFamily:
     """A fixed ``[k, n_params]`` set of tasks to score a curriculum on (the % of them a student masters)."""
     mastery_threshold: float | None = None
     """The episode return above which a task counts as mastered."""
+    reward_range: tuple[float, float] | None = None
+    """``(low, high)`` episode returns that curriculum teachers comparing returns across tasks (ALP-GMM, RIAC,
+    Covar-GMM) map to [0, 1], clipping outside: about a failing student's return (a uniform-random policy's, or 0)
+    and a solved task's (the base env's R_max, or the reward's upper bound). ``train.teacher_reward_range``
+    overrides it; each family's comment says how its values were chosen."""
 
     def __repr__(self) -> str:
         return f"TaskFamily({self.name!r}, base_env={self.base_env!r}, params={self.param_names or self.param_space})"
@@ -385,12 +390,17 @@ def _body_presets() -> dict[str, tuple[float, ...]]:
     return presets
 
 
+#: HalfCheetah's returns: 0 to its R_max (cadence.evaluation.fas.R_MAX), the range teachers used before families had
+#: their own (so saved states still load); a uniform-random policy's ~-280 (control cost) clips to 0, a failure
+CHEETAH_RANGE = (0.0, 17000.0)
+
 HALF_CHEETAH_BODY = TaskFamily(
     "HalfCheetahBody-v0", "HalfCheetah-v5", _box([0.5] * 4, [2.0] * 4), _scale_cheetah_parts,
     sequences={"halfcheetah-body-5": ["normal", "bigtorso", "bigthigh", "bigleg", "bigfoot"]},
     presets=_body_presets(), default_sequence="halfcheetah-body-5", param_names=tuple(CHEETAH_PARTS),
     changes=("geom_size", "body_mass", "body_inertia", "body_ipos", "body_iquat", *MASS_CONSTANTS,
              *GEOMETRY_CONSTANTS),
+    reward_range=CHEETAH_RANGE,
 )
 
 #: Tasks that conflict: the same (s, a) moves a reversed leg the opposite way, so a model that learns one task must
@@ -402,7 +412,7 @@ HALF_CHEETAH_MOTOR = TaskFamily(
     presets={"normal": (1.0, 1.0), "reversed-back": (-1.0, 1.0), "reversed-front": (1.0, -1.0),
              "reversed": (-1.0, -1.0), "weak-back": (0.5, 1.0), "weak-front": (1.0, 0.5)},
     default_sequence="halfcheetah-motor-3", param_names=tuple(CHEETAH_LEGS),
-    changes=("actuator_gear", *MASS_CONSTANTS),
+    changes=("actuator_gear", *MASS_CONSTANTS), reward_range=CHEETAH_RANGE,
 )
 
 #: gravity 0.5-1.5 x, friction 0.25-2 x, torso mass 0.5-2 x: from a moon-like hop to a heavy, slippery one, all
@@ -418,36 +428,49 @@ PHYSICS_TEST_TASKS = np.array(list(itertools.product((0.6, 1.0, 1.4), (0.4, 1.0,
 PHYSICS_CHANGES = ("opt.gravity", "geom_friction", "body_mass", "body_inertia", *MASS_CONSTANTS)
 
 
-def _physics_family(name: str, base: str, prefix: str, mastery: float) -> TaskFamily:
+def _physics_family(name: str, base: str, prefix: str, mastery: float, r_max: float) -> TaskFamily:
     three = ["normal", "low-gravity", "heavy-torso"]
     return TaskFamily(
         name, base, PHYSICS_RANGE, _scale_physics("torso"),
         sequences={f"{prefix}-3": three, f"{prefix}-5": [*three, "slippery", "high-gravity"]},
         presets=dict(PHYSICS_PRESETS), default_sequence=f"{prefix}-3",
         param_names=("gravity", "friction", "torso_mass"), changes=PHYSICS_CHANGES,
-        test_tasks=PHYSICS_TEST_TASKS.copy(), mastery_threshold=mastery,
+        test_tasks=PHYSICS_TEST_TASKS.copy(), mastery_threshold=mastery, reward_range=(0.0, r_max),
     )
 
 
-# Mastery needs forward motion: staying upright alone earns 1000 (healthy reward 1 x 1000 steps).
-HOPPER_PHYSICS = _physics_family("HopperPhysics-v0", "Hopper-v5", "hopper-physics", 2000.0)
-WALKER2D_PHYSICS = _physics_family("Walker2dPhysics-v0", "Walker2d-v5", "walker2d-physics", 2500.0)
+# Mastery needs forward motion: staying upright alone earns 1000 (healthy reward 1 x 1000 steps). Reward range: 0 (a
+# hopper or walker that falls at once scores little more than its few steps' healthy reward) to the base env's R_max
+# (cadence.evaluation.fas.R_MAX): the range teachers used before families had their own, so saved states still load.
+HOPPER_PHYSICS = _physics_family("HopperPhysics-v0", "Hopper-v5", "hopper-physics", 2000.0, 3600.0)
+WALKER2D_PHYSICS = _physics_family("Walker2dPhysics-v0", "Walker2d-v5", "walker2d-physics", 2500.0, 5000.0)
 
+# Reward range over the 1000-step episode: -3000, what standing still scores at the fastest target (3 m/s; a
+# uniform-random policy measured -760 at 0 m/s to -3290 at 3 m/s), to 0, the reward's bound (exact tracking, no
+# control cost).
 CHEETAH_VEL = TaskFamily(
     "CheetahVel-v0", "HalfCheetah-v5", _box([0.0], [3.0]), _no_change,
     sequences={"cheetah-vel-3": [[0.5], [1.5], [2.5]], "cheetah-vel-5": [[0.5], [1.0], [1.5], [2.0], [2.5]]},
     default_sequence="cheetah-vel-3", param_names=("velocity",),
     reward=_cheetah_vel_reward, torch_reward=_cheetah_vel_torch, test_tasks=np.linspace(0.0, 3.0, 13)[:, None],
+    reward_range=(-3000.0, 0.0),
 )
 
+# Reward range: 0 to Ant's R_max (6500, cadence.evaluation.fas.R_MAX): walking along θ is the forward task turned,
+# on the same scale. A uniform-random policy falls within 20-320 steps at -114 to -10 (measured, θ = 0, π, 2π) and
+# clips to 0 with the other failures; standing still earns the healthy reward, about 1000.
 ANT_DIR = TaskFamily(
     "AntDir-v0", "Ant-v5", _box([0.0], [2 * np.pi]), _no_change,
     sequences={"ant-dir-4": ["forward", "left", "backward", "right"], "ant-dir-2": ["forward", "backward"]},
     presets={"forward": (0.0,), "left": (np.pi / 2,), "backward": (np.pi,), "right": (3 * np.pi / 2,)},
     default_sequence="ant-dir-4", param_names=("direction",),
     reward=_ant_dir_reward, torch_reward=_ant_dir_torch, test_tasks=(np.arange(8) * np.pi / 4)[:, None],
+    reward_range=(0.0, 6500.0),
 )
 
+# Reward range over the 100-step episode: -160, about a uniform-random policy's return (measured -140 to -162 at the
+# box's corners and centre; a motionless arm scores -50 to -69), to 0, the reward's bound (object on the goal,
+# fingertip on the object, no control cost).
 PUSHER_OBJECT = TaskFamily(
     "PusherObject-v0", "Pusher-v5", _box([0.25, 0.25], [4.0, 2.0]), _scale_pusher_object,
     sequences={"pusher-object-3": ["normal", "heavy", "slippery"],
@@ -456,6 +479,7 @@ PUSHER_OBJECT = TaskFamily(
              "heavy-slippery": (3.0, 0.3)},
     default_sequence="pusher-object-3", param_names=("mass", "friction"),
     changes=("body_mass", "body_inertia", "dof_armature", "geom_friction", *MASS_CONSTANTS),
+    reward_range=(-160.0, 0.0),
 )
 
 FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (HALF_CHEETAH_BODY, HALF_CHEETAH_MOTOR, HOPPER_PHYSICS,

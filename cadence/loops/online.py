@@ -8,6 +8,8 @@ written when due, and the ended worlds are reset with the task their hooks choos
 
 from __future__ import annotations
 
+import difflib
+import math
 import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -51,6 +53,14 @@ class TrainConfig(LoopConfig):
     teacher_rvae: str = ""
     """clutr only: a layout RVAE checkpoint (cadence.curricula.save_rvae); empty: the CPU-sized one, trained and
     cached on first use."""
+    teacher_reward_range: tuple[float, ...] | None = None
+    """[low, high]: the episode returns a teacher maps to [0, 1] (alp-gmm, riac and covar-gmm compare returns across
+    tasks on that scale; outside it they are clipped). Unset: the task family's own reward_range."""
+    teacher_settings: dict[str, Any] | None = None
+    """The teacher's own settings, a table: e.g. {fit_every = 100, random_share = 0.3, criterion = "bic"} for
+    alp-gmm (also bootstrap, k_range, alp_min_history); covar-gmm: the same but alp_min_history, plus absolute_lp;
+    riac: max_region_size, alp_window, mutation_std, shares, ...; clutr: population, neighbour_radius, ...
+    (cadence.curricula.teacher_settings(name) lists them with their defaults). Unset: the defaults."""
     task: tuple[float, ...] | float | str | None = None
     """Fixes every episode's task of a task-family env: its params (e.g. [0.6, 1.0, 1.0]) or a preset name
     (low-gravity); on PointMazeLayout-v0 a layout's code. Unset (or empty): the family's default task. Training,
@@ -79,9 +89,42 @@ class TrainConfig(LoopConfig):
             from cadence.curricula import LAYOUT_TEACHERS, TEACHERS
 
             valid = [*TEACHERS, *LAYOUT_TEACHERS]
-            check(self.teacher in valid, "teacher", self.teacher, "one of " + ", ".join(valid))
+            close = difflib.get_close_matches(self.teacher.lower(), valid, n=1, cutoff=0.5)
+            check(self.teacher in valid, "teacher", self.teacher,
+                  "one of " + ", ".join(valid) + (f" (did you mean {close[0]!r}?)" if close else ""))
         check(not self.teacher_rvae or self.teacher == "clutr", "teacher_rvae", self.teacher_rvae,
               "set only with teacher = 'clutr'")
+        self._check_teacher_reward_range()
+        self._check_teacher_settings()
+
+    def _check_teacher_reward_range(self) -> None:
+        """[low, high] finite with low < high, only beside a teacher over a task family's box; [] means unset."""
+        value = self.teacher_reward_range
+        if value is not None and len(value) == 0:
+            object.__setattr__(self, "teacher_reward_range", None)
+            return
+        if value is None:
+            return
+        from cadence.curricula import TEACHERS
+
+        check(self.teacher in TEACHERS, "teacher_reward_range", value,
+              "set only with a teacher over a task family's box (" + ", ".join(TEACHERS) + "); the maze teachers "
+              "score success in [0, 1]")
+        check(len(value) == 2 and all(math.isfinite(v) for v in value) and value[0] < value[1],
+              "teacher_reward_range", value, "[low, high], finite, with low < high")
+
+    def _check_teacher_settings(self) -> None:
+        """A table of the teacher's settings, each converted to the type its constructor declares."""
+        value = self.teacher_settings
+        if value is None:
+            return
+        check(isinstance(value, dict) and all(isinstance(k, str) for k in value), "teacher_settings", value,
+              "a table of the teacher's settings, e.g. {fit_every = 100}")
+        check(bool(self.teacher) or not value, "teacher_settings", value, "set only with a teacher")
+        if self.teacher:
+            from cadence.curricula import check_teacher_settings
+
+            object.__setattr__(self, "teacher_settings", check_teacher_settings(self.teacher, value))
 
 
 def train_online(
