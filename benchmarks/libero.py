@@ -259,22 +259,21 @@ def plot(result: dict) -> list[Path]:
                                f"better), NBT (forgetting; lower is better)"))
     if "worldmodels" in result:
         wm = result["worldmodels"]
-        recs = {m: ContinualEvaluation([f"spatial/{t}" for t in wm["tasks"]], metric_name="model_error",
-                                       higher_is_better=False, matrix=np.array(e["matrix"]))
-                for m, e in wm["methods"].items()}
-        paths.append(plot_continual_methods(
-            recs, RESULTS / "libero_world_models.png",
-            title="LIBERO-Spatial continual world models: held-out prediction error (MSE of state change and "
-                  f"reward) on each task after each task, {wm['model_steps_per_task']} model steps per task"))
+        labels = [f"spatial/{t}" for t in wm["tasks"]]
+        steps = f"{wm['model_steps_per_task']} model steps per task"
+        figures = [("matrix", "model_error", "libero_world_models.png",
+                    "held-out prediction error (MSE of state change and reward)")]
         if all("state_matrix" in e for e in wm["methods"].values()):
-            recs = {m: ContinualEvaluation([f"spatial/{t}" for t in wm["tasks"]], metric_name="state_error",
-                                           higher_is_better=False, matrix=np.array(e["state_matrix"]))
+            no_change = ", ".join(f"{e:.3g}" for e in wm["no_change"]["state"])
+            figures.append(("state_matrix", "state_error", "libero_world_models_state.png",
+                            f"held-out state error, per column in units of the first task's std (no change "
+                            f"scores {no_change})"))
+        for key, name, file, what in figures:
+            recs = {m: ContinualEvaluation(labels, metric_name=name, higher_is_better=False, matrix=np.array(e[key]))
                     for m, e in wm["methods"].items()}
             paths.append(plot_continual_methods(
-                recs, RESULTS / "libero_world_models_state.png",
-                title="LIBERO-Spatial continual world models: held-out state error, per column in units of the first "
-                      "task's std (no change scores " + ", ".join(f"{e:.3g}" for e in wm["no_change"]["state"]) +
-                      f"), {wm['model_steps_per_task']} model steps per task"))
+                recs, RESULTS / file,
+                title=f"LIBERO-Spatial continual world models: {what} on each task after each task, {steps}"))
     plt.close("all")
     return paths
 
