@@ -8,18 +8,20 @@ cadence sweep (``runs/sweeps/<suite>/<teacher>/seed=N``, resumable):
   the hook keeps every test task's return, so the share mastered is reported at several thresholds (the family's
   own, 2000, and lower ones a CPU budget reaches). The paper's claim (Portelas et al., 2019): ALP-GMM masters more
   test tasks than Random.
-* ``mazes``: CLUTR's latent regret teacher against domain randomisation (uniform random layouts) on
-  ``PointMazeLayout-v0`` (5x5 PointMaze layouts). The score is zero-shot success on the family's 40 held-out
-  solvable layouts. The paper's claim (Azad et al., 2023): CLUTR generalises better than its baselines. Also
-  measures the RVAE: held-out token accuracy of the CPU-sized model the runs use, and of DESIGN's sizes
-  (600/800x2/64) trained for ``--rvae-minutes``.
+* ``mazes``: CLUTR's teacher (PPO over the RVAE's latents, learning from regret) against domain randomisation
+  (uniform random layouts) on ``PointMazeLayout-v0`` (5x5 PointMaze layouts). Methods: ``clutr``, the paper's
+  regret from an antagonist (a second SAC playing every layout; about twice the run's env steps and updates),
+  ``clutr-pvl`` and ``clutr-maxmc``, regret estimated from the student's own critic (no antagonist), and ``dr``.
+  The score is zero-shot success on the family's 40 held-out solvable layouts. The paper's claim (Azad et al.,
+  2023): CLUTR generalises better than its baselines. Also measures the RVAE: held-out token accuracy of the
+  CPU-sized model the runs use, and of the paper's sizes (600/800x2/64) trained for ``--rvae-minutes``.
 
 Writes ``benchmarks/results/curricula.json`` (one key per env), ``curricula[_mazes]_mastered.png`` (share mastered
 against env steps, mean and band over seeds) and ``curricula[_mazes]_density.png`` (where each teacher sampled,
 early, middle and late in training), and reports the teacher's share of the run's wall time.
 
     python benchmarks/curricula.py [--suite physics] [--steps 60000] [--seeds 1 2 3] [--workers 2]
-    python benchmarks/curricula.py --suite mazes [--steps 30000]
+    python benchmarks/curricula.py --suite mazes [--steps 30000] [--teachers clutr clutr-pvl dr]
     python benchmarks/curricula.py --suite mazes --plot-only
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, merge_result, run_dir, run_methods
+from common import RESULTS, cpu_name, merge_result, run_dir, run_grid
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,17 @@ class Suite:
 SUITES = {
     "physics": Suite("HopperPhysics-v0", ("alp-gmm", "random", "riac", "covar-gmm"), 60_000, (500.0, 1000.0, 2000.0),
                      "return", "curricula", ("agent.learning_starts=5000",)),
-    "mazes": Suite("PointMazeLayout-v0", ("clutr", "dr"), 30_000, (0.5,), "success", "curricula_mazes",
-                   ("agent.learning_starts=2000",)),
+    "mazes": Suite("PointMazeLayout-v0", ("clutr", "clutr-pvl", "clutr-maxmc", "dr"), 30_000, (0.5,), "success",
+                   "curricula_mazes", ("agent.learning_starts=2000",)),
 }
+#: methods that are a teacher with settings (train.teacher_settings); any other method is the teacher of its name
+TEACHER_METHODS = {"clutr": ("clutr", {"regret": "paired"}), "clutr-pvl": ("clutr", {"regret": "pvl"}),
+                   "clutr-maxmc": ("clutr", {"regret": "maxmc"})}
+
+
+def teacher_of(method: str) -> tuple[str, dict]:
+    """The ``train.teacher`` and ``train.teacher_settings`` a method runs."""
+    return TEACHER_METHODS.get(method, (method, {}))
 
 
 def hook_state(run_dir: Path) -> dict:
@@ -78,6 +88,8 @@ def summarise(args: argparse.Namespace, times: dict) -> dict:
                 "episode_returns": state["teacher"]["returns"].tolist(),
                 "teacher_seconds": state["teacher_seconds"], "run_seconds": seconds,
                 "teacher_share": state["teacher_seconds"] / seconds if seconds else None}
+            if "regrets" in state["teacher"]:  # CLUTR: what its PPO learned from, and what computing it cost
+                per_seed[str(seed)].update(regret_record(state, seconds))
             if SUITES[args.suite].score == "success":
                 per_seed[str(seed)].update(maze_tasks(teacher, sampled))
             else:
@@ -92,6 +104,15 @@ def summarise(args: argparse.Namespace, times: dict) -> dict:
     return out
 
 
+def regret_record(state: dict, seconds: float | None) -> dict:
+    """A CLUTR run's regrets, teacher updates and search width, and the antagonist's returns and steps (paired)."""
+    regret = state["regret"] or {}
+    return {"regrets": state["teacher"]["regrets"].tolist(), "generations": state["teacher"]["generations"],
+            "regret_seconds": state.get("regret_seconds"),
+            "regret_share": state.get("regret_seconds", 0.0) / seconds if seconds else None,
+            "antagonist_returns": regret.get("returns"), "antagonist_steps": regret.get("steps")}
+
+
 def maze_tasks(teacher: str, sampled: np.ndarray) -> dict:
     """The layouts a maze teacher proposed (CLUTR's latents decoded by its frozen RVAE), and how many of them
     could be solved at all."""
@@ -99,8 +120,8 @@ def maze_tasks(teacher: str, sampled: np.ndarray) -> dict:
     from cadence.envs.maze_tasks import layout_family_of
 
     family = layout_family_of(SUITES["mazes"].env)
-    if teacher == "clutr":
-        clutr = make_layout_teacher(teacher, family)
+    if teacher_of(teacher)[0] == "clutr":
+        clutr = make_layout_teacher("clutr", family)
         codes = np.stack([clutr.task(p) for p in sampled])
     else:
         codes = sampled
@@ -173,7 +194,7 @@ def plot_density(result: dict, suite: Suite) -> Path:
 
 
 def measure_rvae(minutes: float) -> dict:
-    """Held-out token accuracy of the CPU-sized RVAE the maze runs use, and of DESIGN's sizes after ``minutes``."""
+    """Held-out token accuracy of the CPU-sized RVAE the maze runs use, and of the paper's sizes after ``minutes``."""
     from cadence.curricula.rvae import LayoutRVAE, cached_rvae, default_rvae_path, fit_rvae, token_accuracy
     from cadence.envs.maze_tasks import layout_family_of
     from cadence.envs.mazes import random_layouts
@@ -186,7 +207,7 @@ def measure_rvae(minutes: float) -> dict:
                                                      "token_accuracy": token_accuracy(cpu, held_out)}}
     if minutes > 0:
         torch.set_num_threads(2)
-        design = LayoutRVAE(family.shape, family.max_obstacles)  # DESIGN.md: 600 / 64 / 800x2, bound 4
+        design = LayoutRVAE(family.shape, family.max_obstacles)  # the paper's: 600 / 64 / 800x2, bound 4
         fit = fit_rvae(design, n_layouts=50_000, steps=100_000, batch_size=64, lr=1e-3, kl_weight=1e-3, seed=0,
                        time_limit=60 * minutes)
         out["design"] = {"config": design.config, "fit": fit, "token_accuracy": token_accuracy(design, held_out)}
@@ -203,7 +224,7 @@ def main() -> None:
                         help="mastery thresholds on a test task's score (physics: returns 500 1000 2000, the "
                              "family's own being 2000; mazes: success rate 0.5)")
     parser.add_argument("--rvae-minutes", type=float, default=10.0,
-                        help="mazes: minutes to train DESIGN's RVAE sizes for the accuracy report (0: skip)")
+                        help="mazes: minutes to train the paper's RVAE sizes for the accuracy report (0: skip)")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     parser.add_argument("--runs", type=Path, help="the sweep folder (default runs/sweeps/<suite plot stem>)")
     parser.add_argument("--plot-only", action="store_true")
@@ -248,23 +269,33 @@ def main() -> None:
 def train_all(suite: Suite, args: argparse.Namespace) -> dict:
     """Every (teacher, seed) student as one cadence sweep, ``--workers`` at a time; returns their seconds."""
     from cadence.config import parse_override
+    from cadence.sweeps import expand, read_status
 
-    agent = {key.removeprefix("agent."): value for key, value in map(parse_override, suite.agent)}
-    methods = {t: ("sac", {"train": {"env": suite.env, "teacher": t, "total_steps": args.steps,
-                                     "eval_every": args.steps // 10, "eval_episodes": 3, "torch_threads": 1,
-                                     "progress": False, "checkpoint_every": args.steps // 4}, "agent": agent})
-               for t in args.teachers}
-    return run_methods(f"curricula_{suite.plot_stem}", methods, args.seeds, args.runs, args.workers)
+    agent = dict(map(parse_override, suite.agent))
+    train = {"train.env": suite.env, "train.total_steps": args.steps, "train.eval_every": args.steps // 10,
+             "train.eval_episodes": 3, "train.torch_threads": 1, "train.progress": False,
+             "train.checkpoint_every": args.steps // 4}
+    table = {m: {"algo": "sac", **train, "train.teacher": teacher_of(m)[0], **agent} for m in args.teachers}
+    sweep = expand({"sweep": {"name": f"curricula_{suite.plot_stem}"}, "methods": table,
+                    "axes": {"train.seed": list(args.seeds)}})
+    for run in sweep.runs:  # a grid flattens tables into dotted keys, so a table-valued setting is added here
+        settings = teacher_of(run.method)[1]
+        if settings:
+            run.settings["train.teacher_settings"] = settings
+    run_grid(sweep, args.runs, args.workers)
+    return {(r.method, r.settings["train.seed"]): read_status(args.runs / r.name).get("seconds") for r in sweep.runs}
 
 
 def report(result: dict, args: argparse.Namespace) -> None:
     for teacher in args.teachers:
         r = result["results"][teacher]
         shares = [s["teacher_share"] for s in r["per_seed"].values() if s["teacher_share"] is not None]
-        print(f"{teacher:>10}: % mastered at the end (mean of the last 3 evaluations) " + ", ".join(
+        regret = [s["regret_share"] for s in r["per_seed"].values() if s.get("regret_share") is not None]
+        print(f"{teacher:>11}: % mastered at the end (mean of the last 3 evaluations) " + ", ".join(
             f"{float(t):g}: {100 * v:.0f}% ({100 * r['last3_mastered_mean'][t]:.0f}%)"
             for t, v in r["final_mastered_mean"].items())
-            + (f" | teacher time {100 * max(shares):.2f}% of the run at most" if shares else ""))
+            + (f" | teacher time {100 * max(shares):.2f}% of the run at most" if shares else "")
+            + (f" | regret (antagonist or critic) {100 * max(regret):.1f}% at most" if regret else ""))
 
 
 if __name__ == "__main__":

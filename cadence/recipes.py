@@ -22,7 +22,7 @@ from cadence.agents.oer import STRATEGIES as OFFLINE_STRATEGIES
 from cadence.agents.oer import ContinualOffline, ContinualOfflineConfig
 from cadence.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError
-from cadence.curricula import LAYOUT_TEACHERS, TEACHERS, layout_rvae, make_layout_teacher, make_teacher
+from cadence.curricula import LAYOUT_TEACHERS, TEACHERS, CLUTRTeacher, layout_rvae, make_layout_teacher, make_teacher
 from cadence.envs import check_env_id, make
 from cadence.envs.batched import BatchedEnv
 from cadence.envs.maze_tasks import LAYOUT_FAMILIES, layout_family_of
@@ -33,7 +33,7 @@ from cadence.evaluation.continual import summary
 from cadence.loops import Hook, OfflineTrainConfig, TrainConfig, TrainState, fit_model, train_offline, train_online
 from cadence.loops.continual import ContinualTrainConfig, train_continual
 from cadence.loops.continual_offline import ContinualOfflineTrainConfig, train_continual_offline
-from cadence.loops.curriculum import TeacherHook
+from cadence.loops.curriculum import CriticRegret, PairedRegret, RegretSource, TeacherHook
 from cadence.replay.datasets import OfflineDataset
 from cadence.replay.sequences import sequence_datasets
 from cadence.run_folder import DYNAMICS_REWARD, MODEL
@@ -142,6 +142,8 @@ def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
         env = make(train_cfg.env, **kwargs, **fixed)
 
     teacher = teacher_hook(train_cfg)
+    if teacher is not None and isinstance(teacher.teacher, CLUTRTeacher):
+        teacher.regret = clutr_regret(teacher.teacher.regret_kind, recipe, agent, sections, kwargs)
 
     def run(run_dir: Path, resume: bool, hooks: Iterable[Hook], callbacks: Iterable[Callback]) -> TrainState:
         hooks = [*hooks, teacher] if teacher is not None else hooks
@@ -218,6 +220,22 @@ def teacher_hook(train_cfg: TrainConfig) -> TeacherHook | None:
     except ValueError as err:  # the name and the reward range are checked: what is left to refuse is a setting
         raise ConfigError(f"train.teacher_settings: {err}") from err
     return TeacherHook(teacher, found)
+
+
+def clutr_regret(kind: str, recipe: Recipe, agent: Any, sections: dict[str, Any],
+                 env_kwargs: dict[str, Any]) -> RegretSource:
+    """Where CLUTR's teacher takes its regret from (``train.teacher_settings.regret``): ``paired``, an antagonist
+    built as the protagonist (same algorithm and settings, its own env, weights and replay); ``pvl`` or ``maxmc``,
+    an estimate from the protagonist's critic (SAC only)."""
+    train_cfg, agent_cfg = sections["train"], sections["agent"]
+    if kind == "paired":
+        env = make(train_cfg.env, **env_kwargs)
+        antagonist = recipe.agent_cls(env.observation_space, env.action_space, agent_cfg, device=train_cfg.device)
+        return PairedRegret(antagonist, env, seed=train_cfg.seed + 1, device=train_cfg.device)
+    if not isinstance(agent, SAC):
+        raise ConfigError(f"train.teacher_settings.regret={kind!r} reads a SAC critic, and {recipe.name} is not SAC: "
+                          "use regret = 'paired'")
+    return CriticRegret(kind)
 
 
 # --- offline model-based: data set, fitted model, MOREC's filter -------------------------------------------------

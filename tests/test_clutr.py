@@ -1,4 +1,5 @@
-"""CLUTR: maze layouts and their tokens, the recurrent VAE, the latent regret teacher and the maze envs."""
+"""CLUTR: maze layouts and their tokens, the recurrent VAE, the PPO teacher over latents, the regrets it learns
+from, and the maze envs."""
 
 import importlib.util
 
@@ -19,10 +20,12 @@ from cadence.envs.mazes import (
     random_layouts,
     shortest_path,
 )
+from cadence.loops.curriculum import discounted_return, last_episode, max_mc, paired_regret, positive_value_loss
+from cadence.replay import ReplayBuffer
 
 SHAPE = (6, 6)
 OBSTACLES = (0, 3)
-#: tiny sizes (DESIGN's are 600 / 64 / 800x2): ~6 s of training on one CPU thread
+#: tiny sizes (the paper's are 600 / 64 / 800x2): ~6 s of training on one CPU thread
 SMALL = {"embed_dim": 32, "encoder_hidden": 64, "latent_dim": 32, "decoder_hidden": 128, "decoder_layers": 1}
 #: held-out token accuracy the small RVAE must reach after 400 steps; it measured 0.92 on seeds 0 and 1
 MIN_TOKEN_ACCURACY = 0.8
@@ -159,83 +162,109 @@ def test_rvae_state_round_trip_gives_identical_decodings(rvae):
 
 
 # ------------------------------------------------------------------------------------------------------- teacher
-def test_teacher_samples_inside_the_latent_box(rvae):
-    teacher = CLUTRTeacher(rvae, seed=0, init_std=3.0)
+def feed(teacher, n, regret=lambda z: float(np.tanh(z[0]))):
+    """``n`` episodes of ``teacher``'s own proposals, with a regret that is a function of the latent."""
+    for _ in range(n):
+        z = teacher.sample()
+        teacher.update(z, 0.0, regret=regret(z))
+
+
+def test_teacher_samples_inside_the_latent_box_centred_at_first(rvae):
+    teacher = CLUTRTeacher(rvae, seed=0)
     assert teacher.dim == SMALL["latent_dim"] and (teacher.low == -4).all() and (teacher.high == 4).all()
     z = np.array([teacher.sample() for _ in range(300)])
-    assert (z >= -4).all() and (z <= 4).all() and (np.abs(z) == 4).any()  # wide std: some clipped to the box
+    assert (z > -4).all() and (z < 4).all()
+    # every dimension starts at Beta(1.69, 1.69) scaled onto [-4, 4]: mean 0, std 8 * 0.239 = 1.91
+    assert np.abs(z.mean(0)).max() < 0.5 and abs(z.std(0).mean() - 1.91) < 0.15
+    assert teacher.metrics()["search_std"] == pytest.approx(1.91, abs=0.01)
     assert isinstance(teacher.decode(z[0]), MazeLayout)
     assert teacher.decode(z[0]) == rvae.decode_layouts(z[0])[0]
 
 
-def test_regret_estimate_is_best_earlier_return_minus_this_one(rvae):
-    teacher = CLUTRTeacher(rvae, seed=0, reward_range=(0.0, 2.0))
-    z = teacher.sample()
-    teacher.update(z, 1.6)  # first visit: no reference, no regret
-    teacher.update(z, 0.4)  # 0.8 - 0.2 on the normalised scale
-    teacher.update(z, 2.0)
-    assert teacher.regrets.tolist() == pytest.approx([0.0, 0.6, 0.0])
-    layout = teacher.decode(z)
-    assert teacher.estimate_regret(layout, 0.0) == pytest.approx(1.0)
-    # a layout one cell away borrows the best return; one far away has no reference
-    moved = [c for c in range(layout.n_cells) if c not in (*layout.obstacles, layout.goal, layout.agent)][0]
-    near = MazeLayout(layout.shape, tuple(sorted((*layout.obstacles, moved))), layout.goal, layout.agent)
-    assert teacher.estimate_regret(near, 1.0) == pytest.approx(0.5)
-    far = MazeLayout(layout.shape, (), *[c for c in range(layout.n_cells) if c not in (layout.goal, layout.agent)][:2])
-    assert teacher.estimate_regret(far, 0.0) == 0.0
+def test_latent_search_moves_toward_high_regret_latents(rvae):
+    teacher = CLUTRTeacher(rvae, seed=1)  # default lr and batch size
+    regret = lambda z: float(np.clip(z[:8].mean() / 4 + 0.5, 0, 1))  # a stand-in task: higher as z[:8] grows
+    probe = lambda: np.array([teacher.sample()[:8].mean() for _ in range(200)]).mean()
 
-
-def test_teacher_moves_toward_high_regret_latents(rvae):
-    teacher = CLUTRTeacher(rvae, seed=1, population=32)
-    target = np.zeros(teacher.dim)
-    target[:4], target[4:8] = 2.0, -2.0  # |target| = 5.7, where a layout's code might lie
-    distance = lambda: np.median(np.linalg.norm(np.array([teacher.sample() for _ in range(200)]) - target, axis=1))
-    start = distance()
-    for _ in range(12 * 32):  # a constructed regret signal: higher nearer the target
-        z = teacher.sample()
-        teacher.update(z, 0.0, regret=float(np.exp(-np.linalg.norm(z - target) / 5)))
-    assert teacher.generations == 12
-    # measured on seeds 0-3: samples 8.0 -> 3.5-4.0 from the target, the search mean 5.7 -> 2.0-2.8
-    assert distance() < 0.6 * start
-    assert np.linalg.norm(teacher.mean - target) < 0.6 * np.linalg.norm(target)
+    before, std = probe(), teacher.metrics()["search_std"]
+    teacher._open.clear()  # the probe's proposals never get an episode
+    feed(teacher, 20 * teacher.batch_size, regret)
+    assert teacher.generations == 20 and teacher.n_episodes == 20 * 8
+    # measured on seeds 0-5: the mean of z[:8] -0.1..0.06 -> 1.8-2.6, search_std 1.91 -> 1.54-1.72, the regret of
+    # a batch 0.45-0.55 -> 0.92-1.0
+    assert probe() > before + 1.5
     m = teacher.metrics()
-    assert m["episodes"] == 12 * 32 and m["regret_mean"] > 0 and 0 <= m["solvable"] <= 1
+    assert m["search_std"] < 0.95 * std and m["search_shift"] > 0.5
+    regrets = teacher.regrets
+    assert regrets[-teacher.batch_size:].mean() > regrets[:teacher.batch_size].mean() + 0.2
+    assert {"policy_loss", "value_loss", "entropy"} <= set(m) and 0 <= m["solvable"] <= 1
 
 
 def test_teacher_state_round_trip_gives_the_same_next_samples(rvae):
-    def feed(t, n):
-        for i in range(n):
-            z = t.sample()
-            t.update(z, float(i % 3))  # repeats make nonzero regrets on seen layouts
-
-    teacher = CLUTRTeacher(rvae, seed=5, population=8, neighbour_radius=3)
-    feed(teacher, 45)
-    restored = CLUTRTeacher(rvae, seed=99, population=8, neighbour_radius=3)
+    teacher = CLUTRTeacher(rvae, seed=5, batch_size=8)
+    feed(teacher, 45)  # 5 updates, 5 episodes of the sixth batch
+    open_z = teacher.sample()  # proposed, episode not yet reported when the checkpoint is taken
+    restored = CLUTRTeacher(rvae, seed=99, batch_size=8)
     restored.load_state_dict(roundtrip(teacher.state_dict()))
     assert restored.metrics() == teacher.metrics()
-    for i in range(20):
-        a, b = teacher.sample(), restored.sample()
-        np.testing.assert_array_equal(a, b)
-        teacher.update(a, float(i % 2))
-        restored.update(b, float(i % 2))
+    for t in (teacher, restored):
+        t.update(open_z, 0.0, regret=0.3)
+        feed(t, 20)
     np.testing.assert_array_equal(teacher.regrets, restored.regrets)
-    np.testing.assert_array_equal(teacher.mean, restored.mean)
-    with pytest.raises(ValueError, match="population"):
-        CLUTRTeacher(rvae, population=9, neighbour_radius=3).load_state_dict(teacher.state_dict())
+    np.testing.assert_array_equal(teacher.history[0], restored.history[0])
+    assert teacher.generations == restored.generations == 8
+    with pytest.raises(ValueError, match="batch_size"):
+        CLUTRTeacher(rvae, batch_size=9).load_state_dict(teacher.state_dict())
+    with pytest.raises(ValueError, match="regret"):
+        CLUTRTeacher(rvae, batch_size=8, regret="pvl").load_state_dict(teacher.state_dict())
     other = LayoutRVAE(SHAPE, max_obstacles=OBSTACLES[1], **SMALL)  # untrained: another decoder
     with pytest.raises(ValueError, match="rvae"):
-        CLUTRTeacher(other, population=8, neighbour_radius=3).load_state_dict(teacher.state_dict())
+        CLUTRTeacher(other, batch_size=8).load_state_dict(teacher.state_dict())
 
 
 def test_make_clutr_teacher_and_bad_settings(rvae):
-    teacher = make_clutr_teacher(rvae, seed=2, population=4)
-    assert isinstance(teacher, CLUTRTeacher) and teacher.population == 4
-    with pytest.raises(ValueError, match="population"):
-        CLUTRTeacher(rvae, population=1)
+    teacher = make_clutr_teacher(rvae, seed=2, batch_size=4, regret="maxmc")
+    assert isinstance(teacher, CLUTRTeacher) and teacher.batch_size == 4 and teacher.regret_kind == "maxmc"
+    with pytest.raises(ValueError, match="regret must be one of paired, pvl, maxmc"):
+        CLUTRTeacher(rvae, regret="repeats")
+    with pytest.raises(ValueError, match="batch_size out of range, got 1.*clip out of range"):
+        CLUTRTeacher(rvae, batch_size=1, clip=1.5)
+    z = teacher.sample()
+    with pytest.raises(ValueError, match="learns from regret"):
+        teacher.update(z, 0.0)
     with pytest.raises(ValueError, match="finite"):
-        teacher.update(teacher.sample(), 0.0, regret=float("nan"))
+        teacher.update(z, 0.0, regret=float("nan"))
+    with pytest.raises(ValueError, match="did not propose"):
+        teacher.update(np.zeros(teacher.dim), 0.0, regret=0.1)
     with pytest.raises(ValueError, match="outside"):
-        teacher.update(np.full(teacher.dim, 5.0), 0.0)
+        teacher.update(np.full(teacher.dim, 5.0), 0.0, regret=0.1)
+    assert teacher.n_episodes == 0  # nothing refused was recorded
+    teacher.update(z, 0.0, regret=0.1)
+    with pytest.raises(ValueError, match="already heard"):
+        teacher.update(z, 0.0, regret=0.1)
+
+
+# -------------------------------------------------------------------------------------------------------- regret
+def test_paired_regret_and_the_critic_estimates_on_hand_computed_values():
+    assert paired_regret(0.7, 0.2) == pytest.approx(0.5) and paired_regret(0.2, 0.7) == 0.0
+    assert discounted_return([1.0, 0.0, 2.0], 0.5) == pytest.approx(1.5)
+    # delta_1 = 1 - 0.5 = 0.5, delta_0 = 0.9 * 0.5 - 0.5 = -0.05; A_1 = 0.5, A_0 = -0.05 + 0.45 * 0.5 = 0.175
+    assert positive_value_loss([0.0, 1.0], [0.5, 0.5], 0.0, gamma=0.9, lam=0.5) == pytest.approx((0.175 + 0.5) / 2)
+    assert positive_value_loss([0.0, 0.0], [1.0, 1.0], 0.0, gamma=0.9, lam=0.5) == 0.0  # A = -0.55, -1: none > 0
+    assert positive_value_loss([0.0], [0.2], 1.0, gamma=0.9) == pytest.approx(0.7)  # truncated: bootstrap V(s_T)
+    assert max_mc(1.0, 0.4) == pytest.approx(0.6) and max_mc(0.3, 0.4) == 0.0
+
+
+def test_last_episode_reads_the_newest_episode_across_the_ring():
+    buffer = ReplayBuffer(5, 1, 1)
+    for t, start in enumerate([True, False, False, True, False, False]):  # the 6th row overwrites the 1st
+        buffer.add([float(t)], [0.0], float(t), [t + 1.0], t == 5, episode_start=start)
+    episode = last_episode(buffer)
+    assert episode["obs"].squeeze(-1).tolist() == [3.0, 4.0, 5.0]
+    assert episode["reward"].tolist() == [3.0, 4.0, 5.0] and episode["terminated"].tolist() == [False, False, True]
+    assert last_episode(buffer, window=2)["obs"].squeeze(-1).tolist() == [3.0, 4.0, 5.0]  # found in the 2nd window
+    with pytest.raises(ValueError, match="no episode start"):
+        last_episode(ReplayBuffer(3, 1, 1))
 
 
 # --------------------------------------------------------------------------------------------------------- envs

@@ -5,8 +5,11 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from conftest import roundtrip
+from gymnasium import spaces
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cadence.agents import SAC, SACConfig
 from cadence.checkpoint import load_checkpoint
 from cadence.config import ConfigError
 from cadence.curricula import (
@@ -27,7 +30,15 @@ from cadence.envs.maze_tasks import (
     layout_from_code,
 )
 from cadence.envs.mazes import MazeLayout, is_solvable
-from cadence.loops.curriculum import TeacherHook
+from cadence.loops.curriculum import (
+    CriticRegret,
+    RegretSource,
+    TeacherHook,
+    discounted_return,
+    positive_value_loss,
+    sac_values,
+)
+from cadence.replay import ReplayBuffer
 from cadence.runs import resolve_config, train
 
 HAS_ROBOTICS = importlib.util.find_spec("gymnasium_robotics") is not None
@@ -94,16 +105,28 @@ def test_domain_randomisation_samples_valid_layouts_and_round_trips():
     np.testing.assert_array_equal(teacher.task(codes[0]), codes[0])
 
 
-def test_clutr_hands_the_env_a_layout_code_and_is_told_its_latent(small_rvae):
-    teacher = CLUTRTeacher(small_rvae, seed=0, population=4)
+class Ctx:
+    """Stands for the loop's LoopContext where a hook only reads counters (and, for a critic's regret, the agent
+    and its replay buffer)."""
+
+    class state:  # noqa: N801 - stands for TrainState
+        episodes, step = 1, 0
+
+
+class ConstantRegret(RegretSource):
+    def regret(self, ctx, task, episode_return):
+        self.task = task
+        return 0.25
+
+
+def test_clutr_hands_the_env_a_layout_code_and_is_told_its_latent_and_regret(small_rvae):
+    teacher = CLUTRTeacher(small_rvae, seed=0, batch_size=4)
     low, high = teacher.task_bounds
     assert low.shape == MAZE.param_space.shape and (high == 3).all()
-    hook = TeacherHook(teacher, MAZE, test_episodes=0)
-
-    class Ctx:
-        class state:  # noqa: N801 - stands for TrainState
-            episodes, step = 1, 0
-
+    with pytest.raises(ValueError, match="learns from regret: give TeacherHook a regret source"):
+        TeacherHook(teacher, MAZE, test_episodes=0).on_run_start(Ctx)
+    hook = TeacherHook(teacher, MAZE, test_episodes=0, regret=ConstantRegret())
+    hook.on_run_start(Ctx)
     task = hook.on_episode_start(Ctx, world=0)
     assert MAZE.param_space.contains(task)
     layout_from_code(task, MAZE.shape)
@@ -111,7 +134,37 @@ def test_clutr_hands_the_env_a_layout_code_and_is_told_its_latent(small_rvae):
     assert z.shape == (SMALL["latent_dim"],)
     hook.on_episode_end(Ctx, 0, 0.7, task)
     np.testing.assert_array_equal(teacher.history[0][0], z)  # the teacher learns about its latent, not the code
+    assert teacher.regrets.tolist() == [0.25] and hook.regret.task is task  # the regret of the layout played
     assert not hook.params_of
+    state = hook.state_dict()
+    with pytest.raises(ValueError, match="has a regret source .* this run has none"):
+        TeacherHook(CLUTRTeacher(small_rvae, seed=0, batch_size=4), MAZE).load_state_dict(state)
+
+
+def test_critic_regret_reads_the_episode_just_played_and_the_sac_critic():
+    torch.manual_seed(0)
+    agent = SAC(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)), SACConfig(hidden_sizes=(8,), gamma=0.9))
+    buffer = ReplayBuffer(16, 3, 2)
+    obs = torch.randn(7, 3)
+    rewards = [0.0, 0.5, 0.0, 1.0, 0.2, 0.0, 0.3]
+    for t in range(6):  # an episode of 3 steps, then one of 3 truncated by the time limit
+        buffer.add(obs[t], [0.0, 0.0], rewards[t], obs[t + 1], False, t == 5, episode_start=t in (0, 3))
+    ctx = type("Ctx", (), {"agent": agent, "buffer": buffer})
+    values = sac_values(agent, obs[3:7]).double().numpy()
+    pvl = CriticRegret("pvl").regret(ctx, np.zeros(25), 0.0)
+    assert pvl == pytest.approx(positive_value_loss(rewards[3:6], values[:3], values[3], gamma=0.9))  # bootstrapped
+
+    maxmc = CriticRegret("maxmc")
+    layout = np.arange(25.0)
+    best = discounted_return(rewards[3:6], 0.9)
+    assert maxmc.regret(ctx, layout, 0.0) == pytest.approx(max(0.0, best - values[0]))
+    buffer.add(obs[6], [0.0, 0.0], 0.0, obs[0], True, episode_start=True)  # a worse episode on the same layout
+    assert maxmc.regret(ctx, layout, 0.0) == pytest.approx(max(0.0, best - values[3]))  # still the best return
+    twin = CriticRegret("maxmc")
+    twin.load_state_dict(roundtrip(maxmc.state_dict()))
+    assert twin.best == maxmc.best
+    with pytest.raises(ValueError, match="regret is 'maxmc', this run's is 'pvl'"):
+        CriticRegret("pvl").load_state_dict(maxmc.state_dict())
 
 
 def test_teachers_and_envs_that_do_not_fit_are_refused(tmp_path, small_rvae):
@@ -206,3 +259,35 @@ def test_sac_trains_on_maze_layouts_with_domain_randomisation_and_resumes(tmp_pa
     train("sac", sections(600), tmp_path / "cut", resume=True)
     cut = load_checkpoint(tmp_path / "cut")["hooks"]["teacher"]["teacher"]
     assert cut["params"].equal(state["teacher"]["params"]) and cut["rng"] == state["teacher"]["rng"]
+
+
+@needs_robotics
+def test_clutr_with_an_antagonist_trains_checkpoints_and_resumes_exactly(tmp_path, small_rvae):
+    rvae = save_rvae(small_rvae, tmp_path / "rvae.pt")
+
+    def sections(total, algo="sac", regret="paired"):
+        return resolve_config(algo, {"train": {"env": "PointMazeLayout-v0", "teacher": "clutr", "seed": 1,
+                                               "total_steps": total, "teacher_rvae": str(rvae),
+                                               "teacher_settings": {"regret": regret, "batch_size": 2}}}, None,
+                              ["agent.hidden_sizes=[16, 16]", "agent.batch_size=16", "agent.learning_starts=100",
+                               "train.eval_every=0", "train.torch_threads=1", "train.checkpoint_every=100",
+                               "train.progress=false"])
+
+    train("sac", sections(600), tmp_path / "full")  # two protagonist episodes of 250 steps, then 100 steps more
+    state = load_checkpoint(tmp_path / "full")["hooks"]["teacher"]
+    teacher, antagonist = state["teacher"], state["regret"]
+    assert len(teacher["returns"]) == 2 and teacher["generations"] == 1  # one PPO update of the batch of 2
+    assert antagonist["name"] == "paired" and antagonist["steps"] == 500  # it played both layouts to the end
+    expected = [max(0.0, a - p) for a, p in zip(antagonist["returns"], teacher["returns"].tolist(), strict=True)]
+    assert teacher["regrets"].tolist() == pytest.approx(expected)
+    assert antagonist["buffer"]["size"] == 500 and state["regret_seconds"] > 0
+    train("sac", sections(300), tmp_path / "cut")
+    train("sac", sections(600), tmp_path / "cut", resume=True)
+    cut = load_checkpoint(tmp_path / "cut")["hooks"]["teacher"]
+    assert cut["teacher"]["params"].equal(teacher["params"]) and cut["teacher"]["regrets"].equal(teacher["regrets"])
+    assert all(cut["teacher"]["policy"][k].equal(v) for k, v in teacher["policy"].items())
+    assert all(cut["regret"]["agent"]["actor"][k].equal(v) for k, v in antagonist["agent"]["actor"].items())
+    # a critic's estimate needs a SAC critic: refused for SRL before the run folder is made
+    with pytest.raises(ConfigError, match="regret='pvl' reads a SAC critic, and srl is not SAC"):
+        train("srl", sections(600, "srl", "pvl"), tmp_path / "srl")
+    assert not (tmp_path / "srl").exists()

@@ -246,7 +246,7 @@ def test_states_saved_before_a_setting_existed_load_as_the_old_behaviour():
 # ------------------------------------------------------------------------------------------------------ settings
 def test_every_teacher_lists_its_settings_and_a_config_checks_them():
     assert set(teacher_settings("alp-gmm")) >= {"fit_every", "random_share", "criterion", "alp_min_history"}
-    assert teacher_settings("clutr")["neighbour_radius"] == 2 and teacher_settings("random") == {}
+    assert teacher_settings("clutr")["regret"] == "paired" and teacher_settings("random") == {}
     for name in [*TEACHERS, *LAYOUT_TEACHERS]:  # a run fills box, seed, reward range and RVAE: never settings
         assert not {"low", "high", "seed", "reward_range", "rvae"} & set(teacher_settings(name))
     checked = check_teacher_settings("riac", {"shares": [0.6, 0.3, 0.1], "min_region_size": 5.0,

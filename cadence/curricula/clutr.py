@@ -1,21 +1,29 @@
-"""CLUTR's stage 2: a teacher that searches the frozen RVAE's latent space for high-regret maze layouts.
+"""CLUTR's stage 2: a PAIRED teacher whose actions are latents of the frozen RVAE, trained by PPO on regret.
 
-CLUTR (Azad et al., ICML 2023; DESIGN.md section 3) trains a PAIRED teacher whose actions are latents z of a
-frozen recurrent VAE (:mod:`cadence.curricula.rvae`); the decoder turns z into a task. Two simplifications keep it
-cheap on a CPU and inside the :class:`~cadence.curricula.base.Teacher` protocol (params = the latent vector):
+CLUTR (Azad et al., ICML 2023; reference code clutr/clutr) replaces PAIRED's step-by-step level builder with a
+one-step teacher acting in the latent space of a frozen recurrent VAE (:mod:`cadence.curricula.rvae`): it draws a
+latent z, the decoder turns z into a maze layout, the student plays it, and the teacher is rewarded with the
+regret of that layout. As in the reference (``MultigridNetworkTaskEmbedSingleStepContinuous`` trained by the
+``AdversarialRunner`` with PPO):
 
-* **Regret estimate, no antagonist.** PAIRED's regret (antagonist return - protagonist return) needs a second
-  student, doubling training cost; a positive value loss needs the student's value function, which a teacher never
-  sees (DESIGN.md section 1). We use the max-return estimate of Robust PLR's "MaxMC" with returns in place of
-  values: ``regret = max(0, best return seen so far on this layout - this episode's return)``. A layout never seen
-  before borrows the best return of its nearest seen layout when that one differs in at most ``neighbour_radius``
-  cells; with no reference the regret is 0 (no evidence yet). It is high where the student has succeeded before
-  but now fails: tasks at the edge of its competence, or ones it is forgetting. A caller that has a better signal
-  (an antagonist, a value loss) passes it as ``update(z, ret, regret=...)``.
-* **Search, not a PPO policy.** A diagonal Gaussian over z, updated CEM-style: every ``population`` episodes, the
-  mean moves (by ``smoothing``) toward the mean of the ``elite_frac`` latents of highest regret, and the std toward
-  their spread around the old mean; ``random_frac`` of the samples are uniform in the box so the search never stops
-  exploring, and ``min_std`` floors the std.
+* **Policy.** A noise vector ``u ~ U[0, 1]^noise_dim`` (the env's ``random_z``) -> a linear embedding of
+  ``hidden`` units -> per latent dimension a Beta(1 + softplus(.), 1 + softplus(.)) over [0, 1], scaled onto the
+  latent box; a linear value head on the same embedding is the PPO baseline.
+* **Learning.** Every ``batch_size`` episodes (the reference: one per parallel env, 32) one PPO update on that
+  batch: advantages ``regret - V(u)`` normalised over the batch, ``ppo_epochs`` epochs of one minibatch, clipped
+  ratio and clipped value loss (``clip``), Adam, gradient norm clipped at ``max_grad_norm``.
+* **Reward.** The regret of the episode, given by the caller: ``update(z, episode_return, regret=...)``. The
+  teacher sees task parameters, returns and regrets only, never agents (the layering rule); the training loop's
+  hook computes the regret (:mod:`cadence.loops.curriculum`). :data:`REGRETS` names the sources a hook knows:
+  ``paired`` (the paper's: an antagonist student plays the same layout, regret = max(0, antagonist return -
+  protagonist return), as the reference code clips it), ``pvl`` and ``maxmc`` (estimates from the student's own
+  critic, Robust PLR's positive value loss and MaxMC, for when a second student is too dear).
+
+Deviations from the reference, for a CPU budget of about a hundred episodes (a 30k-step maze run) rather than its
+~30,000 teacher updates (docs/ARCHITECTURE.md lists them all): ``lr`` 1e-2 and ``batch_size`` 8, where the
+reference has 1e-4 and 32 (on a synthetic regret over 128 episodes, 1e-4 left the Beta where it started, 32 at 1e-2
+moved it a third as far as 8 at 1e-2); the Beta heads start near zero, so the first proposals are centred in the box
+instead of skewed by a random initialisation.
 
 Its params are latents, not a task family's box: :meth:`CLUTRTeacher.task` turns one into the layout code the maze
 env takes (:mod:`cadence.envs.maze_tasks`). Build it by name with
@@ -33,14 +41,23 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Beta
 
 from cadence.curricula.base import ArrayLike, Teacher, as_array, as_tensor
 from cadence.curricula.rvae import LayoutRVAE, fit_rvae
 from cadence.envs.maze_tasks import AGENT, FREE, layout_code
 from cadence.envs.mazes import MazeLayout, shortest_path
 
+#: where a CLUTR teacher's regret comes from (computed by the loop's hook, which sees the agents)
+REGRETS: tuple[str, ...] = ("paired", "pvl", "maxmc")
 #: decoded layouts kept per teacher so ``update`` does not decode the latent ``sample`` already decoded
 _CACHE_SIZE = 1024
+#: proposals remembered until their episode is reported (one per running world; more is a caller's bug)
+_OPEN_PROPOSALS = 64
+#: Beta samples are kept this far inside (0, 1): at 0 or 1 a Beta's log-density can be infinite
+_EDGE = 1e-6
 
 
 def rvae_digest(rvae: LayoutRVAE) -> str:
@@ -52,57 +69,110 @@ def rvae_digest(rvae: LayoutRVAE) -> str:
     return h.hexdigest()[:16]
 
 
+class LatentPolicy(nn.Module):
+    """The reference's one-step teacher: noise -> linear embedding -> a Beta per latent dimension, and a value.
+
+    :param noise_dim: size of the noise input (the reference's ``random_z_dim``, 50).
+    :param hidden: embedding width (the reference's ``scalar_fc``, 10).
+    :param latent_dim: number of Beta-distributed outputs.
+    """
+
+    def __init__(self, noise_dim: int, hidden: int, latent_dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(noise_dim, hidden)
+        self.value = nn.Linear(hidden, 1)
+        self.alpha = nn.Linear(hidden, latent_dim)
+        self.beta = nn.Linear(hidden, latent_dim)
+        for layer in (self.embed, self.value, self.alpha, self.beta):
+            nn.init.zeros_(layer.bias)
+        nn.init.orthogonal_(self.embed.weight)
+        nn.init.orthogonal_(self.value.weight)
+        # near-zero heads: every dimension starts at Beta(1.69, 1.69), centred in the box whatever the noise
+        nn.init.orthogonal_(self.alpha.weight, gain=0.01)
+        nn.init.orthogonal_(self.beta.weight, gain=0.01)
+
+    def forward(self, noise: torch.Tensor) -> tuple[Beta, torch.Tensor]:
+        """The Beta over [0, 1]^latent_dim and the value, for noise ``[B, noise_dim]``."""
+        e = self.embed(noise)
+        return Beta(1 + F.softplus(self.alpha(e)), 1 + F.softplus(self.beta(e))), self.value(e).squeeze(-1)
+
+
+def ppo_update(policy: LatentPolicy, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], clip: float,
+               epochs: int, value_coef: float, entropy_coef: float, max_grad_norm: float) -> dict[str, float]:
+    """PPO on one batch of one-step episodes (``noise``, unit sample ``x``, old ``logp`` and ``value``,
+    ``regret``), as the reference's PPO: the return is the regret itself, advantages are normalised over the batch,
+    one minibatch per epoch, clipped ratio and clipped value loss. Returns the last epoch's losses."""
+    regret, old_value, old_logp = batch["regret"], batch["value"], batch["logp"]
+    advantage = regret - old_value
+    advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-5)
+    out: dict[str, float] = {}
+    for _ in range(epochs):
+        dist, value = policy(batch["noise"])
+        ratio = (dist.log_prob(batch["x"]).sum(-1) - old_logp).exp()
+        policy_loss = -torch.min(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage).mean()
+        clipped = old_value + (value - old_value).clamp(-clip, clip)
+        value_loss = 0.5 * torch.max((value - regret) ** 2, (clipped - regret) ** 2).mean()
+        entropy = dist.entropy().sum(-1).mean()
+        optimizer.zero_grad()
+        (value_coef * value_loss + policy_loss - entropy_coef * entropy).backward()
+        nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+        optimizer.step()
+        out = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item()}
+    return out
+
+
 class CLUTRTeacher(Teacher):
     """Proposes RVAE latents z in ``[low, high]^latent_dim``; :meth:`decode` gives the layout to train on.
 
     :param rvae: a trained, frozen :class:`~cadence.curricula.rvae.LayoutRVAE`.
     :param low: lower bound of the latent box, a scalar or one per dimension (default ``-rvae.latent_bound``).
     :param high: upper bound (default ``+rvae.latent_bound``, the squashed latents' range).
-    :param seed: seed of the teacher's generator.
-    :param reward_range: optional ``(r_min, r_max)``; regrets are then computed on returns scaled to [0, 1].
-    :param population: episodes per search update.
-    :param elite_frac: share of a population, by regret, that the search moves toward.
-    :param init_std: initial std of the search distribution (its mean starts at the box centre).
-    :param min_std: floor of the std.
-    :param smoothing: step of the mean and std toward the elites' (1 = jump there).
-    :param random_frac: share of samples drawn uniformly from the box.
-    :param neighbour_radius: the most cells in which a seen layout may differ to lend its best return.
+    :param seed: seed of the teacher's generator and of its network's initialisation.
+    :param reward_range: optional ``(r_min, r_max)``; kept for the protocol (regrets come from the caller).
+    :param regret: where the training loop takes each episode's regret from: one of :data:`REGRETS`.
+    :param batch_size: episodes per PPO update (reference: 32, its number of parallel envs).
+    :param lr: Adam learning rate (reference: 1e-4).
+    :param ppo_epochs: PPO epochs per update, one minibatch each (reference: 5).
+    :param clip: PPO's ratio and value clipping (reference: 0.2).
+    :param noise_dim: size of the noise the policy is conditioned on (reference: 50).
+    :param hidden: width of the noise embedding (reference: 10).
+    :param value_coef: weight of the value loss (reference: 0.5).
+    :param entropy_coef: weight of the entropy bonus (reference: 0).
+    :param max_grad_norm: gradient norm clip (reference: 0.5).
     """
 
     name = "clutr"
 
     def __init__(self, rvae: LayoutRVAE, low: ArrayLike | None = None, high: ArrayLike | None = None, seed: int = 0,
-                 reward_range: Sequence[float] | None = None, population: int = 32, elite_frac: float = 0.25,
-                 init_std: float = 1.0, min_std: float = 0.2, smoothing: float = 0.5, random_frac: float = 0.1,
-                 neighbour_radius: int = 2) -> None:
+                 reward_range: Sequence[float] | None = None, regret: str = "paired", batch_size: int = 8,
+                 lr: float = 1e-2, ppo_epochs: int = 5, clip: float = 0.2, noise_dim: int = 50, hidden: int = 10,
+                 value_coef: float = 0.5, entropy_coef: float = 0.0, max_grad_norm: float = 0.5) -> None:
         dim = rvae.latent_dim
         low = -rvae.latent_bound if low is None else low
         high = rvae.latent_bound if high is None else high
         # a scalar bound stands for every latent dimension
         low, high = (np.broadcast_to(np.asarray(b, dtype=np.float64), (dim,)) for b in (low, high))
         super().__init__(low, high, seed=seed, reward_range=reward_range)
-        if population < 2 or not 0 < elite_frac <= 1 or not 0 < smoothing <= 1 or not 0 <= random_frac <= 1:
-            raise ValueError("CLUTR teacher needs population >= 2, 0 < elite_frac <= 1, 0 < smoothing <= 1 and "
-                             f"0 <= random_frac <= 1; got {population}, {elite_frac}, {smoothing}, {random_frac}")
-        if not 0 < min_std <= init_std:
-            raise ValueError(f"CLUTR teacher needs 0 < min_std <= init_std, got {min_std}, {init_std}")
+        _check_settings(regret, batch_size, lr, ppo_epochs, clip, noise_dim, hidden, value_coef, entropy_coef,
+                        max_grad_norm)
         self.rvae = rvae.freeze()
-        self.population, self.elite_frac, self.smoothing = int(population), float(elite_frac), float(smoothing)
-        self.init_std, self.min_std, self.random_frac = float(init_std), float(min_std), float(random_frac)
-        self.neighbour_radius = int(neighbour_radius)
+        self.regret_kind = regret
+        self.batch_size, self.lr, self.ppo_epochs, self.clip = int(batch_size), float(lr), int(ppo_epochs), float(clip)
+        self.noise_dim, self.hidden = int(noise_dim), int(hidden)
+        self.value_coef, self.entropy_coef = float(value_coef), float(entropy_coef)
+        self.max_grad_norm = float(max_grad_norm)
         self._digest = rvae_digest(rvae)
-        self.mean = (self.low + self.high) / 2
-        self.std = np.full(dim, self.init_std)
+        with torch.random.fork_rng(devices=[]):  # seeded weights, and the run's global stream left untouched
+            torch.manual_seed(self.seed)
+            self.policy = LatentPolicy(self.noise_dim, self.hidden, dim)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.lr, eps=1e-5)
         self.generations = 0
-        self._gen_z: list[np.ndarray] = []
-        self._gen_regret: list[float] = []
+        self.last_losses: dict[str, float] = {}
+        self._open: OrderedDict[bytes, dict[str, np.ndarray]] = OrderedDict()  # proposals awaiting their episode
+        self._batch: list[dict[str, np.ndarray]] = []  # reported proposals of the coming update
         self._regrets: list[float] = []
         self._solvable: list[bool] = []
-        self._codes = np.zeros((0, rvae.codec.n_cells), dtype=np.int64)  # seen layouts, one row each
-        self._best = np.zeros(0)  # best (normalised) return per seen layout
-        self._index: dict[bytes, int] = {}
         self._cache: OrderedDict[bytes, MazeLayout] = OrderedDict()
-        self._given_regret: float | None = None
 
     # ----------------------------------------------------------------------------------------------- public API
     def decode(self, z: ArrayLike) -> MazeLayout:
@@ -127,118 +197,135 @@ class CLUTRTeacher(Teacher):
         return np.full(n, float(FREE)), np.full(n, float(AGENT))
 
     def update(self, params: ArrayLike, episode_return: float, regret: float | None = None) -> None:
-        """Report an episode on latent ``params``; ``regret`` replaces the built-in estimate when given."""
-        if regret is not None and not math.isfinite(float(regret)):
+        """Report the episode on latent ``params`` (one this teacher proposed) and its ``regret``, the PPO reward."""
+        if regret is None:
+            raise ValueError("the clutr teacher learns from regret: report update(z, episode_return, regret=...) "
+                             f"with the regret its hook computes ({self.regret_kind}; see cadence.loops.curriculum)")
+        if not math.isfinite(float(regret)):
             raise ValueError(f"clutr teacher: regret must be finite, got {regret}")
-        self._given_regret = None if regret is None else float(regret)
-        try:
-            super().update(params, episode_return)
-        finally:
-            self._given_regret = None
-
-    def estimate_regret(self, layout: MazeLayout, episode_return: float) -> float:
-        """``max(0, best earlier return on layout (or a near neighbour) - episode_return)``; 0 without a reference.
-        Returns are normalised by ``reward_range`` when given. Reads the table, does not change it."""
-        r = self.normalise_return(episode_return)
-        code = layout_code(layout).astype(np.int64)
-        i = self._index.get(code.tobytes())
-        if i is not None:
-            return max(0.0, float(self._best[i]) - r)
-        if self.neighbour_radius <= 0 or len(self._best) == 0:
-            return 0.0
-        dist = (self._codes != code).sum(1)
-        near = np.flatnonzero(dist == dist.min())
-        if dist.min() > self.neighbour_radius:
-            return 0.0
-        return max(0.0, float(self._best[near].max()) - r)
+        key = self._check_params(params).tobytes()
+        if key not in self._open:
+            raise ValueError("clutr teacher: update() got a latent this teacher did not propose (or already heard "
+                             "about); report each sample() once")
+        super().update(params, episode_return)
+        proposal = self._open.pop(key)
+        self._batch.append({**proposal, "regret": np.array(float(regret))})
+        self._regrets.append(float(regret))
+        self._solvable.append(shortest_path(self.decode(params)) is not None)
+        if len(self._batch) >= self.batch_size:
+            self._learn()
 
     @property
     def regrets(self) -> np.ndarray:
-        """The regret credited to every reported episode, in order."""
+        """The regret reported with every episode, in order."""
         return np.array(self._regrets, dtype=np.float64)
 
+    def search(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std, in latent units, of the policy's proposals at the mean noise (0.5 everywhere)."""
+        with torch.no_grad():
+            dist, _ = self.policy(torch.full((1, self.noise_dim), 0.5))
+        scale = self.high - self.low
+        mean = self.low + scale * dist.mean[0].double().numpy()
+        return mean, scale * dist.stddev[0].double().numpy()
+
     def metrics(self) -> dict[str, float]:
-        recent = self._regrets[-self.population:]
-        solvable = self._solvable[-self.population:]
+        recent = self._regrets[-self.batch_size:]
+        solvable = self._solvable[-self.batch_size:]
+        mean, std = self.search()
+        centre = (self.low + self.high) / 2
         return {**super().metrics(), "regret_mean": float(np.mean(recent)) if recent else 0.0,
-                "solvable": float(np.mean(solvable)) if solvable else 0.0, "search_std": float(self.std.mean()),
-                "generations": float(self.generations), "layouts_seen": float(len(self._best))}
+                "solvable": float(np.mean(solvable)) if solvable else 0.0, "search_std": float(std.mean()),
+                "search_shift": float(np.linalg.norm(mean - centre) / math.sqrt(self.dim)),
+                "generations": float(self.generations), **self.last_losses}
 
     def hparams(self) -> dict[str, Any]:
-        return {"population": self.population, "elite_frac": self.elite_frac, "init_std": self.init_std,
-                "min_std": self.min_std, "smoothing": self.smoothing, "random_frac": self.random_frac,
-                "neighbour_radius": self.neighbour_radius, "rvae": self._digest}
+        return {"regret": self.regret_kind, "batch_size": self.batch_size, "lr": self.lr,
+                "ppo_epochs": self.ppo_epochs, "clip": self.clip, "noise_dim": self.noise_dim, "hidden": self.hidden,
+                "value_coef": self.value_coef, "entropy_coef": self.entropy_coef,
+                "max_grad_norm": self.max_grad_norm, "rvae": self._digest}
 
     # ---------------------------------------------------------------------------------------------- internals
     def _sample(self) -> np.ndarray:
-        if self.rng.random() < self.random_frac:
-            return self.uniform()
-        return self.mean + self.std * self.rng.standard_normal(self.dim)
+        noise = self.rng.random(self.noise_dim).astype(np.float32)
+        with torch.no_grad():
+            dist, value = self.policy(torch.from_numpy(noise)[None])
+        # the draw comes from the teacher's own generator, so a restored teacher proposes the same latents
+        x = np.clip(self.rng.beta(dist.concentration1[0].numpy(), dist.concentration0[0].numpy()), _EDGE, 1 - _EDGE)
+        x = x.astype(np.float32)
+        with torch.no_grad():
+            logp = dist.log_prob(torch.from_numpy(x)[None]).sum(-1)
+        z = np.clip(self.low + (self.high - self.low) * x.astype(np.float64), self.low, self.high)
+        self._open[z.tobytes()] = {"z": z, "noise": noise, "x": x, "logp": logp[0].numpy(), "value": value[0].numpy()}
+        if len(self._open) > _OPEN_PROPOSALS:
+            self._open.popitem(last=False)
+        return z
 
-    def _observe(self, params: np.ndarray, episode_return: float) -> None:
-        layout = self.decode(params)
-        regret = self._given_regret
-        if regret is None:
-            regret = self.estimate_regret(layout, episode_return)
-        self._remember(layout, self.normalise_return(episode_return))
-        self._regrets.append(regret)
-        self._solvable.append(shortest_path(layout) is not None)
-        self._gen_z.append(params)
-        self._gen_regret.append(regret)
-        if len(self._gen_z) >= self.population:
-            self._step_search()
-
-    def _remember(self, layout: MazeLayout, r: float) -> None:
-        code = layout_code(layout).astype(np.int64)
-        key = code.tobytes()
-        i = self._index.get(key)
-        if i is None:
-            self._index[key] = len(self._best)
-            self._codes = np.vstack([self._codes, code[None]])
-            self._best = np.append(self._best, r)
-        else:
-            self._best[i] = max(self._best[i], r)
-
-    def _step_search(self) -> None:
-        z, regret = np.array(self._gen_z), np.array(self._gen_regret)
-        self._gen_z, self._gen_regret = [], []
+    def _learn(self) -> None:
+        batch = {k: torch.from_numpy(np.stack([b[k] for b in self._batch])).float() for k in _BATCH_FIELDS[1:]}
+        self._batch = []
+        self.last_losses = ppo_update(self.policy, self.optimizer, batch, self.clip, self.ppo_epochs,
+                                      self.value_coef, self.entropy_coef, self.max_grad_norm)
         self.generations += 1
-        if regret.max() <= regret.min():  # all equal: no direction to move in
-            return
-        n_elite = max(1, round(self.elite_frac * len(z)))
-        elite = z[np.argsort(-regret, kind="stable")[:n_elite]]
-        a = self.smoothing
-        # the spread around the *old* mean (CMA-ES's rank-mu estimate): it stays wide while the elites all lie to
-        # one side, i.e. while the search is still travelling, and shrinks once they surround the mean
-        spread = np.sqrt(np.square(elite - self.mean).mean(0))
-        self.mean = (1 - a) * self.mean + a * elite.mean(0)
-        self.std = np.maximum(self.min_std, (1 - a) * self.std + a * spread)
 
     def _state(self) -> dict[str, Any]:
-        return {"mean": as_tensor(self.mean), "std": as_tensor(self.std), "generations": self.generations,
-                "gen_z": as_tensor(np.array(self._gen_z).reshape(-1, self.dim)),
-                "gen_regret": as_tensor(self._gen_regret), "regrets": as_tensor(self._regrets),
-                "solvable": torch.tensor(self._solvable, dtype=torch.bool),
-                "codes": torch.from_numpy(self._codes.copy()), "best": as_tensor(self._best)}
+        return {"policy": {k: v.clone() for k, v in self.policy.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "generations": self.generations,
+                "last_losses": dict(self.last_losses), "open": _stack(list(self._open.values()), _OPEN_FIELDS),
+                "batch": _stack(self._batch, _BATCH_FIELDS), "regrets": as_tensor(self._regrets),
+                "solvable": torch.tensor(self._solvable, dtype=torch.bool)}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.mean, self.std = as_array(state["mean"]), as_array(state["std"])
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
         self.generations = int(state["generations"])
-        self._gen_z = list(as_array(state["gen_z"]).reshape(-1, self.dim))
-        self._gen_regret = as_array(state["gen_regret"]).reshape(-1).tolist()
+        self.last_losses = {k: float(v) for k, v in state["last_losses"].items()}
+        self._open = OrderedDict((p["z"].tobytes(), p) for p in _unstack(state["open"]))
+        self._batch = _unstack(state["batch"])
         self._regrets = as_array(state["regrets"]).reshape(-1).tolist()
         self._solvable = [bool(s) for s in state["solvable"].tolist()]
-        self._codes = state["codes"].cpu().numpy().astype(np.int64).reshape(-1, self.rvae.codec.n_cells)
-        self._best = as_array(state["best"]).reshape(-1)
-        self._index = {row.tobytes(): i for i, row in enumerate(self._codes)}
+
+
+def _check_settings(regret: str, batch_size: int, lr: float, ppo_epochs: int, clip: float, noise_dim: int,
+                    hidden: int, value_coef: float, entropy_coef: float, max_grad_norm: float) -> None:
+    """``ValueError`` naming every CLUTR teacher setting out of range."""
+    bad = []
+    if regret not in REGRETS:
+        bad.append(f"regret must be one of {', '.join(REGRETS)}, got {regret!r}")
+    for name, value, ok in (("batch_size", batch_size, batch_size >= 2), ("lr", lr, lr > 0),
+                            ("ppo_epochs", ppo_epochs, ppo_epochs >= 1), ("clip", clip, 0 < clip < 1),
+                            ("noise_dim", noise_dim, noise_dim >= 1), ("hidden", hidden, hidden >= 1),
+                            ("value_coef", value_coef, value_coef >= 0),
+                            ("entropy_coef", entropy_coef, entropy_coef >= 0),
+                            ("max_grad_norm", max_grad_norm, max_grad_norm > 0)):
+        if not ok:
+            bad.append(f"{name} out of range, got {value}")
+    if bad:
+        raise ValueError("CLUTR teacher: " + "; ".join(bad) + " (batch_size >= 2: PPO normalises advantages over "
+                         "the batch; 0 < clip < 1; lr, max_grad_norm > 0)")
+
+
+#: what a proposal keeps until its episode is reported, and what a reported one adds
+_OPEN_FIELDS = ("z", "noise", "x", "logp", "value")
+_BATCH_FIELDS = (*_OPEN_FIELDS, "regret")
+
+
+def _stack(proposals: list[dict[str, np.ndarray]], fields: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Proposals as one tensor per field, rows in order (what a checkpoint holds); ``z`` stays float64."""
+    return {k: torch.from_numpy(np.array([p[k] for p in proposals], dtype=np.float64 if k == "z" else np.float32))
+            for k in fields}
+
+
+def _unstack(rows: dict[str, torch.Tensor]) -> list[dict[str, np.ndarray]]:
+    """Inverse of :func:`_stack`."""
+    return [{k: v[i].numpy().copy() for k, v in rows.items()} for i in range(len(rows["z"]))]
 
 
 def make_clutr_teacher(rvae: LayoutRVAE | None = None, seed: int = 0, reward_range: Sequence[float] | None = None,
                        shape: tuple[int, int] = (8, 8), rvae_kwargs: dict[str, Any] | None = None,
                        fit_kwargs: dict[str, Any] | None = None, **teacher_kwargs: Any) -> CLUTRTeacher:
     """A :class:`CLUTRTeacher` on ``rvae``; without one, first builds a :class:`LayoutRVAE` on ``shape`` grids
-    (``rvae_kwargs``, DESIGN sizes by default) and trains it with :func:`fit_rvae` (``fit_kwargs``, seeded with
-    ``seed``) -- minutes at DESIGN sizes on a CPU, so train once and pass the frozen model where possible."""
+    (``rvae_kwargs``, the paper's sizes by default) and trains it with :func:`fit_rvae` (``fit_kwargs``, seeded with
+    ``seed``) -- minutes at the paper's sizes on a CPU, so train once and pass the frozen model where possible."""
     if rvae is None:
         rvae = LayoutRVAE(shape, **(rvae_kwargs or {}))
         fit_rvae(rvae, **{"seed": seed, **(fit_kwargs or {})})

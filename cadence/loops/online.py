@@ -59,7 +59,7 @@ class TrainConfig(LoopConfig):
     teacher_settings: dict[str, Any] | None = None
     """The teacher's own settings, a table: e.g. {fit_every = 100, random_share = 0.3, criterion = "bic"} for
     alp-gmm (also bootstrap, k_range, alp_min_history); covar-gmm: the same but alp_min_history, plus absolute_lp;
-    riac: max_region_size, alp_window, mutation_std, shares, ...; clutr: population, neighbour_radius, ...
+    riac: max_region_size, alp_window, mutation_std, shares, ...; clutr: regret, batch_size, lr, ...
     (cadence.curricula.teacher_settings(name) lists them with their defaults). Unset: the defaults."""
     task: tuple[float, ...] | float | str | None = None
     """Fixes every episode's task of a task-family env: its params (e.g. [0.6, 1.0, 1.0]) or a preset name
