@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 SECTIONS = ("speed", "scripted", "lifelong", "worldmodels")
 ERROR_KEYS = ("raw_mse", "state", "reward")  # cadence.evaluation.model_error.normalized_errors
 LIFELONG_METHODS = ("seql", "er", "ewc", "multitask")
-WORLD_MODEL_METHODS = ("hypercrl", "finetune")
+#: the world-model section's methods (the chunked variant at its own beta 0.005); --hypercrl-beta adds chunked ones
+WORLD_MODEL_METHODS = ("finetune", "hypercrl", "hypercrl-chunked")
 
 
 def speed(args: argparse.Namespace) -> dict:
@@ -200,8 +201,7 @@ def world_models(args: argparse.Namespace) -> dict:
                  "quaternions": "raw" if args.raw_quaternions else "canonical", "no_change": no_change,
                  "scale": {"reference": "held-out transitions of the first task", "floor": SCALE_FLOOR,
                            "std": scale.tolist()}, "methods": {}}
-    methods = {m: ContinualModelBasedConfig() for m in WORLD_MODEL_METHODS}
-    methods["hypercrl-chunked"] = ContinualModelBasedConfig(chunked=True)  # the variant, at its own beta 0.005
+    methods = {m: ContinualModelBasedConfig(chunked=m == "hypercrl-chunked") for m in args.world_model_methods}
     for beta in args.hypercrl_beta:  # the chunked variant with a stronger output regulariser than the paper's
         methods[f"hypercrl-chunked-beta{beta:g}"] = ContinualModelBasedConfig(chunked=True, beta=beta)
     for method, config in methods.items():
@@ -293,6 +293,8 @@ def main() -> None:
     parser.add_argument("--model-steps", type=int, default=1500, help="world-model steps per task")
     parser.add_argument("--raw-quaternions", action="store_true",
                         help="worldmodels: keep the package's quaternion signs (LiberoEnv signs them by default)")
+    parser.add_argument("--world-model-methods", nargs="+", default=list(WORLD_MODEL_METHODS),
+                        choices=WORLD_MODEL_METHODS, help="worldmodels: the continual strategies to learn with")
     parser.add_argument("--hypercrl-beta", type=float, nargs="*", default=[],
                         help="worldmodels: also chunked HyperCRL with these regulariser weights (its own: 0.005)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
