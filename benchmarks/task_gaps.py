@@ -5,7 +5,7 @@ each task's random (s, a) in every other task's physics, and a single-task model
 ``--fit-steps`` updates on the first task's random transitions) gives the error the gap must exceed tenfold. Writes
 ``benchmarks/results/task_gaps.json``; ``python benchmarks/tables.py`` turns it into the README table.
 
-    python benchmarks/task_gaps.py [--n 2000] [--fit-steps 5000] [--sequences halfcheetah-motor-3 ...]
+    python benchmarks/task_gaps.py [--n 5000] [--fit-steps 10000] [--sequences halfcheetah-motor-3 ...]
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def sequences() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequences", nargs="+", default=sequences())
-    parser.add_argument("--n", type=int, default=2000, help="random transitions per task")
-    parser.add_argument("--fit-steps", type=int, default=5000, help="single-task model updates")
+    parser.add_argument("--n", type=int, default=5000, help="random transitions per task")
+    parser.add_argument("--fit-steps", type=int, default=10000, help="single-task model updates")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)

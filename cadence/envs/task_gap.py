@@ -25,6 +25,9 @@ from cadence.envs.tasks import resolve_sequence
 
 #: how many times a single-task model's held-out error the smallest gap must be, for forgetting to be measurable
 MIN_GAP_RATIO = 10.0
+#: the smallest std a column's step scale takes (as the model-error scale's): a column that never moves in the first
+#: task (Ant's contact forces, Pusher's object under random actions) would otherwise divide by ~0
+SCALE_FLOOR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,8 @@ def task_gap(sequence: str, n: int = 1000, seed: int = 0, episode_steps: int = 2
         state, reward, raw = np.zeros((k, k)), np.zeros((k, k)), np.zeros((k, k))
         # the scale of a step: the std of s' - s and of r in the first task's data
         delta0 = np.array([row[4] - row[2] for row in data[0]])
-        state_scale = np.maximum(delta0.std(0), 1e-6)
-        reward_scale = max(float(np.std([row[5] for row in data[0]])), 1e-6)
+        state_scale = np.maximum(delta0.std(0), SCALE_FLOOR)
+        reward_scale = max(float(np.std([row[5] for row in data[0]])), SCALE_FLOOR)
         for i in range(k):
             own_next = np.array([row[4] for row in data[i]])
             own_reward = np.array([row[5] for row in data[i]])
