@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "can show forgetting")
     p_gap.add_argument("sequence", help="a task sequence, e.g. halfcheetah-motor-3 (unknown names list the known)")
     p_gap.add_argument("--n", type=int, default=1000, help="random transitions per task (default 1000)")
-    p_gap.add_argument("--seed", type=int, default=0)
+    p_gap.add_argument("--seed", type=int, default=0, help="seed of the random actions, episodes and the model fit")
     p_gap.add_argument("--fit-steps", type=int, default=2000,
                        help="updates of a single-task model on the first task, whose held-out error the gap is "
                             "compared with (0: skip the fit)")
