@@ -277,10 +277,12 @@ def test_clutr_with_an_antagonist_trains_checkpoints_and_resumes_exactly(tmp_pat
     state = load_checkpoint(tmp_path / "full")["hooks"]["teacher"]
     teacher, antagonist = state["teacher"], state["regret"]
     assert len(teacher["returns"]) == 2 and teacher["generations"] == 1  # one PPO update of the batch of 2
-    assert antagonist["name"] == "paired" and antagonist["steps"] == 500  # it played both layouts to the end
+    # it played both layouts, each to its end (the 250-step limit, or earlier where it reached the goal), and
+    # learned from every step it took
+    assert antagonist["name"] == "paired" and len(antagonist["returns"]) == 2 and 2 <= antagonist["steps"] <= 500
     expected = [max(0.0, a - p) for a, p in zip(antagonist["returns"], teacher["returns"].tolist(), strict=True)]
     assert teacher["regrets"].tolist() == pytest.approx(expected)
-    assert antagonist["buffer"]["size"] == 500 and state["regret_seconds"] > 0
+    assert antagonist["buffer"]["size"] == antagonist["steps"] and state["regret_seconds"] > 0
     train("sac", sections(300), tmp_path / "cut")
     train("sac", sections(600), tmp_path / "cut", resume=True)
     cut = load_checkpoint(tmp_path / "cut")["hooks"]["teacher"]
