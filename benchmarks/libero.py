@@ -111,11 +111,27 @@ def demos(suite: str, tasks: list[int], canonical: bool = True) -> OfflineDatase
     return load_demos(demo_file(suite), suite, tasks, canonical=canonical)
 
 
+def lifelong_settings(args: argparse.Namespace) -> dict:
+    """What a lifelong run's result depends on besides its method and seed (a stored result is reused only when
+    these match)."""
+    return {"suite": args.lifelong_suite, "bc_steps_per_task": args.bc_steps,
+            "eval_init_states": list(range(50 - args.eval_episodes, 50)),
+            "checkpoints_per_task": args.mid_task_evals + 2, "restore_best": True}
+
+
 def lifelong_run(method: str, seed: int, args: argparse.Namespace) -> dict:
+    """One (method, seed) run, or its stored result (``result.json`` in its run folder) from an earlier run with
+    the same settings: an interrupted section resumes with the runs it has not finished."""
     from cadence.agents.lifelong_bc import LifelongBC
     from cadence.evaluation.continual import summary
+    from cadence.io import atomic_write_json, read_json
     from cadence.loops.lifelong_imitation import LifelongImitationConfig, train_lifelong_imitation
 
+    run_dir = args.runs / f"lifelong_{method}_s{seed}"
+    stored = run_dir / "result.json"
+    if stored.is_file() and (done := read_json(stored)).get("settings") == lifelong_settings(args):
+        print(f"  {method} s{seed}: done earlier ({stored})", flush=True)
+        return done["result"]
     torch.set_num_threads(1)
     tasks = list(range(10))
     data = demos(args.lifelong_suite, tasks)  # signed quaternions, as the evaluation env's
@@ -123,21 +139,20 @@ def lifelong_run(method: str, seed: int, args: argparse.Namespace) -> dict:
     config = LifelongImitationConfig(steps_per_task=args.bc_steps, eval_inits=tuple(range(50 - args.eval_episodes, 50)),
                                      mid_task_evals=args.mid_task_evals)
     start = time.perf_counter()
-    record = train_lifelong_imitation(learner, data, args.lifelong_suite, tasks, config,
-                                      run_dir=args.runs / f"lifelong_{method}_s{seed}",
+    record = train_lifelong_imitation(learner, data, args.lifelong_suite, tasks, config, run_dir=run_dir,
                                       progress=lambda line: print(f"  {method} s{seed}: {line}", flush=True))
     metrics = summary(record)
-    return {"matrix": record.matrix.tolist(), "seconds": time.perf_counter() - start,
-            **{k: metrics[k] for k in ("libero_fwt", "libero_nbt", "libero_auc", "average_performance")}}
+    result = {"matrix": record.matrix.tolist(), "seconds": time.perf_counter() - start,
+              **{k: metrics[k] for k in ("libero_fwt", "libero_nbt", "libero_auc", "average_performance")}}
+    atomic_write_json(stored, {"settings": lifelong_settings(args), "result": result})
+    return result
 
 
 def lifelong(args: argparse.Namespace) -> dict:
-    jobs = [(m, s) for m in LIFELONG_METHODS for s in args.seeds]
+    jobs = [(m, s) for m in args.lifelong_methods for s in args.seeds]
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(lifelong_run, *zip(*jobs), [args] * len(jobs)))
-    out: dict = {"suite": args.lifelong_suite, "bc_steps_per_task": args.bc_steps,
-                 "eval_init_states": list(range(50 - args.eval_episodes, 50)), "seeds": args.seeds,
-                 "checkpoints_per_task": args.mid_task_evals + 2, "restore_best": True, "methods": {}}
+    out: dict = {**lifelong_settings(args), "seeds": args.seeds, "methods": {}}
     for (method, seed), result in zip(jobs, results):
         out["methods"].setdefault(method, {"per_seed": {}})["per_seed"][str(seed)] = result
     for method, entry in out["methods"].items():
@@ -290,8 +305,10 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=250, help="steps per timed block (4 blocks each)")
     parser.add_argument("--demo-inits", type=int, default=20, help="init states 0..N-1 demonstrated per task")
     parser.add_argument("--lifelong-suite", default="object", choices=("object", "spatial"))
+    parser.add_argument("--lifelong-methods", nargs="+", default=list(LIFELONG_METHODS), choices=LIFELONG_METHODS,
+                        help="lifelong: the strategies to run (finished runs with the same settings are reused)")
     parser.add_argument("--bc-steps", type=int, default=2000, help="BC gradient steps per task")
-    parser.add_argument("--eval-episodes", type=int, default=3, help="held-out init states (the last of the 50)")
+    parser.add_argument("--eval-episodes", type=int, default=5, help="held-out init states (the last of the 50)")
     parser.add_argument("--mid-task-evals", type=int, default=LifelongImitationConfig.mid_task_evals,
                         help="lifelong: checkpoints inside each task's training, besides its start and end")
     parser.add_argument("--model-steps", type=int, default=1500, help="world-model steps per task")
@@ -301,7 +318,7 @@ def main() -> None:
                         choices=WORLD_MODEL_METHODS, help="worldmodels: the continual strategies to learn with")
     parser.add_argument("--hypercrl-beta", type=float, nargs="*", default=[],
                         help="worldmodels: also chunked HyperCRL with these regulariser weights (its own: 0.005)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_libero"))
     parser.add_argument("--plot-only", action="store_true")

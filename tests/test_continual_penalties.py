@@ -59,6 +59,19 @@ def test_ewc_penalty_matches_the_hand_computed_fisher():
         ewc.consolidate([], squared_error(model))
 
 
+def test_ewc_decay_shrinks_earlier_fishers():
+    model = line(1.0, 0.0)
+    ewc = EWC(model, lam=1.0, decay=0.5)
+    ewc.consolidate([row(1.0, 0.0), row(2.0, 1.0)], squared_error(model))  # F = (10, 4), as above
+    set_params(model, 1.5, -1.0)
+    ewc.consolidate([row(1.0, 0.0)], squared_error(model))  # 0.5 * (10, 4) + (1, 1)
+    torch.testing.assert_close(ewc.fisher["weight"], torch.tensor([[6.0]]))
+    torch.testing.assert_close(ewc.fisher["bias"], torch.tensor([3.0]))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="decay must be in"):
+            EWC(model, lam=1.0, decay=bad)
+
+
 def test_si_penalty_matches_the_hand_computed_path_integral():
     model = line(0.0, 0.0)
     si = SI(model, c=1.0, xi=0.1)

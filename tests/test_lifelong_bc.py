@@ -13,8 +13,7 @@ from cadence.loops.lifelong_imitation import LifelongImitationConfig, train_life
 from cadence.replay.datasets import OfflineDataset
 
 OBS, ACT = 4, 2
-SMALL = LifelongBCConfig(hidden_sizes=(32, 32), lr=3e-3, batch_size=64, memory=200, ewc_lambda=1e4,
-                         fisher_samples=100)
+SMALL = LifelongBCConfig(hidden_sizes=(32, 32), lr=3e-3, batch_size=64, memory=200)
 
 
 def task_data(task: int, n: int = 300) -> dict[str, torch.Tensor]:
@@ -63,6 +62,30 @@ def test_replay_and_ewc_forget_less_than_finetuning():
     assert forgetting["ewc"] < 0.8 * forgetting["seql"]
 
 
+def test_ewc_still_learns_each_new_task():
+    # LIBERO's EWC (batch Fisher, decay, lambda 5e4) holds the old task without stopping the new one being learned
+    new_task = {s: error(learn(s)[0], task_data(1), 1) for s in ("seql", "ewc")}
+    assert new_task["ewc"] < 2 * new_task["seql"] + 0.01
+
+
+def test_the_batch_fisher_is_one_pass_of_batch_mean_gradients_squared():
+    config = LifelongBCConfig(hidden_sizes=(8,), batch_size=16, fisher_batch_size=100, ewc_decay=1.0)
+    learner = LifelongBC(OBS, ACT, 1, "ewc", config, seed=0)
+    data = task_data(0)
+    learner.begin_task(0, data)
+    learner.end_task()
+    params = list(learner.policy.parameters())
+    expected = [torch.zeros_like(p) for p in params]
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(0))  # the learner's generator's first draw
+    for rows in order.split(100):
+        batch = {"obs": data["obs"][rows], "action": data["action"][rows], "task_id": torch.zeros(100, dtype=torch.long)}
+        for e, g in zip(expected, torch.autograd.grad(learner.loss(batch)[0], params)):
+            e += g**2 / 3
+    for e, f in zip(expected, learner.ewc.fisher.values()):
+        torch.testing.assert_close(f, e)
+    assert learner.ewc.lam == 2 * config.ewc_lambda  # LIBERO's lambda * sum F d^2, without the 1/2
+
+
 def test_snapshot_and_restore_go_back_exactly():
     learner = LifelongBC(OBS, ACT, 1, "seql", SMALL, seed=0)
     data = task_data(0)
@@ -100,6 +123,10 @@ def test_bad_input():
 
     with pytest.raises(ConfigError, match="memory"):
         LifelongBCConfig(memory=0)
+    with pytest.raises(ConfigError, match="fisher"):
+        LifelongBCConfig(fisher="full")
+    with pytest.raises(ConfigError, match="ewc_decay"):
+        LifelongBCConfig(ewc_decay=0.0)
 
 
 class StandInEnv:

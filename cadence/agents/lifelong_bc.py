@@ -7,13 +7,15 @@ it keeps earlier tasks (LIBERO, Liu et al. 2023, section 5):
 * ``seql``: sequential finetuning on each task in turn (the lower bound);
 * ``er``: experience replay: a memory of ``memory`` transitions split equally over finished tasks (the continual
   issue's :class:`~cadence.replay.selection.ContinualMemory`), half of every batch drawn from it;
-* ``ewc``: the continual issue's Elastic Weight Consolidation penalty on the policy's parameters;
+* ``ewc``: Elastic Weight Consolidation on the policy's parameters, as LIBERO's ``EWC`` does it by default (online
+  Fisher with decay 0.9 from batch-mean gradients, lambda 5e4; see :class:`LifelongBCConfig`);
 * ``multitask``: every task's demonstrations so far (the upper bound).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,9 @@ from cadence.replay.selection import ContinualMemory, RandomSelector
 from cadence.world_models.continual import EWC, sample_batch, train_model_steps
 
 Data = dict[str, torch.Tensor]
+
+#: ``LifelongBCConfig.fisher``'s values
+FISHERS = ("batch", "per-sample")
 
 STRATEGIES: dict[str, str] = {
     "seql": "nothing: the policy is finetuned on each task in turn",
@@ -47,18 +52,29 @@ class LifelongBCConfig:
     grad_clip: float = 10.0
     memory: int = 5000
     """``er``: transitions kept over all finished tasks."""
-    ewc_lambda: float = 1e4
-    """``ewc``: the penalty's weight."""
+    ewc_lambda: float = 5e4
+    """``ewc``: the penalty's weight lambda in ``lambda * sum_i F_i (theta_i - theta*_i)^2`` (LIBERO's ``e_lambda``
+    and form, without EWC's usual 1/2)."""
+    ewc_decay: float = 0.9
+    """``ewc``: online EWC's factor on the earlier tasks' Fisher at each task's end (LIBERO's ``gamma``)."""
+    fisher: str = "batch"
+    """``ewc``: how the Fisher is measured at a task's end. ``batch`` (LIBERO's ``EWC.end_task``): one shuffled pass
+    over the task's demonstrations in batches of ``fisher_batch_size``, the mean of each batch-mean gradient squared.
+    ``per-sample``: ``fisher_samples`` single transitions, each gradient squared (the textbook estimate; near
+    convergence it is far larger than the batch one, so the same lambda holds the policy far harder)."""
+    fisher_batch_size: int = 32
+    """``ewc``, ``fisher=batch``: the batch size of the Fisher's pass (LIBERO's training batch size)."""
     fisher_samples: int = 200
-    """``ewc``: single transitions of the finished task the Fisher is measured on (per-sample squared gradients:
-    near convergence a batch mean's gradient, and so its Fisher, is close to 0)."""
+    """``ewc``, ``fisher=per-sample``: how many single transitions of the finished task."""
 
     def __post_init__(self) -> None:
         check_widths(self, "hidden_sizes")
         for name in ("lr", "grad_clip", "ewc_lambda"):
             check_positive(self, name)
-        for name in ("batch_size", "memory", "fisher_samples"):
+        for name in ("batch_size", "memory", "fisher_batch_size", "fisher_samples"):
             check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        check(0.0 < self.ewc_decay <= 1.0, "ewc_decay", self.ewc_decay, "in (0, 1]")
+        check(self.fisher in FISHERS, "fisher", self.fisher, f"one of {', '.join(FISHERS)}")
 
 
 class LifelongBC:
@@ -84,7 +100,8 @@ class LifelongBC:
         self.mean = torch.zeros(obs_dim)
         self.std = torch.ones(obs_dim)
         self.normalizer_set = False
-        self.ewc = EWC(self.policy, config.ewc_lambda) if strategy == "ewc" else None
+        # EWC's penalty is lam/2 * sum F d^2: twice lambda gives LIBERO's lambda * sum F d^2
+        self.ewc = EWC(self.policy, 2 * config.ewc_lambda, config.ewc_decay) if strategy == "ewc" else None
         self.memory = (ContinualMemory.per_task(config.memory, obs_dim, act_dim, RandomSelector(), seed=seed)
                        if strategy == "er" else None)
         self.seen: list[Data] = []  # multitask: every task's data so far
@@ -157,11 +174,19 @@ class LifelongBC:
     def end_task(self) -> None:
         """Consolidate the finished task: EWC's Fisher, or its share of the ER memory."""
         if self.ewc is not None:
-            batches = (sample_batch(self.data, 1, self.generator) for _ in range(self.config.fisher_samples))
-            self.ewc.consolidate(batches, lambda b: self.loss(b)[0])
+            self.ewc.consolidate(self._fisher_batches(), lambda b: self.loss(b)[0])
         if self.memory is not None:
             fields = ("obs", "action", "reward", "next_obs", "terminated")
             self.memory.end_task({k: self.data[k] for k in fields}, self.task)
+
+    def _fisher_batches(self) -> Iterator[Data]:
+        """The batches EWC's Fisher averages over (see ``LifelongBCConfig.fisher``)."""
+        cfg = self.config
+        if cfg.fisher == "per-sample":
+            return (sample_batch(self.data, 1, self.generator) for _ in range(cfg.fisher_samples))
+        order = torch.randperm(self.data["obs"].shape[0], generator=self.generator)
+        keys = ("obs", "action", "task_id")
+        return ({k: self.data[k][rows] for k in keys} for rows in order.split(cfg.fisher_batch_size))
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of what training on a task changes: the policy's weights and the optimizer's state (the lifelong

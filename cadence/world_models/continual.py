@@ -46,17 +46,20 @@ class EWC:
     ``F`` is the diagonal empirical Fisher: the mean over batches of the squared gradient of ``loss_fn``. With
     one-row batches that is the textbook per-sample estimate; larger batches square the gradient of a batch mean,
     which is cheaper and smaller (by up to the batch size), a scale that ``lam`` absorbs. Over several tasks the
-    Fishers are summed and ``theta*`` is the parameters at the last consolidation (online EWC's running sum,
-    without decay), so one penalty covers every finished task.
+    Fishers add up, ``F <- decay * F + F_task`` (online EWC; ``decay`` 1 keeps the plain running sum, LIBERO's EWC
+    uses 0.9), and ``theta*`` is the parameters at the last consolidation, so one penalty covers every finished task.
 
     Args:
         module: the model; the parameters that require gradients at each consolidation are anchored (so a model
             that grows parameters, as HyperDynamics's task embeddings, is covered from the next consolidation).
         lam: penalty weight lambda.
+        decay: factor on the earlier tasks' summed Fisher at each consolidation, in (0, 1].
     """
 
-    def __init__(self, module: nn.Module, lam: float):
-        self.module, self.lam = module, lam
+    def __init__(self, module: nn.Module, lam: float, decay: float = 1.0):
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"EWC decay must be in (0, 1], got {decay}")
+        self.module, self.lam, self.decay = module, lam, decay
         self.fisher: dict[str, Tensor] = {}
         self.star: dict[str, Tensor] = {}
         self.n_consolidations = 0
@@ -79,7 +82,7 @@ class EWC:
         if n == 0:
             raise ValueError("EWC.consolidate needs at least one batch")
         for name, f in zip(names, fisher):
-            self.fisher[name] = self.fisher.get(name, torch.zeros_like(f)) + f / n
+            self.fisher[name] = self.decay * self.fisher.get(name, torch.zeros_like(f)) + f / n
         self.star.update(_snapshot(params))  # parameters frozen since keep their earlier anchors
         self.n_consolidations += 1
 
