@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,mazes,libero,ray]"
+	$(PY) -m pip install -q -e ".[dev,mazes,libero,ray,gpu]"
 	touch $(STAMP)
 
 install: $(STAMP)

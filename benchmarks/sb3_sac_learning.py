@@ -1,7 +1,7 @@
 """stable-baselines3 SAC on the same task and budget as ``sac_learning.py``: the peer for cadence's learning curve.
 
-Same hyperparameters as cadence's SAC defaults (DESIGN.md: hidden [256, 256], lr 3e-4, batch 256, gamma 0.99,
-tau 0.005, automatic alpha, buffer 1e6, 10k random steps, one gradient step per env step) and the same
+Same hyperparameters as cadence's SAC defaults (docs/ARCHITECTURE.md, "SAC": hidden [256, 256], lr 3e-4, batch 256,
+gamma 0.99, tau 0.005, automatic alpha, buffer 1e6, 10k random steps, one gradient step per env step) and the same
 evaluation: the mean return of the deterministic policy over 10 episodes every 10k steps, episode i reset
 with seed + 100000 + i. The curve is written to ``benchmarks/results/sb3_sac_learning.json`` (per env and
 seed) after every evaluation, so a cut-short run still leaves its partial curve, and plotted beside cadence's

@@ -154,8 +154,35 @@ def libero_world_models() -> str:
     return "\n".join(lines)
 
 
+def curricula_mazes() -> str:
+    """CLUTR against domain randomisation on PointMazeLayout: the share of held-out layouts solved, per seed and as
+    IQM [95% CI]; the teacher's generations and regret (CLUTR); what each proposed."""
+    entry = json.loads((RESULTS / "curricula.json").read_text())["PointMazeLayout-v0"]
+    seeds = entry["seeds"]
+    lines = [f"{entry['steps']:,} env steps per run, seeds {', '.join(map(str, seeds))}; "
+             "score: share of the 40 held-out solvable layouts solved (one episode each).", "",
+             "| teacher | solved at the end, per seed | IQM [95% CI] | mean of the last 3 evaluations, IQM [95% CI] | "
+             "search generations | episodes with regret > 0 | layouts proposed: unsolvable, shortest path (cells) |",
+             "|---|---|---|---|---|---|---|"]
+    for teacher, r in entry["results"].items():
+        final, last3 = r["final_mastered"]["0.5"], r["last3_mastered"]["0.5"]
+        runs = [r["per_seed"][str(s)] for s in seeds]
+        if "generations" in runs[0]:
+            generations = ", ".join(str(run["generations"]) for run in runs)
+            regret = ", ".join(f"{int(np.sum(np.array(run['regrets']) > 0))}/{len(run['regrets'])}" for run in runs)
+        else:
+            generations = regret = "-"
+        unsolvable = np.mean([run["unsolvable_share"] for run in runs])
+        path = np.mean([run["mean_path_length"] for run in runs])
+        lines.append(f"| {teacher} | {', '.join(f'{100 * v:.1f}%' for v in final)} | "
+                     f"{_interval([100 * v for v in final]).format(1)} | {_interval([100 * v for v in last3]).format(1)}"
+                     f" | {generations} | {regret} | {100 * unsolvable:.1f}%, {path:.2f} |")
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {"continual_mbrl": continual_mbrl, "task_gaps": task_gaps,
-                                           "libero_world_models": libero_world_models}
+                                           "libero_world_models": libero_world_models,
+                                           "curricula_mazes": curricula_mazes}
 
 
 def render(text: str, name: str, body: str) -> str:

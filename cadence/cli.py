@@ -93,22 +93,98 @@ def _first_sentence(doc: str, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def config_keys_help(algo: str) -> str:
-    """The algo's config keys with defaults and one-line docs (for ``cadence train ALGO --help``; imports torch)."""
-    from cadence.config import field_docs, toml_value
-    from cadence.recipes import recipe
+#: how a new run's config is layered, for --help, the README and `cadence config`
+PRECEDENCE = ("config precedence, lowest first: the algo's defaults (per-env defaults included, e.g. "
+              "agent.learning_starts 1000 on InvertedPendulum-v5), then a --config file, then the flags (--env, "
+              "--seed, --total-steps, ...), then --set KEY=VALUE")
 
-    spec = recipe(algo)
+
+def _env_values(algo: str) -> dict[str, dict[str, Any]]:
+    """``section.key -> {env id: value}`` of the algo's per-env defaults."""
+    from cadence.schema import algo_schema
+
+    out: dict[str, dict[str, Any]] = {}
+    for env, sections in algo_schema(algo)["env_defaults"].items():
+        for section, values in sections.items():
+            for key, value in values.items():
+                out.setdefault(f"{section}.{key}", {})[env] = value
+    return out
+
+
+def _per_env_text(values: dict[str, Any]) -> str:
+    """``1000 on InvertedPendulum-v5, Pendulum-v1; 2000 on Reacher-v5``."""
+    from cadence.config import toml_value
+
+    by_value: dict[str, list[str]] = {}
+    for env, value in values.items():
+        by_value.setdefault(toml_value(value), []).append(env)
+    return "; ".join(f"{value} on {', '.join(envs)}" for value, envs in by_value.items())
+
+
+def _fields(algo: str, env: str | None) -> tuple[dict[str, list[tuple[str, str | None, str]]], dict[str, str]]:
+    """The algo's ``(name, TOML default, doc)`` per section, with ``env``'s per-env defaults (and ``train.env``)
+    filled in when ``env`` is given; and a note per key whose default depends on the env."""
+    from cadence.config import toml_value
+    from cadence.schema import algo_schema
+
+    per_env, notes = _env_values(algo), {}
+    sections: dict[str, list[tuple[str, str | None, str]]] = {}
+    for section, fields in algo_schema(algo)["sections"].items():
+        rows = []
+        for f in fields:
+            key, text = f"{section}.{f['name']}", f["default"]
+            if key in per_env:
+                if env is not None and env in per_env[key]:
+                    text = toml_value(per_env[key][env])
+                    notes[key] = f"{env}'s own default; the algo's is {f['default']}"
+                elif env is not None:
+                    notes[key] = f"the algo's default, which {env} keeps (others: {_per_env_text(per_env[key])})"
+                else:
+                    notes[key] = f"depends on train.env: {_per_env_text(per_env[key])}; {f['default']} elsewhere"
+            if key == "train.env" and env is not None:
+                text = toml_value(env)
+            rows.append((f["name"], text, f["doc"]))
+        sections[section] = rows
+    return sections, notes
+
+
+def config_keys_help(algo: str, env: str | None = None) -> str:
+    """The algo's config keys with their defaults (``env``'s, when given) and one-line docs, for ``cadence train
+    ALGO --help`` (read from :mod:`cadence.schema`: no torch)."""
+    sections, notes = _fields(algo, env)
     rows = []
-    for section, cls in (("train", spec.train_config_cls), ("agent", spec.config_cls)):
-        docs, defaults = field_docs(cls), cls()
-        for f in dataclasses.fields(cls):
-            value = getattr(defaults, f.name)
-            shown = "(unset)" if value is None else toml_value(value)
-            rows.append((f"{section}.{f.name} = {shown}", _first_sentence(docs.get(f.name, ""))))
+    for section, fields in sections.items():
+        for name, text, doc in fields:
+            key = f"{section}.{name}"
+            note = f" [{notes[key]}]" if key in notes else ""
+            rows.append((f"{key} = {'(unset)' if text is None else text}", _first_sentence(doc) + note))
     width = min(44, max(len(key) for key, _ in rows))
-    head = f"config keys and defaults (--set KEY=VALUE, or a --config file; full docs: cadence config {algo}):"
+    where = f" on {env}" if env else ""
+    head = (f"config keys and their defaults{where} (--set KEY=VALUE, or a --config file; full docs: cadence config "
+            f"{algo}{' --env ' + env if env else ''}):")
     return "\n".join([head] + [f"  {key:<{width}}  {doc}" for key, doc in rows])
+
+
+def _wrapped(text: str, width: int = 100, prefix: str = "") -> str:
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width, initial_indent=prefix, subsequent_indent=prefix)
+                     for line in text.splitlines())
+
+
+#: ``--env`` as given on a command line that asks for --help (argparse shows help before it stores values)
+_HELP_ENV: list[str] = []
+
+
+def _scan_env(argv: list[str]) -> None:
+    """Note ``--env ID`` (or ``--env=ID``) of a ``cadence train ALGO ... --help`` line, so the help shows that env's
+    defaults."""
+    _HELP_ENV.clear()
+    for i, arg in enumerate(argv):
+        if arg == "--env" and i + 1 < len(argv):
+            _HELP_ENV.append(argv[i + 1])
+        elif arg.startswith("--env="):
+            _HELP_ENV.append(arg.split("=", 1)[1])
 
 
 class AlgoParser(argparse.ArgumentParser):
@@ -120,7 +196,7 @@ class AlgoParser(argparse.ArgumentParser):
 
     def format_help(self) -> str:
         if self.algo and self.epilog is None:
-            self.epilog = config_keys_help(self.algo)
+            self.epilog = config_keys_help(self.algo, _HELP_ENV[-1] if _HELP_ENV else None)
         return super().format_help()
 
 
@@ -147,9 +223,11 @@ def _train_flags() -> argparse.ArgumentParser:
                         "gradient steps on each task's data set (train.steps_per_task)")
     p.add_argument("--memory", type=int, metavar="N",
                    help="continual offline algos: transitions the memory keeps over all finished tasks (agent.memory)")
-    p.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections (cadence config ALGO)")
+    p.add_argument("--config", type=Path, help="TOML file with [train] and [agent] sections (cadence config ALGO); "
+                                               "the flags above beat its values")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set agent.batch_size=128 (repeatable)")
+                   help="override one config value, e.g. --set agent.batch_size=128 (repeatable); beats the flags "
+                        "and --config")
     p.add_argument("--run-dir", type=Path, help="run folder (default runs/<algo>_<env>_s<seed>_<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -163,8 +241,8 @@ def _add_train(sub: Any) -> None:
     algos = p_train.add_subparsers(dest="algo", required=True, metavar="ALGO", parser_class=AlgoParser)
     flags = _train_flags()
     for name, text in ALGOS.items():
-        algos.add_parser(name, help=text, description=text, parents=[flags], algo=name,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        algos.add_parser(name, help=text, description=f"{text}\n\n{_wrapped(PRECEDENCE + '.')}", parents=[flags],
+                         algo=name, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _add_eval(sub: Any) -> None:
@@ -210,6 +288,9 @@ def _add_collect(sub: Any) -> None:
                    help="write the measured random/expert return into the reference-score table")
     p.add_argument("--out", help="output folder (default $CADENCE_DATA_DIR or ~/.cadence/datasets)")
     p.add_argument("--threads", type=int, help="torch threads while training and collecting")
+    p.add_argument("--worlds", type=int, help="worlds collecting at once (batched; default 1: one Gymnasium env)")
+    p.add_argument("--backend", choices=("rollout", "warp"), help="physics of the --worlds (default rollout)")
+    p.add_argument("--device", help="where warp's physics runs: cpu or cuda (default cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the SAC run's config, e.g. --set agent.learning_starts=1000")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -226,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collect(sub)
     p_cfg = sub.add_parser("config", help="print an algo's config as TOML, with its defaults and documentation")
     p_cfg.add_argument("algo", choices=ALGOS, help="one of: " + ", ".join(ALGOS))
+    p_cfg.add_argument("--env", help="write the values for this env (per-env defaults such as learning_starts "
+                                     "included); without it, keys whose default depends on the env stay commented out")
     p_plot = sub.add_parser("plot", help="plot run folders side by side (learning curves or return against ASL)")
     p_plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run folders")
     p_plot.add_argument("--group", default="algo", help="metrics.json field to group runs by: algo, env or seed")
@@ -252,11 +335,6 @@ def build_parser() -> argparse.ArgumentParser:
 # --- train ---------------------------------------------------------------------------------------------------------
 def _resume_sections(args: argparse.Namespace) -> dict[str, Any]:
     """The config of the run in ``--resume``; flags that would change it are refused."""
-    from cadence.runs import read_run_config
-
-    algo, sections = read_run_config(args.resume)
-    if algo != args.algo:
-        raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
     given = {"--env": args.env, "--seed": args.seed, "--config": args.config, "--dataset": args.dataset,
              "--sequence-length": args.sequence_length, "--run-dir": args.run_dir, "--sequence": args.sequence,
              "--steps-per-task": args.steps_per_task, "--teacher": args.teacher, "--task": args.task,
@@ -265,6 +343,11 @@ def _resume_sections(args: argparse.Namespace) -> dict[str, Any]:
     ignored += (["--set"] if args.set else []) + (["--morec"] if args.morec else [])
     if ignored:
         raise ConfigError(f"--resume continues the run's own config in its own folder; drop {', '.join(ignored)}")
+    from cadence.runs import read_run_config
+
+    algo, sections = read_run_config(args.resume)
+    if algo != args.algo:
+        raise ConfigError(f"{args.resume} is a {algo!r} run, not {args.algo!r}")
     if args.total_steps is not None:
         sections["train"] = dataclasses.replace(sections["train"], total_steps=args.total_steps)
     if args.no_progress:  # display only: the numbers do not change
@@ -272,48 +355,108 @@ def _resume_sections(args: argparse.Namespace) -> dict[str, Any]:
     return sections
 
 
-def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
-    """A new run's config: defaults <- flags <- --config file <- --set."""
-    from cadence.recipes import recipe
-    from cadence.runs import resolve_config
+#: the train flags that set one config key: key -> flag
+FLAG_KEYS = {"train.env": "--env", "train.seed": "--seed", "train.total_steps": "--total-steps",
+             "train.dataset": "--dataset", "agent.morec": "--morec", "train.sequence": "--sequence",
+             "train.steps_per_task": "--steps-per-task", "train.teacher": "--teacher", "train.task": "--task",
+             "agent.sequence_length": "--sequence-length", "agent.memory": "--memory"}
 
-    base: dict[str, dict[str, Any]] = {"train": {k: v for k, v in (("env", args.env), ("seed", args.seed),
-                                                                   ("total_steps", args.total_steps)) if v is not None}}
-    if args.no_progress:
-        base["train"]["progress"] = False
+
+def _flag_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The config values of the flags the user gave (``{"train": {...}, "agent": {...}}``), each checked against
+    the algo (from :mod:`cadence.schema`, so a misplaced flag is refused before torch loads)."""
+    from cadence.schema import algo_schema, field_names, schema
+
+    info = algo_schema(args.algo)
+    offline, continual = info["offline"], info["continual"]
     if (args.dataset is not None or args.morec) and not offline:
         raise ConfigError(f"--dataset and --morec are for the offline algos (mopo, mobile), not {args.algo}")
-    if args.dataset is not None:
-        base["train"]["dataset"] = args.dataset
-    if args.morec:
-        base["agent"] = {"morec": True}
-    continual = recipe(args.algo).continual
     if (args.sequence is not None or args.steps_per_task is not None) and not continual:
         raise ConfigError(f"--sequence and --steps-per-task are for the continual algos (hypercrl, mbrl-*, oer, er, "
                           f"mbes, dbc, finetune, multitask), not {args.algo}")
-    if args.memory is not None:
-        if not hasattr(recipe(args.algo).config_cls, "memory"):
-            raise ConfigError(f"--memory is for the continual offline algos (oer, er, mbes, dbc), not {args.algo}")
-        base["agent"] = {**base.get("agent", {}), "memory": args.memory}
+    if args.memory is not None and "memory" not in field_names(args.algo)["agent"]:
+        raise ConfigError(f"--memory is for the continual offline algos (oer, er, mbes, dbc), not {args.algo}")
     if continual and (args.env is not None or args.total_steps is not None):
         raise ConfigError("a continual run's env and budget follow from its sequence: use --sequence NAME and "
                           "--steps-per-task N instead of --env / --total-steps")
     if args.teacher is not None:
         if args.algo not in ("sac", "srl"):
             raise ConfigError(f"--teacher chooses tasks for online agents (sac, srl), not {args.algo}")
-        base["train"]["teacher"] = args.teacher
-    if args.task is not None:
-        if args.algo not in ("sac", "srl"):
-            raise ConfigError(f"--task fixes the task of online agents (sac, srl), not {args.algo}")
-        base["train"]["task"] = args.task if isinstance(args.task, str) else list(args.task)
-    for flag, key in ((args.sequence, "sequence"), (args.steps_per_task, "steps_per_task")):
-        if flag is not None:
-            base["train"][key] = flag
-    if args.sequence_length is not None:
-        if args.algo != "srl":
-            raise ConfigError("--sequence-length is for srl; for SAC-J use --set agent.action_repeat=J")
-        base["agent"] = {**base.get("agent", {}), "sequence_length": args.sequence_length}
-    sections = resolve_config(args.algo, base, args.config, args.set)
+        teachers = schema()["teachers"]
+        if args.teacher not in teachers:
+            import difflib
+
+            close = difflib.get_close_matches(args.teacher.lower(), teachers, n=1, cutoff=0.5)
+            raise ConfigError(f"--teacher {args.teacher!r} is no teacher" + (f"; did you mean {close[0]}?" if close
+                              else f"; one of {', '.join(teachers)}"))
+    if args.task is not None and args.algo not in ("sac", "srl"):
+        raise ConfigError(f"--task fixes the task of online agents (sac, srl), not {args.algo}")
+    if args.sequence_length is not None and args.algo != "srl":
+        raise ConfigError("--sequence-length is for srl; for SAC-J use --set agent.action_repeat=J")
+    task = args.task if args.task is None or isinstance(args.task, str) else list(args.task)
+    given = {"train.env": args.env, "train.seed": args.seed, "train.total_steps": args.total_steps,
+             "train.dataset": args.dataset, "agent.morec": True if args.morec else None,
+             "train.sequence": args.sequence, "train.steps_per_task": args.steps_per_task,
+             "train.teacher": args.teacher, "train.task": task, "agent.sequence_length": args.sequence_length,
+             "agent.memory": args.memory, "train.progress": False if args.no_progress else None}
+    flags: dict[str, dict[str, Any]] = {"train": {}, "agent": {}}
+    for key, value in given.items():
+        if value is not None:
+            section, name = key.split(".")
+            flags[section][name] = value
+    return flags
+
+
+def _check_keys(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The --config file's values, and every key of it and of --set checked against the algo's config, before
+    torch loads; an unknown key gets its close match."""
+    from cadence.config import config_key_in, parse_override, read_config_file
+    from cadence.schema import field_names
+
+    names = field_names(args.algo)
+    loaded = read_config_file(args.config, list(names)) if args.config is not None else {}
+    for section, values in loaded.items():
+        for key in values:
+            try:
+                config_key_in(names, f"{section}.{key}")
+            except ConfigError as e:
+                raise ConfigError(f"{args.config}: {e}") from None
+    for text in args.set:
+        config_key_in(names, parse_override(text)[0])
+    return loaded
+
+
+def _note_overrides(args: argparse.Namespace, flags: dict[str, dict[str, Any]], loaded: dict[str, Any]) -> None:
+    """Say which value won where the flags, the file and --set disagree (flags beat the file, --set beats both)."""
+    from cadence.config import config_key_in, parse_override, toml_value
+    from cadence.schema import field_names
+
+    names = field_names(args.algo)
+    for key, flag in FLAG_KEYS.items():
+        section, name = key.split(".")
+        if name in flags[section] and name in loaded.get(section, {}) and loaded[section][name] != flags[section][name]:
+            shown = flags[section][name]
+            shown = shown if isinstance(shown, str) else toml_value(shown)
+            err_console.print(f"[yellow]note:[/yellow] {flag} {escape(shown)} is used, "
+                              f"not {key} = {escape(toml_value(loaded[section][name]))} from {escape(str(args.config))}"
+                              " (flags beat the config file)", highlight=False)
+    for text in args.set:
+        key, value = parse_override(text)
+        section, name = config_key_in(names, key)
+        flag = FLAG_KEYS.get(f"{section}.{name}")
+        if flag and name in flags[section] and flags[section][name] != value:
+            err_console.print(f"[yellow]note:[/yellow] --set {escape(text)} is used, not {flag} "
+                              f"{escape(toml_value(flags[section][name]))} (--set beats the flags)", highlight=False)
+
+
+def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
+    """A new run's config: defaults (per-env ones included) <- --config file <- flags <- --set."""
+    flags = _flag_values(args)
+    loaded = _check_keys(args)
+    _note_overrides(args, flags, loaded)
+    from cadence.runs import resolve_config
+
+    sections = resolve_config(args.algo, None, args.config, args.set, flags)
     if offline and not sections["train"].dataset:
         from cadence.replay.datasets import available_hint
 
@@ -322,19 +465,24 @@ def _new_sections(args: argparse.Namespace, offline: bool) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from cadence.recipes import recipe
-    from cadence.runs import default_run_dir, train
+    from cadence.schema import algo_schema
 
-    offline = recipe(args.algo).offline
+    offline = algo_schema(args.algo)["offline"]
     if args.resume is not None:
         sections, run_dir = _resume_sections(args), args.resume
     else:
         sections = _new_sections(args, offline)
         t = sections["train"]
         label = Path(t.dataset).stem.replace(":", "-") if offline else t.env
+        from cadence.runs import default_run_dir
+
         run_dir = args.run_dir or default_run_dir(args.algo, label, t.seed)
+    from cadence.runs import train
+
+    total = sections["train"].total_steps
     state = train(args.algo, sections, run_dir, resume=args.resume is not None,
-                  on_start=lambda folder: console.print(f"[bold]run folder[/bold] {folder}"))
+                  on_start=lambda folder: console.print(f"[bold]run folder[/bold] {folder}"),
+                  on_resume=lambda step: console.print(f"resumed at step {step:,} of {total:,}", highlight=False))
     gradient_steps = offline or hasattr(sections["train"], "dataset_kind")  # continual offline: no env steps
     unit = "gradient steps" if gradient_steps else f"env steps, {state.episodes} episodes"
     console.print(f"done: {state.step} {unit}, final eval return {state.evals[-1][1]:.1f}")
@@ -442,7 +590,8 @@ def cmd_eval_fas(args: argparse.Namespace) -> None:
 
 # --- collect, config, plot, dashboard ------------------------------------------------------------------------------
 COLLECT_FLAGS = ("env", "kind", "size", "seed", "policy_seed", "policy_steps", "eval_every", "medium_fraction",
-                 "reference_episodes", "out", "threads", "task", "sequence", "task_index")
+                 "reference_episodes", "out", "threads", "task", "sequence", "task_index", "worlds", "backend",
+                 "device")
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
@@ -465,12 +614,19 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    from cadence.config import documented_toml
-    from cadence.recipes import recipe
+    from cadence.config import render_documented_toml
+    from cadence.schema import algo_schema
 
-    spec = recipe(args.algo)
-    print(f"# {args.algo} defaults; edit, then: cadence train {args.algo} --config FILE\n")
-    print(documented_toml({"train": spec.train_config_cls, "agent": spec.config_cls}), end="")
+    if args.env is not None and algo_schema(args.algo)["continual"]:
+        raise ConfigError(f"{args.algo} learns a task sequence: its env follows from train.sequence, not --env")
+    sections, notes = _fields(args.algo, args.env)
+    # without an env, a key whose default depends on it stays commented out: the file then keeps the per-env
+    # default of whichever --env it trains (it would pin the algo's default for every env otherwise)
+    commented = set(notes) if args.env is None else set()
+    where = f" on {args.env}" if args.env else ""
+    header = f"{args.algo} defaults{where}; edit, then: cadence train {args.algo} --config FILE\n{PRECEDENCE}."
+    print(_wrapped(header, prefix="# ") + "\n")
+    print(render_documented_toml(sections, notes, commented), end="")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -485,8 +641,10 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     if not logdir.is_dir():
         raise FileNotFoundError(f"{logdir} is not a folder; give a runs folder or a sweep folder "
                                 "(cadence sweep writes runs/sweeps/<name>)")
-    console.print(f"TensorBoard on {logdir} at http://localhost:{args.port} (runs named <method>/<settings>; "
-                  "the HParams tab compares them)")
+    # smoothing 0 in the link: TensorBoard's default 0.6 would average a FAS curve's neighbouring ASLs together
+    console.print(f"TensorBoard on {logdir} at http://localhost:{args.port}/#scalars&_smoothingWeight=0 (runs named "
+                  "<method>/<settings>; the HParams tab compares them; in Custom Scalars set Smoothing to 0 and untick "
+                  "'Ignore outliers' for the return-against-ASL chart)", soft_wrap=True)
     subprocess.run([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(args.port)],
                    check=False)
 
@@ -536,6 +694,9 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--ray-address", help="a Ray cluster to attach to (default: RAY_ADDRESS, else Ray starts here)")
     p.add_argument("--cpus-per-run", type=int, default=1, help="Ray: CPUs each run asks for (its torch threads)")
     p.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray: GPUs each run asks for")
+    p.add_argument("--restart-changed", action="store_true",
+                   help="delete and train again the runs whose folder holds a run trained with other settings than "
+                        "the grid now gives (without it such a sweep is refused, naming the runs and keys)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their folders; run nothing")
     p = sub.add_parser("report", help="Markdown report of a sweep: IQM and mean with bootstrap CIs, plots")
     p.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR", help="a folder written by cadence sweep")
@@ -555,14 +716,28 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     else:
         executor = sweeps.LocalExecutor(args.workers)
     if args.dry_run:
+        changed = sweeps.changed_runs(sweep, root, executor.torch_threads)
         for run in sweep.runs:
-            state = "done" if sweeps.is_done(run, root) else "to run"
+            state = ("changed: " + ", ".join(changed[run.name]) if run.name in changed
+                     else "done" if sweeps.is_done(run, root) else "to run")
             console.print(f"{run.name:60s} {run.algo:10s} {state}", highlight=False, soft_wrap=True)
         console.print(f"{len(sweep.runs)} runs in {root}; {executor.slots} at once, {executor.torch_threads} torch "
                       "thread(s) each", soft_wrap=True)
+        if changed:
+            console.print(f"{len(changed)} run(s) were trained with other settings than the grid gives: the sweep "
+                          "would refuse them; --restart-changed deletes and trains them again", soft_wrap=True)
         return
-    with sweeps.SweepProgress(sweep, root, executor.slots, err_console) as progress:
-        outcome = sweeps.run_sweep(sweep, root, executor, progress)
+
+    def waiting(name: str, holder: dict[str, Any]) -> None:
+        err_console.print(f"waiting for {name}'s trainer (PID {holder.get('pid')}), left by a sweep that ended, to "
+                          "write its checkpoint and stop")
+
+    with _signals_as_interrupt(), sweeps.SweepProgress(sweep, root, executor.slots, err_console) as progress:
+        outcome = sweeps.run_sweep(sweep, root, executor, progress, restart_changed=args.restart_changed,
+                                   on_wait=waiting)
+    if outcome.restarted:
+        console.print(f"restarted {len(outcome.restarted)} run(s) whose settings changed: "
+                      f"{', '.join(outcome.restarted)}", soft_wrap=True)
     console.print(f"sweep {sweep.name}: {len(outcome.done)} done, {len(outcome.skipped)} skipped (finished "
                   f"earlier), {len(outcome.failed)} failed in {outcome.seconds:.0f} s; folder {root}")
     if outcome.failed:
@@ -571,6 +746,29 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise SweepFailed(f"{len(outcome.failed)} run(s) failed (errors in their sweep_run.json); run the same "
                           "command again to retry them")
     console.print(f"next: cadence report {root}   |   cadence dashboard {root}")
+
+
+#: the signal that stopped the command (SIGTERM, SIGHUP), for its exit status 128 + N
+_stopped_by: list[int] = []
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt() -> Any:
+    """SIGTERM and SIGHUP (a closed terminal, a scheduler's stop) stop a sweep as Ctrl-C does: each running run
+    writes a checkpoint before the sweep exits (with 128 + the signal's number)."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        _stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    names = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {s: signal.signal(s, handler) for s in names if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class SweepFailed(RuntimeError):
@@ -607,16 +805,17 @@ def _stdout_gone() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _scan_env(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
     except BrokenPipeError:
         return _stdout_gone()
-    except KeyboardInterrupt as e:  # a run's RunInterrupted names its checkpoint; a second Ctrl-C wrote none
-        said = str(e) or "interrupted again before the checkpoint: nothing was written for the current step"
+    except KeyboardInterrupt as e:  # a run's RunInterrupted names its checkpoint and the signal
+        said = str(e) or "interrupted before a checkpoint of the current step was written"
         err_console.print(f"[yellow]stopped:[/yellow] {escape(said)}")
-        return 130
+        return _interrupted_status(said)
     except SweepFailed as e:
         err_console.print(f"[red]sweep incomplete:[/red] {escape(str(e))}")
         return 1
@@ -629,6 +828,16 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
     return 0
+
+
+def _interrupted_status(message: str) -> int:
+    """128 + the stopping signal's number, as shells report a process a signal ended: 130 for Ctrl-C (SIGINT),
+    143 for SIGTERM (a run's RunInterrupted names it first), 129 for SIGHUP."""
+    import signal
+
+    if _stopped_by:
+        return 128 + _stopped_by[-1]
+    return 128 + int(signal.SIGTERM) if message.startswith("SIGTERM") else 130
 
 
 def _run_failure(e: Exception) -> bool:

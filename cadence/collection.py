@@ -1,4 +1,4 @@
-"""D4RL-style data sets from cadence's own SAC policies (DESIGN.md section 4).
+"""D4RL-style data sets from cadence's own SAC policies (docs/ARCHITECTURE.md, "Offline data sets").
 
 One SAC run per env (and task) and seed serves every kind. It trains to ``policy_steps`` and keeps a policy snapshot
 at every evaluation:
@@ -20,6 +20,7 @@ the sequence, task label and params in its metadata. :func:`sequence_datasets` f
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from dataclasses import dataclass, replace
@@ -39,9 +40,10 @@ from cadence.evaluation import scores
 from cadence.loops.common import snapshot_name
 from cadence.replay.buffer import ReplayBuffer
 from cadence.replay.collect import buffer_to_dataset, collect_transitions, provenance, uniform_policy
+from cadence.replay.collect_batched import collect_batched, uniform_batch_policy
 from cadence.replay.datasets import OfflineDataset, data_dir
 from cadence.replay.sequences import KINDS, canonical_sequence, sequence_datasets, sequence_file
-from cadence.runs import load_agent, resolve_config, train_or_resume
+from cadence.runs import load_agent, read_run_config, resolve_config, run_changes, train_or_resume
 
 __all__ = ["KINDS", "CollectConfig", "canonical_sequence", "collect", "sequence_datasets", "sequence_file"]
 
@@ -88,9 +90,19 @@ class CollectConfig:
     SAC run on that task, ``<sequence>-<task index>-<kind>-v5.hdf5`` with task_ids = the task's index."""
     task_index: int | None = None
     """With ``sequence``: only this task of it (None: every task, in order)."""
+    worlds: int = 1
+    """Worlds collecting at once; above 1 a BatchedEnv on ``backend`` (world i's episode k has seed
+    ``seed + i + k * worlds``; episodes are stored whole, in the order they end)."""
+    backend: str = "rollout"
+    """Physics of the batched worlds: rollout (CPU threads) or warp (MuJoCo Warp on ``device``; the gpu extra)."""
+    device: str = "cpu"
+    """Where warp's physics runs: cpu (Warp's CPU device) or cuda."""
 
     def __post_init__(self) -> None:
         check(self.kind in KINDS, "kind", self.kind, f"one of {', '.join(KINDS)}")
+        check_positive(self, "worlds")
+        check(self.backend in ("rollout", "warp"), "backend", self.backend, "rollout or warp")
+        check(self.device in ("cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device, "cpu or cuda")
         for name in ("size", "policy_steps", "eval_every", "reference_episodes"):
             check_positive(self, name)
         check(0 < self.medium_fraction < 1, "medium_fraction", self.medium_fraction, "in (0, 1)")
@@ -243,10 +255,17 @@ def collect(cfg: CollectConfig, policy_overrides: tuple[str, ...] = ()) -> Path 
         agent, _ = load_agent(cfg.policy_run, None if cfg.kind == "expert" else snapshot_name(step))
         policy, label, steps = (lambda o: agent.act(o)), f"SAC run {cfg.policy_run}, policy at step {step}", step
     with torch.inference_mode():
-        data = collect_transitions(env, policy, cfg.size, cfg.seed, cfg.progress, described)
+        if cfg.worlds > 1:  # the same policy on a batch of observations
+            batch_policy = uniform_batch_policy(env.action_space, cfg.seed) if cfg.kind == "random" else policy
+            data = collect_batched(cfg.env, batch_policy, cfg.size, cfg.seed, cfg.worlds, cfg.backend, cfg.device,
+                                   cfg.task, cfg.progress, described)
+        else:
+            data = collect_transitions(env, policy, cfg.size, cfg.seed, cfg.progress, described)
         extra: dict[str, Any] = {}
+        if cfg.worlds > 1:  # the episodes' seeds and order follow from these
+            extra["batched"] = json.dumps({"worlds": cfg.worlds, "backend": cfg.backend, "device": cfg.device})
         if cfg.kind in ("random", "expert"):
-            extra = _measure_reference(cfg, env, policy, label)
+            extra.update(_measure_reference(cfg, env, policy, label))
     return _save(cfg, data, target, label, cfg.seed if cfg.kind == "random" else cfg.policy_seed, steps, **extra)
 
 
@@ -273,6 +292,13 @@ def _policy_run(cfg: CollectConfig, overrides: tuple[str, ...]) -> list[tuple[in
     if cfg.task is not None:  # the run trains, and evaluates its snapshots, on the task
         base["train"]["task"] = cfg.task if isinstance(cfg.task, str) else list(cfg.task)
     sections = resolve_config("sac", base, None, overrides)
+    if not overrides and run_changes(cfg.policy_run, "sac", sections):
+        # the run there was trained with --set overrides this call does not repeat (a later kind of the same
+        # policy, e.g. medium-replay after medium): reuse it with its own settings rather than refuse it
+        _, stored = read_run_config(cfg.policy_run)
+        stored["train"] = dataclasses.replace(stored["train"], progress=cfg.progress, torch_threads=cfg.threads,
+                                              total_steps=max(stored["train"].total_steps, cfg.policy_steps))
+        sections = stored
     return train_or_resume("sac", sections, cfg.policy_run)
 
 

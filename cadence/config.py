@@ -181,30 +181,40 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, _parse_scalar(raw)
 
 
+def read_config_file(path: str | Path, sections: typing.Collection[str]) -> dict[str, dict[str, Any]]:
+    """A ``--config`` TOML file's sections (each one of ``sections``); :class:`ConfigError` names the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        loaded = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    for name, values in loaded.items():
+        if name not in sections or not isinstance(values, dict):
+            raise ConfigError(f"unknown config section [{name}] in {path}; valid sections: {', '.join(sections)}")
+    return loaded
+
+
 def load_sections(
     schema: Mapping[str, type],
     base: Mapping[str, Mapping[str, Any]] | None = None,
     toml_path: str | Path | None = None,
     overrides: typing.Sequence[str] = (),
+    flags: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Resolve a sectioned config: defaults <- ``base`` <- TOML file <- ``--set`` overrides.
+    """Resolve a sectioned config: defaults <- ``base`` <- TOML file <- ``flags`` <- ``--set`` overrides.
 
-    An override key may name its section (``agent.batch_size``) or be bare (``batch_size``)
-    when exactly one section has that field.
+    ``flags`` are the values of explicit command-line flags (``--env``, ``--seed``, ...): they beat the file, so
+    ``--config a.toml --env X`` trains X. An override key may name its section (``agent.batch_size``) or be bare
+    (``batch_size``) when exactly one section has that field.
     """
     data: dict[str, dict[str, Any]] = {name: dict((base or {}).get(name, {})) for name in schema}
     if toml_path is not None:
-        path = Path(toml_path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-        for name, values in loaded.items():
-            if name not in schema or not isinstance(values, dict):
-                raise ConfigError(f"unknown config section [{name}] in {path}; valid sections: {', '.join(schema)}")
+        for name, values in read_config_file(toml_path, list(schema)).items():
             data[name].update(values)
+    for name, values in (flags or {}).items():
+        data[name].update(values)
     for text in overrides:
         key, value = parse_override(text)
         section, name = config_key(schema, key)
@@ -214,7 +224,13 @@ def load_sections(
 
 def config_key(schema: Mapping[str, type], key: str) -> tuple[str, str]:
     """``(section, name)`` of an override key: ``agent.batch_size``, or a bare name only one section has."""
-    names = {s: [f.name for f in dataclasses.fields(cls)] for s, cls in schema.items()}
+    return config_key_in({s: [f.name for f in dataclasses.fields(cls)] for s, cls in schema.items()}, key)
+
+
+def config_key_in(names: Mapping[str, typing.Sequence[str]], key: str) -> tuple[str, str]:
+    """:func:`config_key` over ``{section: field names}`` (no dataclass needed: the CLI checks keys before it
+    imports the recipes)."""
+    schema = names
     if "." in key:
         section, name = key.split(".", 1)
         if name in names.get(section, ()):
@@ -249,17 +265,38 @@ def toml_value(value: Any) -> str:
     return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
 
 
+def section_fields(cls: type) -> list[tuple[str, str | None, str]]:
+    """``(name, default as TOML text or None when unset, docstring)`` of each field of a config dataclass."""
+    docs, defaults = field_docs(cls), cls()
+    out = []
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        out.append((f.name, None if value is None else toml_value(value), docs.get(f.name, "")))
+    return out
+
+
 def documented_toml(schema: Mapping[str, type]) -> str:
     """The defaults of a sectioned config as a TOML file, each key under its docstring in ``#`` comments
     (a key without a default, None, is left commented out)."""
+    return render_documented_toml({section: section_fields(cls) for section, cls in schema.items()})
+
+
+def render_documented_toml(sections: Mapping[str, typing.Sequence[typing.Sequence[Any]]],
+                           notes: Mapping[str, str] | None = None, commented: typing.Collection[str] = ()) -> str:
+    """:func:`documented_toml` from ``(name, TOML text or None, doc)`` per field and section; ``notes`` adds a
+    comment line under a ``section.key``'s doc, and the keys in ``commented`` are written commented out."""
     lines = []
-    for section, cls in schema.items():
+    for section, fields in sections.items():
         lines.append(f"[{section}]")
-        docs, defaults = field_docs(cls), cls()
-        for f in dataclasses.fields(cls):
-            lines += [f"# {line.strip()}".rstrip() for line in docs.get(f.name, "").splitlines()]
-            value = getattr(defaults, f.name)
-            lines.append(f"# {f.name} = (unset)" if value is None else f"{f.name} = {toml_value(value)}")
+        for name, text, doc in fields:
+            key = f"{section}.{name}"
+            lines += [f"# {line.strip()}".rstrip() for line in doc.splitlines()]
+            if notes and key in notes:
+                lines.append(f"# {notes[key]}")
+            if text is None:
+                lines.append(f"# {name} = (unset)")
+            else:
+                lines.append(f"{'# ' if key in commented else ''}{name} = {text}")
         lines.append("")
     return "\n".join(lines)
 

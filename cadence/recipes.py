@@ -135,9 +135,11 @@ def prepare_online(recipe: Recipe, sections: dict[str, Any]) -> Prepared:
     eval_env = make(train_cfg.env, **fixed)
     interval = kwargs["decision_interval"]
     if train_cfg.num_envs > 1:  # TrainConfig refuses train.task here: a BatchedEnv takes no task when built
-        env = BatchedEnv(train_cfg.env, train_cfg.num_envs, decision_interval=kwargs["decision_interval"],
-                         sequence=kwargs.get("sequence", False), threads=max(1, train_cfg.torch_threads),
-                         autoreset=False)
+        warp = train_cfg.backend == "warp"  # physics on train.device; the collector reads NumPy on the CPU
+        env = BatchedEnv(train_cfg.env, train_cfg.num_envs, train_cfg.backend,
+                         decision_interval=kwargs["decision_interval"], sequence=kwargs.get("sequence", False),
+                         threads=max(1, train_cfg.torch_threads), autoreset=False,
+                         physics_device=train_cfg.device if warp else None)
     else:
         env = make(train_cfg.env, **kwargs, **fixed)
 

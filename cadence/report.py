@@ -553,10 +553,12 @@ def _figures(done: Sequence[RunRecord], out_dir: Path) -> dict[str, dict[str, Pa
 
 
 BAND_NOTE = {
-    "Learning curves": "Lines are the mean over seeds; the shaded band is mean ± 1.96·SEM over seeds (a "
-                       "normal-approximation 95% interval, narrower than the t-interval for few seeds).",
+    "Learning curves": "Lines are the mean over seeds; the shaded band is the 95% Student-t interval of that mean "
+                       "(mean ± t(0.975, n−1)·SEM, n = the seeds at each point, in the legend), clipped to the "
+                       "returns the seeds reached. Seeds evaluated a few steps apart share one point.",
     "Return against ASL": "Each seed's curve is its mean return over the sweep's episodes at each ASL; lines are "
-                          "the mean over seeds and the band mean ± 1.96·SEM over seeds.",
+                          "the mean over seeds and the band the 95% Student-t interval of that mean over the n seeds "
+                          "in the legend, clipped to the returns the seeds reached.",
 }
 
 

@@ -1,25 +1,31 @@
-"""The files of a run folder: ``config.toml``, ``metrics.json`` and the closing hparams record.
+"""The files of a run folder: ``config.toml``, ``metrics.json``, the trainer's lock and the closing hparams record.
 
 A run folder holds ``config.toml`` (the resolved config, with an ``[algo]`` section naming the recipe),
-TensorBoard event files, ``checkpoints/`` (``last.pt`` to resume, ``agent.pt`` to deploy) and ``metrics.json``.
+TensorBoard event files, ``checkpoints/`` (``last.pt`` to resume, ``agent.pt`` to deploy), ``metrics.json`` and
+``trainer.lock`` (who trains in it: :func:`run_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cadence.checkpoint import CheckpointError
-from cadence.config import read_toml, to_dict, to_toml
+from cadence.config import ConfigError, read_toml, to_dict, to_toml
 from cadence.io import atomic_write_json, atomic_write_text
 from cadence.logging import RunLogger
 from cadence.loops.common import TrainState
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.json"
+LOCK_FILE = "trainer.lock"
 MODEL = "model.pt"  # the fitted dynamics model of offline model-based runs
 DYNAMICS_REWARD = "dynamics_reward.pt"  # MOREC's fitted dynamics reward
 
@@ -108,3 +114,119 @@ def _set_aside_stale_sweeps(run_dir: Path, step: int) -> None:
             metrics.pop(name, None)
             metrics.pop(f"{name}_logged_step", None)
         atomic_write_json(run_dir / METRICS_FILE, metrics)
+
+
+# --- one trainer per run folder ------------------------------------------------------------------------------------
+class RunFolderBusy(ConfigError):
+    """Another live process trains in this run folder (two trainers would interleave their curves and checkpoints)."""
+
+    def __init__(self, run_dir: Path, holder: dict[str, Any]):
+        self.run_dir, self.holder = run_dir, holder
+        owner = holder.get("owner")
+        by = f" (started by cadence sweep PID {owner})" if owner else ""
+        super().__init__(f"{run_dir} is being trained by process {holder.get('pid', '?')} on "
+                         f"{holder.get('host', '?')}{by}; wait for it to finish or stop it, then try again: two "
+                         "trainers in one run folder would mix their curves and checkpoints")
+
+
+#: locks this process holds: resolved folder -> [file descriptor, depth] (a sweep's worker locks the folder, then
+#: :func:`cadence.runs.train` locks it again)
+_HELD: dict[Path, list[int]] = {}
+
+
+def lock_holder(run_dir: str | Path) -> dict[str, Any]:
+    """What ``trainer.lock`` says of the process that last locked the folder (``{}`` if none did)."""
+    try:
+        return json.loads((Path(run_dir) / LOCK_FILE).read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def is_locked(run_dir: str | Path) -> bool:
+    """Whether a live process holds the folder's lock (this process's own locks included)."""
+    run_dir = Path(run_dir)
+    if run_dir.resolve() in _HELD:
+        return True
+    if not (run_dir / LOCK_FILE).is_file():
+        return False
+    try:
+        with run_lock(run_dir):
+            return False
+    except RunFolderBusy:
+        return True
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path, owner: int | None = None) -> Iterator[None]:
+    """Hold the run folder's ``trainer.lock`` (creating the folder); :class:`RunFolderBusy` names the holder when
+    another live process has it.
+
+    The lock is the kernel's ``flock``: taken atomically, and released when its process ends in any way (SIGKILL
+    included), so a dead trainer never leaves a stale lock; the file's PID, host and ``owner`` (the sweep that
+    started the trainer) only name the holder. Re-entrant within a process. Where ``flock`` is missing (some
+    network file systems) the PID in the file is checked for liveness instead (on the same host)."""
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = run_dir.resolve()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _acquire(fd, run_dir)
+    except BaseException:
+        os.close(fd)
+        raise
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "owner": owner, "since": time.time()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode(), 0)
+    _HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            # nothing was written (validation failed): leave the folder as it was. A folder that holds a run keeps
+            # its lock file, since deleting one races a process that has just opened it
+            if [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+                path.unlink()
+                if created:
+                    run_dir.rmdir()
+        os.close(fd)  # releases the flock
+
+
+def _acquire(fd: int, run_dir: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        raise RunFolderBusy(run_dir, lock_holder(run_dir)) from None
+    except OSError:  # no flock here (some network file systems): fall back to the recorded PID
+        pass
+    holder = lock_holder(run_dir)
+    pid = holder.get("pid")
+    if pid and pid != os.getpid() and holder.get("host") == socket.gethostname() and process_alive(int(pid)):
+        raise RunFolderBusy(run_dir, holder)

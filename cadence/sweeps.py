@@ -7,21 +7,30 @@ fas_episodes, fas_seed, compare), ``[base]``, ``[methods.NAME]`` (algo, config k
 Each run's folder is ``<method>/<key>=<value>,...`` under the sweep folder, named from the axis values (the seed
 last), so TensorBoard groups runs by method and a re-run of the sweep finds them again. A run folder is a normal
 cadence run folder plus ``sweep_run.json`` (its settings, status, error and time). Everything is validated before
-any folder is written: unknown keys (with the close match), empty axes, two runs sharing a folder.
+any folder is written: unknown keys (with the close match), empty axes, two runs sharing a folder, an online run
+without ``train.env``, ``mpc`` on a recipe without a learned model, a FAS sweep of a continual recipe.
 
 :class:`LocalExecutor` runs one run per worker process, with the CPU's torch threads split across workers;
 :class:`RayExecutor` (extra ``ray``) sends each run to Ray as a task with its CPU/GPU request. Either way a
 finished run is skipped, an interrupted one resumes from its checkpoint (:func:`cadence.runs.train_or_resume`),
 and a failed run is recorded with its error without stopping the others.
+
+A run folder whose stored config differs from what the grid now gives it (an edited setting) is never reported
+under the new settings: the sweep is refused before any run starts, naming the runs and keys, unless
+``restart_changed`` (``--restart-changed``) deletes those folders and trains them afresh. One trainer per run
+folder: each holds the folder's lock (:func:`cadence.run_folder.run_lock`), and the local workers stop with the
+sweep's own process, however it ends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
 import os
 import re
+import socket
 import time
 import tomllib
 import traceback
@@ -60,6 +69,7 @@ method = "SAC-1"
 
 [[include]]                   # extra runs: a method and its keys (the rest from [base] and the method)
 method = "SRL-8"
+"train.env" = "InvertedPendulum-v5"   # every online run names its env (no silent Hopper-v5 default)
 "train.seed" = 4
 """
 
@@ -195,6 +205,9 @@ def _methods(grid: Mapping[str, Any]) -> dict[str, tuple[str, dict[str, Any], di
             raise SweepError(f"[methods.{name}] algo {algo!r} is unknown{_close(str(algo), list(RECIPES))}")
         mpc = table.get("mpc")
         if mpc is not None:
+            if not supports_mpc(algo):
+                raise SweepError(f"[methods.{name}] mpc plans through the run's learned world model, and {algo} learns "
+                                 f"none; MPC works with {', '.join(a for a in RECIPES if supports_mpc(a))}")
             if not isinstance(mpc, dict):
                 raise SweepError(f"[methods.{name}] mpc must be a table, e.g. {{ horizon = 10, episodes = 3 }}")
             _check_keys(mpc, MPC_KEYS, f"[methods.{name}].mpc")
@@ -203,6 +216,38 @@ def _methods(grid: Mapping[str, Any]) -> dict[str, tuple[str, dict[str, Any], di
         keys = _flatten({k: v for k, v in table.items() if k not in ("algo", "mpc")})
         out[name] = (algo, _config_keys(keys, algo, f"[methods.{name}]"), mpc)
     return out
+
+
+def supports_mpc(algo: str) -> bool:
+    """Whether ``algo``'s runs hold a learned world model that CEM-MPC can plan through (srl): a single-task recipe
+    whose agent checkpoints a ``model``."""
+    from cadence.recipes import recipe
+
+    spec = recipe(algo)
+    return not spec.continual and "model" in getattr(spec.agent_cls, "PARTS", ())
+
+
+def supports_fas(algo: str) -> bool:
+    """Whether ``algo``'s runs can be FAS-swept: one policy in one env (a continual run is evaluated by its
+    task-by-task matrices instead)."""
+    from cadence.recipes import recipe
+
+    return not recipe(algo).continual
+
+
+def _check_run(spec: RunSpec) -> None:
+    """What a run needs beyond a valid config: an online recipe names its env (the default Hopper-v5 is never
+    chosen silently), and FAS only for recipes that have one."""
+    from cadence.recipes import recipe
+
+    r = recipe(spec.algo)
+    if not (r.offline or r.continual) and "train.env" not in spec.settings:
+        raise SweepError(f"run {spec.name}: no train.env; set it in [base], [methods.{spec.method}], an axis or the "
+                         "[[include]] (an online run would otherwise train the default Hopper-v5)")
+    if spec.fas_episodes and not supports_fas(spec.algo):
+        raise SweepError(f"run {spec.name}: [sweep] fas_episodes asks for a FAS sweep after training, but {spec.algo} "
+                         "learns a task sequence, evaluated task by task instead; set fas_episodes = 0 or sweep it "
+                         "in a grid of its own")
 
 
 def _cem_config(mpc: Mapping[str, Any]) -> Any:
@@ -279,6 +324,7 @@ def expand(grid: Mapping[str, Any], default_name: str = "sweep", source: str = "
         settings = {**_config_keys(base, algo, "[base]"), **own,
                     **_config_keys(values, algo, f"run {run_name(method, values)}")}
         spec = RunSpec(run_name(method, values), method, algo, settings, fas_episodes, fas_seed, mpc)
+        _check_run(spec)
         try:
             recipe(algo).check(spec.sections())
         except ConfigError as e:
@@ -358,35 +404,50 @@ def is_done(run: RunSpec, root: Path) -> bool:
     return status.get("status") == "done" and {k: status.get(k) for k in run.record()} == run.record()
 
 
-def execute_run(run: RunSpec, root: str | Path, torch_threads: int | None = None) -> dict[str, Any]:
+#: ``execute_run``'s status when another live process trains in the run's folder (not written to sweep_run.json,
+#: which that process owns)
+BUSY = "busy"
+
+
+def execute_run(run: RunSpec, root: str | Path, torch_threads: int | None = None,
+                owner: int | None = None) -> dict[str, Any]:
     """Train (or resume) one run in ``root/run.name``, then its FAS and MPC sweeps; record the outcome in
-    ``sweep_run.json``. Errors are recorded, not raised: the returned status says ``done`` or ``failed``."""
+    ``sweep_run.json``. Errors are recorded, not raised: the returned status says ``done`` or ``failed``, or
+    :data:`BUSY` (recorded nowhere) when another live process holds the folder's lock. ``owner``: the PID of the
+    sweep that started this worker, named in the lock file."""
     from cadence.checkpoint import checkpoint_path
-    from cadence.run_folder import read_metrics
+    from cadence.run_folder import RunFolderBusy, read_metrics, run_lock
     from cadence.runs import train_or_resume
 
     run_dir = Path(root) / run.name
     start = time.time()
-    status = {**run.record(), "status": "running", "error": None, "started": start, "pid": os.getpid()}
-    if not checkpoint_path(run_dir).is_file() and not read_metrics(run_dir):
-        # killed before its first checkpoint: nothing to resume; its TensorBoard events would stop a fresh start
-        # (files put there on purpose, such as a shared fitted model, stay)
-        for events in run_dir.glob("events.out.tfevents.*"):
-            events.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / RUN_STATUS, status)
     try:
-        train_or_resume(run.algo, run.sections(torch_threads), run_dir, labels={"Method": run.method})
-        if run.fas_episodes:
-            _fas(run_dir, run.fas_episodes, run.fas_seed)
-        if run.mpc:
-            _fas(run_dir, run.mpc["episodes"], run.fas_seed, run.mpc)
-        status.update(status="done")
-    except Exception as e:  # recorded for the sweep's summary; the other runs go on
-        status.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-    status["seconds"] = time.time() - start
-    atomic_write_json(run_dir / RUN_STATUS, status)
-    return status
+        lock = run_lock(run_dir, owner=owner)
+        lock.__enter__()
+    except RunFolderBusy as e:
+        return {**run.record(), "status": BUSY, "error": str(e), "seconds": 0.0}
+    try:
+        status = {**run.record(), "status": "running", "error": None, "started": start, "pid": os.getpid()}
+        if not checkpoint_path(run_dir).is_file() and not read_metrics(run_dir):
+            # killed before its first checkpoint: nothing to resume; its TensorBoard events would stop a fresh start
+            # (files put there on purpose, such as a shared fitted model, stay)
+            for events in run_dir.glob("events.out.tfevents.*"):
+                events.unlink()
+        atomic_write_json(run_dir / RUN_STATUS, status)
+        try:
+            train_or_resume(run.algo, run.sections(torch_threads), run_dir, labels={"Method": run.method})
+            if run.fas_episodes:
+                _fas(run_dir, run.fas_episodes, run.fas_seed)
+            if run.mpc:
+                _fas(run_dir, run.mpc["episodes"], run.fas_seed, run.mpc)
+            status.update(status="done")
+        except Exception as e:  # recorded for the sweep's summary; the other runs go on
+            status.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        status["seconds"] = time.time() - start
+        atomic_write_json(run_dir / RUN_STATUS, status)
+        return status
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _fas(run_dir: Path, episodes: int, seed: int, mpc: Mapping[str, Any] | None = None) -> None:
@@ -398,11 +459,13 @@ def _fas(run_dir: Path, episodes: int, seed: int, mpc: Mapping[str, Any] | None 
     suffix = "_mpc" if mpc else ""
     metrics = read_metrics(run_dir)
     done = run_dir / f"fas{suffix}.json"
+    planner = _cem_config(mpc) if mpc else None
     if metrics.get(f"fas{suffix}_logged_step") == metrics.get("steps") and done.is_file():
         stored = json.loads(done.read_text())
-        if stored.get("episodes") == episodes and stored.get("seed") == seed:
+        same_planner = planner is None or stored.get("planner") == dataclasses.asdict(planner)
+        if stored.get("episodes") == episodes and stored.get("seed") == seed and same_planner:
             return
-    evaluate_fas(run_dir, ASL_GRID, episodes, seed=seed, planner=_cem_config(mpc) if mpc else None)
+    evaluate_fas(run_dir, ASL_GRID, episodes, seed=seed, planner=planner)
 
 
 # -- executors -----------------------------------------------------------------------------------------------
@@ -417,30 +480,67 @@ def _cpus() -> int:
 
 #: a worker stopped by the sweep's Ctrl-C, after its run wrote a checkpoint (it resumes on the next sweep)
 INTERRUPTED = 130
+#: a worker that found its run folder locked by another live trainer (EX_TEMPFAIL)
+BUSY_EXIT = 75
 #: how long an interrupted sweep waits for its runs to checkpoint before it ends them
 CHECKPOINT_GRACE_S = 120.0
 
 
-def _worker(run: RunSpec, root: str, torch_threads: int) -> None:
-    """A worker process: runs one run; exits 0 if it finished, 1 if it failed, 130 if the sweep stopped it.
+def _worker(run: RunSpec, root: str, torch_threads: int, sweep_pid: int) -> None:
+    """A worker process: runs one run; exits 0 if it finished, 1 if it failed, 130 if the sweep stopped it,
+    :data:`BUSY_EXIT` if another trainer holds the run's folder.
 
     It leaves the terminal's process group, so a Ctrl-C reaches only the sweep, which passes one SIGINT on (a
-    second would stop the run without its checkpoint); and it dies with the sweep (Linux)."""
-    import ctypes
+    second would stop the run without its checkpoint); and it stops when the sweep process ``sweep_pid`` ends,
+    however it ends (:func:`_stop_with`)."""
     import signal
     import sys
 
     os.setsid()
-    try:  # prctl(PR_SET_PDEATHSIG, SIGKILL): a killed sweep leaves no orphan training on
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the sweep still ends its workers on a normal exit or Ctrl-C
+    # SIGINT is how the sweep asks for a checkpoint; a sweep started in the background by a shell ignores SIGINT and
+    # its children inherit that, so the worker, in a session of its own (no terminal reaches it), listens again
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _stop_with(sweep_pid)
     os.environ["OMP_NUM_THREADS"] = str(torch_threads)
     try:
-        status = execute_run(run, root, torch_threads)
+        status = execute_run(run, root, torch_threads, owner=sweep_pid)
     except KeyboardInterrupt:  # the run checkpointed (RunInterrupted); sweep_run.json stays "running"
         sys.exit(INTERRUPTED)
-    sys.exit(0 if status["status"] == "done" else 1)
+    sys.exit(0 if status["status"] == "done" else BUSY_EXIT if status["status"] == BUSY else 1)
+
+
+def _stop_with(pid: int) -> None:
+    """Stop this process when process ``pid`` (the sweep) ends, by SIGKILL as well as by a clean exit.
+
+    A worker's parent is the forkserver, which outlives a killed sweep, so the kernel's parent-death signal cannot
+    tie the worker to the sweep; a thread waits on the sweep's pidfd instead (Linux 5.3+; elsewhere it polls the
+    PID each second). When the sweep is gone it interrupts the run as Ctrl-C does (SIGINT: the run writes a
+    checkpoint and the next sweep resumes it), and ends the process if that takes over :data:`CHECKPOINT_GRACE_S`.
+    """
+    import select
+    import signal
+    import threading
+
+    from cadence.run_folder import process_alive
+
+    try:
+        fd: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:  # the sweep ended before this worker started
+        os._exit(INTERRUPTED)
+    except (AttributeError, OSError):
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])  # readable once the process has ended
+        else:
+            while process_alive(pid):
+                time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(CHECKPOINT_GRACE_S)
+        os._exit(INTERRUPTED)
+
+    threading.Thread(target=watch, name="stop-with-sweep", daemon=True).start()
 
 
 @dataclass
@@ -484,7 +584,7 @@ class LocalExecutor:
             while queue or live:
                 while queue and len(live) < self.slots:
                     run = queue.pop(0)
-                    process = context.Process(target=_worker, args=(run, str(root), self.torch_threads),
+                    process = context.Process(target=_worker, args=(run, str(root), self.torch_threads, os.getpid()),
                                               name=f"cadence-sweep {run.name}")
                     process.start()
                     live[process.sentinel] = (process, run)
@@ -522,7 +622,13 @@ def _interrupt(processes: Sequence[Any]) -> int:
 
 
 def _outcome(run_dir: Path, exitcode: int | None) -> dict[str, Any]:
-    """The run's recorded status; a worker that died without recording one (killed, out of memory) is failed."""
+    """The run's recorded status; a worker that died without recording one (killed, out of memory) is failed. A
+    worker that found the folder busy recorded nothing, and nothing is recorded for it: the other trainer owns
+    sweep_run.json."""
+    if exitcode == BUSY_EXIT:
+        from cadence.run_folder import RunFolderBusy, lock_holder
+
+        return {"status": BUSY, "error": str(RunFolderBusy(run_dir, lock_holder(run_dir))), "seconds": 0.0}
     status = read_status(run_dir)
     if status.get("status") in ("done", "failed") and exitcode in (0, 1):
         return status
@@ -606,9 +712,9 @@ class RayExecutor:
             return False
         if self.cluster:
             ray.init(address=self.cluster, log_to_driver=False)
-        else:
-            ray.init(num_cpus=self.slots * self.cpus_per_run, num_gpus=math.ceil(self.slots * self.gpus_per_run),
-                     include_dashboard=False, log_to_driver=False)
+        else:  # "local": always a fresh instance here, never a `ray start` cluster that happens to run on this machine
+            ray.init(address="local", num_cpus=self.slots * self.cpus_per_run,
+                     num_gpus=math.ceil(self.slots * self.gpus_per_run), include_dashboard=False, log_to_driver=False)
         warm = ray.remote(_ray_warm).options(num_cpus=self.cpus_per_run, num_gpus=0)
         ray.get([warm.remote() for _ in range(self.slots)])  # the workers import cadence now, once
         return True
@@ -636,11 +742,34 @@ class RayExecutor:
                     status = _outcome(root / run.name, None)
                     status["error"] = f"the Ray task failed: {e}"
                 on_event("end", run, status)
+        except KeyboardInterrupt:
+            stopped = _interrupt_ray(pending, root)
+            pending.clear()
+            raise KeyboardInterrupt(f"sweep interrupted: {stopped} running run(s) wrote a checkpoint; run the same "
+                                    "command again to resume them and run the rest") from None
         finally:
-            for ref in pending:
+            for ref in pending:  # an error in the sweep itself
                 ray.cancel(ref, force=True)
             if started:
                 ray.shutdown()
+
+
+def _interrupt_ray(pending: Mapping[Any, RunSpec], root: Path) -> int:
+    """Ask each running Ray task to stop as Ctrl-C does (a KeyboardInterrupt in the task: its run writes a
+    checkpoint), wait for them up to :data:`CHECKPOINT_GRACE_S`, force-cancel the rest; returns how many wrote a
+    checkpoint since the interrupt."""
+    import ray
+
+    from cadence.checkpoint import checkpoint_path
+
+    asked = time.time()
+    for ref in pending:
+        ray.cancel(ref, force=False)
+    _, stuck = ray.wait(list(pending), num_returns=len(pending), timeout=CHECKPOINT_GRACE_S)
+    for ref in stuck:
+        ray.cancel(ref, force=True)
+    written = [checkpoint_path(root / run.name) for run in pending.values()]
+    return sum(path.is_file() and path.stat().st_mtime >= asked for path in written)
 
 
 # -- the sweep -----------------------------------------------------------------------------------------------
@@ -654,6 +783,8 @@ class SweepOutcome:
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    restarted: list[str] = field(default_factory=list)
+    """Runs deleted and trained afresh because the grid changed their settings (``restart_changed``)."""
 
 
 def prepare_folder(sweep: Sweep, root: str | Path) -> Path:
@@ -672,15 +803,82 @@ def prepare_folder(sweep: Sweep, root: str | Path) -> Path:
     return root
 
 
+def changed_runs(sweep: Sweep, root: str | Path, torch_threads: int | None = None) -> dict[str, dict[str, Any]]:
+    """``run name -> {key: (stored, grid)}`` for each run whose folder holds a run trained with other settings than
+    the grid now gives it (:func:`cadence.runs.run_changes`): resuming or skipping it would report its results
+    under settings it was not trained with."""
+    from cadence.runs import run_changes
+
+    root = Path(root)
+    out = {}
+    for run in sweep.runs:
+        if (root / run.name).is_dir():
+            changes = run_changes(root / run.name, run.algo, run.sections(torch_threads))
+            if changes:
+                out[run.name] = changes
+    return out
+
+
+def changed_error(sweep: Sweep, changed: Mapping[str, Mapping[str, Any]]) -> SweepError:
+    from cadence.runs import describe_changes
+
+    lines = "\n".join(f"  {name}: {describe_changes(dict(keys))}" for name, keys in changed.items())
+    return SweepError(f"sweep {sweep.name}: {len(changed)} run(s) were trained with other settings than the grid now "
+                      f"gives them (stored -> grid), and would be reported under the new ones:\n{lines}\nPut the "
+                      "stored values back, choose another --runs-dir, or pass --restart-changed to delete these runs "
+                      "and train them again")
+
+
+def wait_for_trainers(sweep: Sweep, root: str | Path, on_wait: Callable[[str, dict[str, Any]], None] | None = None,
+                      timeout: float = CHECKPOINT_GRACE_S + 10.0) -> None:
+    """Refuse (:class:`SweepError`) a sweep while a live trainer holds one of its run folders, started by a sweep
+    still running or by ``cadence train``: two trainers in one folder would mix their curves. A trainer whose
+    sweep has ended is stopping (it checkpoints, then exits: :func:`_stop_with`): wait up to ``timeout`` seconds
+    for it, telling ``on_wait(run name, lock holder)`` once."""
+    from cadence.run_folder import RunFolderBusy, is_locked, lock_holder, process_alive
+
+    root = Path(root)
+    for run in sweep.runs:
+        run_dir = root / run.name
+        if not run_dir.is_dir() or not is_locked(run_dir):
+            continue
+        holder = lock_holder(run_dir)
+        owner, here = holder.get("owner"), holder.get("host") == socket.gethostname()
+        if not (owner and here and not process_alive(int(owner))):
+            raise SweepError(f"{RunFolderBusy(run_dir, holder)} (is an earlier sweep still running?)")
+        if on_wait is not None:
+            on_wait(run.name, holder)
+        deadline = time.time() + timeout
+        while is_locked(run_dir):
+            if time.time() > deadline:
+                raise SweepError(f"{RunFolderBusy(run_dir, lock_holder(run_dir))}; it outlived its sweep by "
+                                 f"{timeout:.0f} s: stop it (kill {holder.get('pid')}) and run the sweep again")
+            time.sleep(0.2)
+
+
 def run_sweep(sweep: Sweep, root: str | Path, executor: LocalExecutor | RayExecutor | None = None,
-              on_event: Event | None = None) -> SweepOutcome:
+              on_event: Event | None = None, *, restart_changed: bool = False,
+              on_wait: Callable[[str, dict[str, Any]], None] | None = None) -> SweepOutcome:
     """Run the sweep's unfinished runs in ``root`` on ``executor`` (default: local); ``on_event`` sees each run
-    start and end."""
+    start and end.
+
+    Before anything is written: a run folder trained with other settings than the grid's is refused
+    (:func:`changed_runs`), or with ``restart_changed`` deleted to be trained afresh; and a run folder another live
+    trainer holds is refused (or waited for, if its sweep has died: :func:`wait_for_trainers`)."""
+    import shutil
+
     executor = executor or LocalExecutor()
     if isinstance(executor, RayExecutor):
         executor.check()
+    root = Path(root)
+    wait_for_trainers(sweep, root, on_wait)
+    changed = changed_runs(sweep, root, executor.torch_threads)
+    if changed and not restart_changed:
+        raise changed_error(sweep, changed)
+    for name in changed:  # restart_changed: what they trained no longer matches the grid
+        shutil.rmtree(root / name)
     root = prepare_folder(sweep, root)
-    outcome = SweepOutcome()
+    outcome = SweepOutcome(restarted=list(changed))
     outcome.skipped = [r.name for r in sweep.runs if is_done(r, root)]
     todo = [r for r in sweep.runs if r.name not in outcome.skipped]
     start = time.time()
@@ -717,6 +915,7 @@ class SweepProgress:
                                  transient=False)
         self.task = self.progress.add_task(f"sweep {sweep.name}", total=self.total, completed=self.skipped,
                                            status=self._status())
+        self.started = False
 
     def _status(self) -> str:
         finished = len(self.durations)
@@ -728,6 +927,11 @@ class SweepProgress:
         return f"{self.done} done · {self.running} running · {self.failed} failed{eta}"
 
     def __call__(self, kind: str, run: RunSpec, status: dict[str, Any] | None) -> None:
+        if not self.started:  # shown once runs start: a sweep refused by its checks draws no bar
+            self.started = True
+            if self.skipped:
+                self.console.print(f"{self.skipped} of {self.total} runs finished earlier: skipped")
+            self.progress.start()
         if kind == "start":
             self.running += 1
         else:
@@ -745,13 +949,13 @@ class SweepProgress:
         self.progress.update(self.task, completed=self.done + self.failed, status=self._status())
 
     def __enter__(self) -> SweepProgress:
-        if self.skipped:
-            self.console.print(f"{self.skipped} of {self.total} runs finished earlier: skipped")
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
+        elif self.skipped and exc[0] is None:  # nothing left to run
+            self.console.print(f"{self.skipped} of {self.total} runs finished earlier: skipped")
 
 
 def _duration(seconds: float) -> str:

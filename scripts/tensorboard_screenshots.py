@@ -23,6 +23,7 @@ VIEWS = {
     "fas_return_vs_asl_image.png": ("#images&tagFilter=return_vs_asl", "1500,1000"),
     "hparams_fas.png": ("#hparams", "2300,600"),
     "eval_returns.png": ("#scalars&_smoothingWeight=0&tagFilter=eval%2F", "1500,1000"),
+    "fas_returns_text.png": ("#text&tagFilter=fas%2Freturns", "1500,900"),  # each sweep's table of returns per ASL
 }
 
 

@@ -207,7 +207,7 @@ def test_wrong_number_of_models_raises():
     model = gym.make("Hopper-v5").unwrapped.model
     with pytest.raises(ValueError, match="got 2 models for 3 worlds"):
         BatchedEnv("Hopper-v5", 3, models=[model, model])
-    with pytest.raises(ValueError, match="per-world models need the rollout backend"):
+    with pytest.raises(ValueError, match="per-world models need the rollout or warp backend"):
         BatchedEnv("Hopper-v5", 2, backend="gymnasium", models=[model, model])
 
 
@@ -215,9 +215,11 @@ def test_warp_backend_says_what_is_missing():
     has_warp = all(importlib.util.find_spec(m) is not None for m in ("mujoco_warp", "warp"))
     if has_warp and torch.cuda.is_available():
         pytest.skip("mujoco_warp and a CUDA GPU are both present: there is nothing missing to report")
-    error, match = (RuntimeError, "needs a CUDA GPU and none is visible") if has_warp else (ImportError, "pip install")
+    # with the extra but no GPU, device="cuda" names the ways out (tests/test_warp.py covers the CPU device)
+    error, match = (RuntimeError, "needs a CUDA GPU.*device='cpu'.*backend='rollout'") if has_warp else (
+        ImportError, "pip install")
     with pytest.raises(error, match=match):
-        BatchedEnv("Hopper-v5", 2, backend="warp")
+        BatchedEnv("Hopper-v5", 2, backend="warp", device="cuda")
 
 
 def test_models_of_another_size_raise():

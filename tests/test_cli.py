@@ -33,7 +33,7 @@ def fake_train(monkeypatch):
     """runs.train that starts (calls on_start) and returns at once; records its calls."""
     calls = []
 
-    def train(algo, sections, run_dir, *, resume=False, on_start=None):
+    def train(algo, sections, run_dir, *, resume=False, on_start=None, on_resume=None):
         calls.append((algo, sections))
         on_start(Path(run_dir))
         return SimpleNamespace(step=10, episodes=1, evals=[(10, 1.0)])
@@ -74,6 +74,95 @@ def test_config_into_a_closed_pipe_is_quiet(reader):
     assert done.stderr == ""
     if reader.startswith("head"):
         assert done.stdout.startswith("# srl defaults")
+
+
+# --- precedence: defaults (per-env ones included) <- --config file <- flags <- --set ---------------------------------
+def test_flags_beat_the_config_file_and_set_beats_both(tmp_path, capsys, fake_train):
+    assert main(["config", "sac"]) == 0
+    config = tmp_path / "a.toml"
+    config.write_text(capsys.readouterr().out)  # every key: env = "Hopper-v5", seed = 1, total_steps = 1000000
+    assert main(["train", "sac", "--config", str(config), "--env", "InvertedPendulum-v5", "--total-steps", "2000",
+                 "--run-dir", str(tmp_path / "r1")]) == 0
+    train = fake_train[-1][1]["train"]
+    assert (train.env, train.total_steps, train.seed) == ("InvertedPendulum-v5", 2000, 1)
+    # the file leaves learning_starts to the env: InvertedPendulum's 1000, so a 2000-step budget is accepted
+    assert fake_train[-1][1]["agent"].learning_starts == 1000
+    err = capsys.readouterr().err
+    assert 'note: --env InvertedPendulum-v5 is used, not train.env = "Hopper-v5"' in err
+    assert "--total-steps 2000 is used, not train.total_steps = 1000000" in err
+    assert main(["train", "sac", "--config", str(config), "--seed", "3", "--set", "train.seed=5",
+                 "--run-dir", str(tmp_path / "r2")]) == 0
+    assert fake_train[-1][1]["train"].seed == 5 and fake_train[-1][1]["train"].env == "Hopper-v5"
+    assert "--set train.seed=5 is used, not --seed 3 (--set beats the flags)" in capsys.readouterr().err
+    # a value the file pins stays pinned (per-env defaults are the lowest layer)
+    config.write_text('[agent]\nlearning_starts = 500\n')
+    assert main(["train", "sac", "--config", str(config), "--env", "InvertedPendulum-v5",
+                 "--run-dir", str(tmp_path / "r3")]) == 0
+    assert fake_train[-1][1]["agent"].learning_starts == 500
+
+
+def test_help_and_config_show_the_per_env_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "sac", "--help"])
+    out = capsys.readouterr().out
+    assert "config precedence, lowest first" in out and "then --set KEY=VALUE" in " ".join(out.split())
+    assert "agent.learning_starts = 10000" in out and "1000 on InvertedPendulum-v5" in out
+    with pytest.raises(SystemExit):
+        main(["train", "sac", "--env", "InvertedPendulum-v5", "--help"])
+    out = capsys.readouterr().out
+    assert "agent.learning_starts = 1000 " in out and 'train.env = "InvertedPendulum-v5"' in out
+    assert main(["config", "sac", "--env", "InvertedPendulum-v5"]) == 0
+    on_env = tomllib.loads(capsys.readouterr().out)
+    assert on_env["agent"]["learning_starts"] == 1000 and on_env["train"]["env"] == "InvertedPendulum-v5"
+    assert main(["config", "sac"]) == 0
+    text = capsys.readouterr().out
+    assert "learning_starts" not in tomllib.loads(text)["agent"] and "# learning_starts = 10000" in text
+    assert main(["config", "hypercrl", "--env", "Hopper-v5"]) == 2
+    assert "follows from train.sequence" in capsys.readouterr().err
+
+
+def test_the_schema_cache_is_the_recipes_own(tmp_path, monkeypatch):
+    from cadence import schema
+
+    monkeypatch.setenv("CADENCE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(schema, "_MEMO", {})
+    built = schema.schema()
+    cached = list(tmp_path.glob("schema-*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text()) == built == schema.build()
+    assert set(built["algos"]) == set(cli.ALGOS)
+    assert built["algos"]["sac"]["env_defaults"]["InvertedPendulum-v5"] == {"agent": {"learning_starts": 1000}}
+    # another version of the source is another cache file: a stale one is never read
+    monkeypatch.setattr(schema, "_MEMO", {})
+    monkeypatch.setattr(schema, "source_hash", lambda: "other")
+    cached[0].rename(tmp_path / "schema-other.json")
+    (tmp_path / "schema-other.json").write_text('{"algos": {}, "teachers": []}')
+    assert schema.schema() == {"algos": {}, "teachers": []}
+
+
+def test_the_cli_answers_help_config_and_argument_errors_without_torch(tmp_path):
+    from cadence import schema
+
+    env = {**__import__("os").environ, "CADENCE_CACHE_DIR": str(tmp_path)}
+    (tmp_path / f"schema-{schema.source_hash()}.json").write_text(json.dumps(schema.build()))  # a warm cache
+    code = """
+import sys
+import cadence.cli
+heavy = lambda: [m for m in ("torch", "sklearn", "scipy", "matplotlib") if m in sys.modules]
+print("after import:", heavy())
+from cadence.cli import main
+for argv in (["train", "sac", "--help"], ["train", "sac", "--env", "InvertedPendulum-v5", "--help"],
+             ["config", "sac"], ["config", "srl", "--env", "Reacher-v5"], ["train", "sac", "--teacher", "alp-gmn"],
+             ["train", "sac", "--set", "agent.batchsize=3"], ["train", "sac", "--dataset", "x"],
+             ["train", "sac", "--bogus"], ["train", "sac", "--resume", "r", "--env", "X"], ["sweep", "--help"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print("after commands:", heavy())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "after import: []" in done.stdout and "after commands: []" in done.stdout, done.stdout + done.stderr
+    assert "did you mean alp-gmm" in done.stderr and "did you mean agent.batch_size" in done.stderr
 
 
 # --- help ----------------------------------------------------------------------------------------------------------
@@ -296,4 +385,25 @@ def _ctrl_c_run(tmp_path, monkeypatch, capsys):
     assert code == 130
     err = capsys.readouterr().err
     assert "SIGINT at step" in err and f"--resume {run}" in err and "Traceback" not in err
+    import re
+
+    stopped = int(re.search(r"SIGINT at step ([\d,]+)", err)[1].replace(",", ""))
+    # the interrupted run's FAS is labelled with the steps it trained, not its budget (400)
+    assert main(["eval", "fas", str(run), "--episodes", "1"]) == 0
+    assert json.loads((run / "fas.json").read_text())["trained_steps"] == stopped
+    assert json.loads((run / "metrics.json").read_text())["fas_logged_step"] == stopped
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/fas")] == [stopped]
+    capsys.readouterr()
     assert main(["train", "sac", "--resume", str(run), "--no-progress"]) == 0
+    assert f"resumed at step {stopped:,} of 400" in capsys.readouterr().out
+    assert (run / f"fas_at_{stopped}_steps.json").is_file()  # that sweep no longer describes the finished run
+
+
+def test_a_signal_sets_the_exit_status_shells_expect():
+    assert cli._interrupted_status("SIGTERM at step 2,087: checkpoint written") == 143
+    assert cli._interrupted_status("SIGINT at step 2,087: checkpoint written") == 130
+    assert cli._interrupted_status("interrupted before a checkpoint of the current step was written") == 130

@@ -129,3 +129,30 @@ def test_a_run_that_would_never_learn_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"total_steps=3000 is not above agent.learning_starts=10000.*never learn"):
         train("sac", sections, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_flags_sit_between_the_file_and_set(tmp_path):
+    from cadence.runs import resolve_config
+
+    path = tmp_path / "a.toml"
+    path.write_text('[train]\nenv = "Hopper-v5"\nseed = 1\n[agent]\nbatch_size = 64\n')
+    flags = {"train": {"env": "InvertedPendulum-v5", "seed": 3}}
+    cfg = resolve_config("sac", None, path, ["train.seed=5"], flags)
+    # the flag beats the file, --set beats the flag, the file beats the defaults; the env's defaults apply
+    assert (cfg["train"].env, cfg["train"].seed, cfg["agent"].batch_size) == ("InvertedPendulum-v5", 5, 64)
+    assert cfg["agent"].learning_starts == 1000
+
+
+def test_keys_are_checked_by_name_alone():
+    from cadence.config import config_key_in, render_documented_toml
+
+    names = {"train": ["seed", "env"], "agent": ["batch_size", "seed"]}
+    assert config_key_in(names, "batch_size") == ("agent", "batch_size")
+    with pytest.raises(ConfigError, match="did you mean agent.batch_size"):
+        config_key_in(names, "agent.batchsize")
+    with pytest.raises(ConfigError, match="in sections train and agent"):
+        config_key_in(names, "seed")
+    text = render_documented_toml({"agent": [("batch_size", "256", "Transitions.\nPer step."), ("x", None, "")]},
+                                  notes={"agent.batch_size": "a note"}, commented={"agent.batch_size"})
+    assert text.splitlines() == ["[agent]", "# Transitions.", "# Per step.", "# a note", "# batch_size = 256",
+                                 "# x = (unset)"]

@@ -1,4 +1,5 @@
-"""Imports point one way (DESIGN.md section 1): no module imports a layer above its own, at any depth of the code."""
+"""Imports point one way (docs/ARCHITECTURE.md, "Layers"): no module imports a layer above its own, at any depth
+of the code."""
 
 import ast
 from pathlib import Path

@@ -99,7 +99,7 @@ def test_morec_mopo_fits_a_dynamics_reward_and_filters_rollouts(hopper_data):
                                                            "agent.morec_fit_steps=60"])
     from cadence.world_models import DynamicsRewardConfig
 
-    assert DynamicsRewardConfig().history == 400 and DynamicsRewardConfig().every == 10  # DESIGN.md's ensemble
+    assert DynamicsRewardConfig().history == 400 and DynamicsRewardConfig().every == 10  # MOREC's ensemble
     state = train("mopo", sections, hopper_data / "morec")
     assert state.step == 60
     saved = load_checkpoint(hopper_data / "morec", "dynamics_reward.pt")

@@ -21,13 +21,18 @@ def write_run(root, name, algo="sac", env="InvertedPendulum-v5", seed=1, evals=(
     return run
 
 
+T95_2, T95_1 = 4.302652729911275, 12.706204736174698  # Student's t 0.975 quantiles, 2 and 1 degrees of freedom
+
+
 def test_mean_band_against_hand_computed_values():
     mean, low, high, n = mean_band([[1.0, 10.0], [3.0, 20.0], [5.0, 60.0]])
-    # column 0: mean 3, sample std 2, sem 2/sqrt(3); column 1: mean 30, std sqrt(700)
+    # column 0: mean 3, sample std 2, sem 2/sqrt(3); column 1: mean 30, std sqrt(700); 3 seeds: t with 2 dof
     np.testing.assert_allclose(mean, [3.0, 30.0])
-    np.testing.assert_allclose(high - mean, [1.96 * 2 / np.sqrt(3), 1.96 * np.sqrt(700) / np.sqrt(3)])
+    np.testing.assert_allclose(high - mean, [T95_2 * 2 / np.sqrt(3), T95_2 * np.sqrt(700) / np.sqrt(3)])
     np.testing.assert_allclose(mean - low, high - mean)
     assert n.tolist() == [3, 3]
+    _, _, normal, _ = mean_band([[1.0], [3.0], [5.0]], z=1.96)  # the normal approximation, when asked for
+    np.testing.assert_allclose(normal - 3.0, [1.96 * 2 / np.sqrt(3)])
 
 
 def test_mean_band_with_one_run_and_missing_points():
@@ -35,7 +40,7 @@ def test_mean_band_with_one_run_and_missing_points():
     assert mean.tolist() == low.tolist() == high.tolist() == [2.0, 4.0] and n.tolist() == [1, 1]
     mean, low, high, n = mean_band([[1.0, 5.0], [3.0, np.nan]])  # second run stops early
     np.testing.assert_allclose(mean, [2.0, 5.0])
-    np.testing.assert_allclose(high, [2.0 + 1.96 * np.sqrt(2) / np.sqrt(2), 5.0])
+    np.testing.assert_allclose(high, [2.0 + T95_1 * np.sqrt(2) / np.sqrt(2), 5.0])
     assert n.tolist() == [2, 1]
     with pytest.raises(ValueError, match="at least one run"):
         mean_band([[np.nan]])
@@ -48,6 +53,32 @@ def test_align_runs_interpolates_each_run_inside_its_span_only():
     np.testing.assert_array_equal(ys, [[1.0, 1.5, 2.0, np.nan], [3.0, 4.0, 5.0, 7.0]])
     with pytest.raises(ValueError, match="at least one"):
         align_runs([[]])
+
+
+def test_seeds_evaluated_a_few_steps_apart_share_points_and_end_without_a_hook():
+    # SAC-8 seeds: each evaluation a few steps past the schedule, by seed
+    a = [(1000, 10.0), (2003, 20.0), (3001, 30.0)]
+    b = [(1004, 12.0), (2000, 22.0), (3006, 90.0)]
+    xs, ys = align_runs([a, b])
+    np.testing.assert_allclose(xs, [1002.0, 2001.5, 3003.5])
+    np.testing.assert_array_equal(ys, [[10.0, 20.0, 30.0], [12.0, 22.0, 90.0]])  # every point holds both seeds
+    # runs on different schedules: the last point only one run reaches, a step past the others, is left out
+    xs, ys = align_runs([[(0, 1.0), (1000, 2.0), (2000, 3.0)], [(0, 1.0), (500, 2.0), (1000, 3.0), (1500, 4.0),
+                                                                 (2003, 9.0)]])
+    assert xs.tolist() == [0, 500, 1000, 1500, 2000] and not np.isnan(ys).any()
+
+
+def test_bands_are_clipped_to_the_values_the_runs_reached(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    seen = []
+    original = matplotlib.axes.Axes.fill_between
+    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between",
+                        lambda self, x, low, high, **kw: seen.append((low, high)) or original(self, x, low, high, **kw))
+    runs = [[(0, 0.0), (10, 1000.0)], [(0, 40.0), (10, 1000.0)], [(0, 5.0), (10, 960.0)]]  # an InvertedPendulum
+    plot_curves({"SRL-8": runs}, tmp_path / "c.png")
+    low, high = seen[0]
+    assert low.min() >= 0.0 and high.max() <= 1000.0  # mean ± t·SEM alone would pass 1000 and fall below 0
 
 
 def test_bar_labels_are_readable():
@@ -109,6 +140,8 @@ def test_every_band_is_named(figures):
     title, labels = legend_text(figures[-1])
     assert "±1 std over 3 episodes" in title and labels == ["SAC (FAS 0.010)"]
     assert "3 episodes per ASL" in figures[-1].axes[0].get_title()
+    plot_fas({"SAC": res}, "unused.png", partial=True)  # part of the paper's grid: no FAS, and the legend says so
+    assert legend_text(figures[-1])[1] == ["SAC (partial-grid score 0.010)"]
     plot_fas({"SAC": res}, "unused.png", episodes=10)
     assert "±1 std over 10 episodes" in legend_text(figures[-1])[0]
     seeds = FASResult("InvertedPendulum-v5", [1, 2], [[10.0, 20.0], [5.0, 7.0]], 0.01, 1000.0, 0.0)
@@ -119,8 +152,8 @@ def test_every_band_is_named(figures):
     plot_curves({"A": [[(0, 1.0), (1, 2.0)], [(0, 3.0), (1, 4.0)]], "B": [[(0, 1.0), (1, 1.0)]]}, "unused.png",
                 hline=1000.0)
     title, labels = legend_text(figures[-1])
-    assert "1.96·SEM" in title
-    assert labels == ["A: mean ± 95% CI over 2 seeds", "B (1 seed)", "target 1,000"]
+    assert "95% t-interval" in title and "clipped" in title
+    assert labels == ["A: mean ± 95% t-interval, n = 2 seeds", "B (1 seed)", "target 1,000"]
 
 
 def test_plot_runs_groups_run_folders(tmp_path, monkeypatch):

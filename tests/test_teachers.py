@@ -1,5 +1,6 @@
-"""Curriculum teachers (DESIGN.md section 3): ALP, the GMM refit schedule and model choice, RIAC's split rule,
-Covar-GMM's preference, bounds, exact state round trips, settings from a config and bad input."""
+"""Curriculum teachers (docs/ARCHITECTURE.md, "ALP-GMM and other teachers"): ALP, the GMM refit schedule and
+model choice, RIAC's split rule, Covar-GMM's preference, bounds, exact state round trips, settings from a config
+and bad input."""
 
 
 import numpy as np

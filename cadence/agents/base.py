@@ -54,6 +54,9 @@ class Agent(Protocol):
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on ``batch``; returns named metrics."""
 
+    def update_tensors(self, batch: Batch) -> dict[str, torch.Tensor | float]:
+        """:meth:`update`, its metrics left as 0-dim device tensors where it can (no host sync per step)."""
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training (networks, optimisers, counters)."""
 
@@ -70,6 +73,10 @@ class AgentBase:
     algo: ClassVar[str] = ""
     stores_primitive: ClassVar[bool] = False
     supports_bf16_mixed: ClassVar[bool] = False
+
+    def update_tensors(self, batch: Batch) -> dict[str, torch.Tensor | float]:
+        """Agents that keep no metrics on a device return :meth:`update`'s floats."""
+        return self.update(batch)  # type: ignore[attr-defined]
 
 
 @runtime_checkable

@@ -2,7 +2,7 @@
 
 :class:`ContinualModelBased` learns a dynamics model task after task and controls by planning through it
 (:class:`~cadence.agents.planning.CEMPlanner`). The ``strategy`` says how the model keeps earlier tasks
-(DESIGN.md section 3, HyperCRL):
+(docs/ARCHITECTURE.md, "HyperCRL"):
 
 * ``hypercrl``: a :class:`~cadence.world_models.hyper.HyperDynamics` with one embedding per task, regularised
   towards its own outputs for earlier tasks; trains on the current task's data only;

@@ -1,6 +1,7 @@
 """MOPO: SAC on real data mixed with short model rollouts whose rewards are penalised by model uncertainty
 (Yu et al., NeurIPS 2020). With ``morec`` on, MOREC's transition filter chooses each model step and ends
-rollouts whose dynamics reward falls below its threshold, so much longer rollouts are usable (DESIGN.md 3).
+rollouts whose dynamics reward falls below its threshold, so much longer rollouts are usable
+(docs/ARCHITECTURE.md, "MOPO, MOBILE and MOREC").
 
 The agent is SAC; what makes it MOPO is the data it learns from, produced by
 :func:`cadence.loops.offline.train_offline`, and the penalty it asks that loop to apply to rollout rewards.
@@ -16,8 +17,8 @@ from cadence.config import check, check_positive
 from cadence.world_models.base import DynamicsModel
 from cadence.world_models.rollout import mopo_penalty
 
-#: MOPO's penalty coefficient per data-set family (DESIGN.md, MOREC section: HalfCheetah 0.5, Hopper 10-15,
-#: Walker 0.25-1.0)
+#: MOPO's penalty coefficient per data-set family, as MOREC ran it (Luo et al., arXiv 2310.05422; docs/ARCHITECTURE.md,
+#: "MOPO, MOBILE and MOREC": HalfCheetah 0.5, Hopper 10-15, Walker 0.25-1.0)
 PENALTY_BY_FAMILY = {"halfcheetah": 0.5, "hopper": 10.0, "walker2d": 0.5}
 
 

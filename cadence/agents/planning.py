@@ -23,7 +23,7 @@ from cadence.world_models.base import DynamicsModel, frozen_weights
 
 @dataclass(frozen=True)
 class CEMConfig:
-    """Cross-entropy-method settings; defaults are HyperCRL's Half-Cheetah planner (DESIGN.md)."""
+    """Cross-entropy-method settings; defaults are HyperCRL's Half-Cheetah planner (Huang et al., arXiv 2009.11997)."""
 
     horizon: int = 30
     """Planning horizon in primitive steps (extended to the ASL when that is longer)."""

@@ -7,6 +7,7 @@ each action J times and SAC learns on the resulting decision-level transitions.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from gymnasium import spaces
 from torch import nn
 
 from cadence.agents.base import AgentBase
+from cadence.agents.graphs import GraphedUpdate, Metrics, load_optimizer_in_place, metric_floats
 from cadence.config import check, check_positive, check_widths
 from cadence.nn import EnsembleMLP, adam, gather_state, mlp, optimizer_step, restore_state, soft_update
 from cadence.replay import Batch
@@ -26,7 +28,7 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 @dataclass(frozen=True)
 class SoftActorCriticConfig:
-    """Settings shared by the soft actor-critic learners (SAC, SAC-J, SRL); defaults follow DESIGN.md."""
+    """Settings shared by the soft actor-critic learners (SAC, SAC-J, SRL); defaults: docs/ARCHITECTURE.md, "SAC"."""
 
     hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of each critic (and of SAC's actor)."""
@@ -54,6 +56,9 @@ class SoftActorCriticConfig:
     """Env steps of uniform random actions before learning starts."""
     gradient_steps: int = 1
     """Gradient steps per stored transition."""
+    cuda_graphs: bool = False
+    """Run each gradient update as one replayed CUDA graph (train.device=cuda): far fewer kernel launches, same
+    numbers. If capture fails the updates run eagerly, with one warning; on a CPU they are eager too."""
 
     def __post_init__(self) -> None:
         check_widths(self, "hidden_sizes")
@@ -63,6 +68,7 @@ class SoftActorCriticConfig:
         check(0.0 < self.tau <= 1.0, "tau", self.tau, "in (0, 1]")
         check(self.num_critics >= 2, "num_critics", self.num_critics, ">= 2")
         check(self.learning_starts >= 0, "learning_starts", self.learning_starts, ">= 0")
+        check(isinstance(self.cuda_graphs, bool), "cuda_graphs", self.cuda_graphs, "true or false")
 
 
 @dataclass(frozen=True)
@@ -126,16 +132,21 @@ class EnsembleCritic(nn.Module):
 
 
 class SoftActorCriticAgent(AgentBase):
-    """What every soft actor-critic learner shares: the temperature and checkpoint persistence.
+    """What every soft actor-critic learner shares: the temperature, the update's eager and graphed paths, and
+    checkpoint persistence.
 
-    Subclasses set ``PARTS`` (modules and optimisers saved in full checkpoints) and own
-    ``actor``, ``log_alpha`` and ``updates``; deployment checkpoints keep the actor alone.
+    Subclasses set ``PARTS`` (modules and optimisers saved in full checkpoints), own ``actor``, ``log_alpha`` and
+    ``updates``, implement :meth:`update_step` and call :meth:`init_graphs` at the end of ``__init__``;
+    deployment checkpoints keep the actor alone.
     """
 
     PARTS: tuple[str, ...] = ()
+    config: SoftActorCriticConfig
+    device: torch.device
     log_alpha: torch.Tensor
     target_entropy: float
     updates: int
+    graphed: GraphedUpdate | None = None
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -145,6 +156,45 @@ class SoftActorCriticAgent(AgentBase):
         """L = -E[log(alpha) (log pi(a|s) + target_entropy)] over every sampled action."""
         return -(self.log_alpha * (logp + self.target_entropy)).mean()
 
+    # --- update --------------------------------------------------------------------------------------
+    def init_graphs(self) -> None:
+        """Set up graphed updates when ``config.cuda_graphs`` asks for them (captured at the first update)."""
+        if not self.config.cuda_graphs:
+            return
+        if self.device.type != "cuda":
+            warnings.warn(f"agent.cuda_graphs needs a CUDA device: {self.algo} on {self.device} updates eagerly",
+                          RuntimeWarning, stacklevel=3)
+            return
+        self.graphed = self.make_graphed()
+
+    def make_graphed(self) -> GraphedUpdate:
+        """The graphed form of :meth:`update_step`: it changes the ``PARTS`` and log alpha."""
+        parts = [getattr(self, name) for name in self.PARTS]
+        return GraphedUpdate(self.update_step, [p for p in parts if isinstance(p, nn.Module)],
+                             [p for p in parts if isinstance(p, torch.optim.Optimizer)], [self.log_alpha],
+                             self.device, self.algo)
+
+    def update_step(self, batch: Batch) -> Metrics:
+        """One whole gradient step, metrics as 0-dim device tensors; no host syncs, so it can be captured."""
+        raise NotImplementedError
+
+    def before_update(self, batch: Batch) -> None:
+        """Host-side preparation outside the captured step (SRL fits its model's input normaliser here)."""
+
+    def update_tensors(self, batch: Batch) -> Metrics:
+        """One gradient step (a graph replay when captured), its metrics left on the device: no host sync."""
+        self.before_update(batch)
+        metrics = self.graphed(batch) if self.graphed is not None else None
+        if metrics is None:
+            metrics = self.update_step(batch)
+        self.updates += 1
+        return metrics
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step; its metrics as floats (one host sync)."""
+        return metric_floats(self.update_tensors(batch))
+
+    # --- persistence ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {**gather_state(self, self.PARTS), "log_alpha": self.log_alpha.detach().clone(), "updates": self.updates}
 
@@ -152,7 +202,14 @@ class SoftActorCriticAgent(AgentBase):
         if "critic" not in state:  # a deployment checkpoint: the actor alone
             restore_state(self, state, ("actor",))
             return
-        restore_state(self, state, self.PARTS)
+        if self.graphed is not None and self.graphed.captured:
+            # captured graphs read these tensors: modules load in place; optimiser states must too
+            optimizers = [n for n in self.PARTS if isinstance(getattr(self, n), torch.optim.Optimizer)]
+            restore_state(self, state, tuple(n for n in self.PARTS if n not in optimizers))
+            if not all([load_optimizer_in_place(getattr(self, n), state[n]) for n in optimizers]):
+                self.graphed.invalidate()  # other learning rates: the graphs baked the old ones in
+        else:
+            restore_state(self, state, self.PARTS)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.updates = int(state["updates"])
@@ -194,6 +251,7 @@ class SAC(SoftActorCriticAgent):
         self.critic_optimizer = adam(self.critic.parameters(), config.critic_lr)
         self.alpha_optimizer = adam([self.log_alpha], config.alpha_lr)
         self.updates = 0
+        self.init_graphs()
 
     # --- acting --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -209,7 +267,7 @@ class SAC(SoftActorCriticAgent):
         return np.repeat(self.act(obs, deterministic)[..., None, :], length, axis=-2)
 
     # --- losses --------------------------------------------------------------------------------------
-    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         """Soft Bellman error summed over critics:
 
         y = r + gamma (1 - terminated) (min_k Q'_k(s', a') - alpha log pi(a'|s')),  a' ~ pi(.|s')
@@ -222,7 +280,7 @@ class SAC(SoftActorCriticAgent):
             target = batch["reward"] + self.config.gamma * not_done * (next_q - self.alpha * next_logp)
         q = self.critic(batch["obs"], batch["action"])
         loss = 0.5 * ((q - target) ** 2).mean(dim=1).sum()
-        return loss, {"critic_loss": loss.item(), "q_mean": q.mean().item()}
+        return loss, {"critic_loss": loss.detach(), "q_mean": q.detach().mean()}
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """L = E_s[alpha log pi(a|s) - min_k Q_k(s, a)],  a ~ pi(.|s) reparameterised.
@@ -236,7 +294,7 @@ class SAC(SoftActorCriticAgent):
         return (self.alpha * logp - q).mean(), logp.detach()
 
     # --- update --------------------------------------------------------------------------------------
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update_step(self, batch: Batch) -> Metrics:
         """One gradient step on critics, actor and temperature, then a Polyak target update."""
         critic_loss, metrics = self.critic_loss(batch)
         optimizer_step(self.critic_optimizer, critic_loss)
@@ -247,11 +305,10 @@ class SAC(SoftActorCriticAgent):
         if self.config.autotune_alpha:
             alpha_loss = self.alpha_loss(logp)
             optimizer_step(self.alpha_optimizer, alpha_loss)
-            metrics["alpha_loss"] = alpha_loss.item()
+            metrics["alpha_loss"] = alpha_loss.detach()
 
         soft_update(self.critic_target, self.critic, self.config.tau)
-        self.updates += 1
-        metrics.update(actor_loss=actor_loss.item(), alpha=self.alpha.item(), entropy=-logp.mean().item())
+        metrics.update(actor_loss=actor_loss.detach(), alpha=self.alpha, entropy=-logp.mean())
         return metrics
 
     #: modules and optimisers saved in full checkpoints

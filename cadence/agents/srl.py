@@ -1,4 +1,4 @@
-"""Sequence Reinforcement Learning (Patel & Siegelmann, ICLR 2025; DESIGN.md section 3).
+"""Sequence Reinforcement Learning (Patel & Siegelmann, ICLR 2025; docs/ARCHITECTURE.md, "SRL and FAS").
 
 Three parts at two time scales:
 
@@ -22,16 +22,18 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from cadence.agents.graphs import Metrics
 from cadence.agents.sac import EnsembleCritic, SoftActorCriticAgent, SoftActorCriticConfig, squashed_gaussian
 from cadence.config import check, check_positive
 from cadence.nn import adam, mlp, optimizer_step, soft_update
 from cadence.replay import Batch
 from cadence.world_models import EnsembleConfig, GaussianEnsemble
+from cadence.world_models.ensemble import gaussian_nll, logvar_bound_penalty
 
 
 @dataclass(frozen=True)
 class SRLConfig(SoftActorCriticConfig):
-    """Hyperparameters of SRL; the soft actor-critic parts are SAC's (DESIGN.md section 3)."""
+    """Hyperparameters of SRL; the soft actor-critic parts are SAC's (docs/ARCHITECTURE.md, "SAC")."""
 
     sequence_length: int = 8
     """J: primitive actions decided per state during training (SRL-J)."""
@@ -134,6 +136,7 @@ class SRL(SoftActorCriticAgent):
         self.alpha_optimizer = adam([self.log_alpha], config.alpha_lr)
         self.model_optimizer = adam(self.model.parameters(), config.model_lr, weight_decay=1e-5)
         self.updates = 0
+        self.init_graphs()
 
     # --- acting (model-free) -------------------------------------------------------------------------
     @torch.no_grad()
@@ -149,7 +152,7 @@ class SRL(SoftActorCriticAgent):
         return actions.reshape(*np.shape(obs)[:-1], -1)
 
     # --- losses --------------------------------------------------------------------------------------
-    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         """SAC's soft Bellman error on real primitive transitions; a' is the actor's first action at s'.
 
         y = r + gamma (1 - terminated) (min_k Q'_k(s', a') - alpha log pi(a'|s'))
@@ -161,7 +164,7 @@ class SRL(SoftActorCriticAgent):
             target = batch["reward"] + self.config.gamma * not_done * (next_q - self.alpha * next_logp[:, 0])
         q = self.critic(batch["obs"], batch["action"])
         loss = 0.5 * ((q - target) ** 2).mean(dim=1).sum()
-        return loss, {"critic_loss": loss.item(), "q_mean": q.mean().item()}
+        return loss, {"critic_loss": loss.detach(), "q_mean": q.detach().mean()}
 
     def recall_states(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Temporal recall: s_hat_0 = s, s_hat_{i+1} = model(s_hat_i, a_i); returns ``[B, J, obs_dim]``."""
@@ -190,15 +193,24 @@ class SRL(SoftActorCriticAgent):
         self.critic.requires_grad_(True)
         return (self.alpha * logp - q.reshape(logp.shape)).mean()
 
-    def model_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Gaussian NLL of the dynamics ensemble on real primitive transitions."""
+    def model_loss(self, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        """Gaussian NLL of the dynamics ensemble on real primitive transitions (``GaussianEnsemble.loss``, with its
+        metrics left on the device)."""
+        self.before_update(batch)
+        target = self.model.targets(batch)
+        mean, logvar = self.model(batch["obs"], batch["action"])
+        nll = gaussian_nll(mean, logvar, target)
+        loss = nll.sum() + logvar_bound_penalty(self.model.min_logvar, self.model.max_logvar)
+        return loss, {"model/nll": nll.detach().mean(), "model/mse": ((mean.detach() - target) ** 2).mean()}
+
+    # --- update --------------------------------------------------------------------------------------
+    def before_update(self, batch: Batch) -> None:
+        """The model's input normaliser is fixed from the first batch (on the host side: it is not captured)."""
         if not self.model_ready:
             self.model.set_normalizer(batch["obs"], batch["action"])
             self.model_ready = True
-        return self.model.loss(batch)
 
-    # --- update --------------------------------------------------------------------------------------
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update_step(self, batch: Batch) -> Metrics:
         """One step each on model, critics, sequence actor and temperature, then the target update."""
         model_loss, metrics = self.model_loss(batch)
         optimizer_step(self.model_optimizer, model_loss)
@@ -213,10 +225,9 @@ class SRL(SoftActorCriticAgent):
         optimizer_step(self.alpha_optimizer, alpha_loss)
 
         soft_update(self.critic_target, self.critic, self.config.tau)
-        self.updates += 1
         metrics.update(critic_metrics)
-        metrics.update(actor_loss=actor_loss.item(), alpha_loss=alpha_loss.item(), alpha=self.alpha.item(),
-                       entropy=-logp.mean().item())
+        metrics.update(actor_loss=actor_loss.detach(), alpha_loss=alpha_loss.detach(), alpha=self.alpha,
+                       entropy=-logp.mean())
         return metrics
 
     #: modules and optimisers saved in full checkpoints (the model too; deployment keeps the actor alone)

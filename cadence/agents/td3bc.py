@@ -32,7 +32,7 @@ MIN_OBS_STD = 1e-3
 
 @dataclass(frozen=True)
 class TD3BCConfig:
-    """Hyperparameters of TD3+BC; defaults follow the paper (DESIGN.md)."""
+    """Hyperparameters of TD3+BC; defaults follow the paper (Fujimoto & Gu, arXiv 2106.06860)."""
 
     hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the actor and of each critic."""

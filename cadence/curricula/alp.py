@@ -1,4 +1,5 @@
-"""Absolute learning progress of a new (task, return) against the nearest earlier task (ALP-GMM, DESIGN.md 3).
+"""Absolute learning progress of a new (task, return) against the nearest earlier task (ALP-GMM, Portelas et al.,
+arXiv 1910.07224).
 
 ALP = |r − r_nn|, with r_nn the return of the nearest earlier task: how much the student's competence changed
 around that task since it was last tried there. As in the reference code (``EmpiricalALPComputer.compute_alp`` in

@@ -1,4 +1,4 @@
-"""ALP-GMM (Portelas et al. 2019, DESIGN.md section 3): sample tasks where absolute learning progress is high.
+"""ALP-GMM (Portelas et al., arXiv 1910.07224, CoRL 2019): sample tasks where absolute learning progress is high.
 
 Each new (task p, normalised return r) gets ALP = |r − r_nn| against the nearest earlier task
 (:class:`~cadence.curricula.alp.NearestNeighbourALP`, distances measured in the unit cube; 0 until

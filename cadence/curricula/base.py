@@ -1,6 +1,6 @@
 """The ``Teacher`` base class: a curriculum that proposes task parameters in a box and learns from returns.
 
-A teacher sees task parameters and episode returns only, never agents (DESIGN.md section 1). The loop asks it
+A teacher sees task parameters and episode returns only, never agents (docs/ARCHITECTURE.md, "Layers"). The loop asks it
 for the next task with :meth:`Teacher.sample`, runs an episode, and reports back with :meth:`Teacher.update`.
 
 State (:meth:`Teacher.state_dict`) holds plain values and ``torch`` tensors only, so a checkpoint bundle that
@@ -87,8 +87,9 @@ class Teacher(ABC):
     :param high: upper bounds, same shape, strictly above ``low``.
     :param seed: seed of the teacher's own ``numpy.random.Generator`` (its state is in :meth:`state_dict`).
     :param reward_range: ``(r_min, r_max)``: returns are mapped to ``(r - r_min) / (r_max - r_min)`` and clipped
-        to [0, 1] before the teacher compares them (DESIGN.md section 3). Required by teachers that compare
-        returns across tasks (ALP-GMM, RIAC, Covar-GMM); :attr:`history` keeps the raw returns.
+        to [0, 1] before the teacher compares them (docs/ARCHITECTURE.md, "ALP-GMM and other teachers").
+        Required by teachers that compare returns across tasks (ALP-GMM, RIAC, Covar-GMM); :attr:`history` keeps
+        the raw returns.
     """
 
     #: registry name; also stored in the state, so one teacher's state is never loaded into another

@@ -1,4 +1,5 @@
-"""Covar-GMM (Moulin-Frier et al. 2014, as run by Portelas et al. 2019; DESIGN.md section 3).
+"""Covar-GMM (Moulin-Frier et al. 2014, as run by Portelas et al. 2019; docs/ARCHITECTURE.md,
+"ALP-GMM and other teachers").
 
 A mixture is fitted on [p, time, r] over the last ``fit_every`` episodes, where p is in the unit cube, r is the
 normalised return and time is the episode's position in that window, i / fit_every in [0, 1). A component's

@@ -4,7 +4,7 @@ Both teachers, after ``bootstrap`` uniform episodes and then every ``fit_every``
 mixtures with k in ``k_range`` on a table built from the last ``fit_every`` episodes, keep the one with the lowest
 ``criterion`` (AIC by default, as the reference; BIC or AICc on request), and then sample: with probability
 ``random_share`` uniformly, else a component ∝ its *interest* (the subclass decides what that is) and the task
-part of a draw from it, clipped to the box (DESIGN.md section 3).
+part of a draw from it, clipped to the box (docs/ARCHITECTURE.md, "ALP-GMM and other teachers").
 
 Task parameters enter the table mapped to [0, 1]^dim; the reference code (flowersteam/teachDeepRL) fits them in
 raw task units instead. A per-dimension rescaling leaves the mixture model itself unchanged (the maximum-likelihood

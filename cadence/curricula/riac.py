@@ -1,5 +1,6 @@
-"""RIAC (Baranes & Oudeyer 2009, as run by Portelas et al. 2019; DESIGN.md section 3): split the task space
-into regions where learning progress differs, and sample regions ∝ their progress.
+"""RIAC (Baranes & Oudeyer 2009, as run by Portelas et al. 2019;
+docs/ARCHITECTURE.md, "ALP-GMM and other teachers"): split the task space into regions where learning progress
+differs, and sample regions ∝ their progress.
 
 Every region (a box of the unit cube, see Units below) keeps the last ``max_region_size + 1`` (task, normalised
 return) pairs that fell in it, in order. Its ALP is |mean of the older half − mean of the newer half| of its last

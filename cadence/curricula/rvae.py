@@ -1,6 +1,6 @@
 """CLUTR's stage 1: a recurrent VAE over maze-layout token sequences, trained unsupervised and then frozen.
 
-Architecture as in CLUTR (Azad et al., ICML 2023; DESIGN.md section 3; repository clutr/clutr):
+Architecture as in CLUTR (Azad et al., ICML 2023; repository clutr/clutr; docs/ARCHITECTURE.md, "CLUTR"):
 
 * token embedding -> bidirectional LSTM encoder (600 units per direction, as the authors' code) -> linear heads for
   the mean and log-variance of a 64-d Gaussian;
@@ -191,7 +191,7 @@ def token_accuracy(model: LayoutRVAE, layouts: Sequence[MazeLayout]) -> float:
     return float(((decoded == tokens) & mask).sum() / mask.sum())
 
 
-#: a CPU-sized RVAE (DESIGN's latent size and bound, narrower LSTMs): what ``--teacher clutr`` trains on first use;
+#: a CPU-sized RVAE (the paper's latent size and bound, narrower LSTMs): what ``--teacher clutr`` trains on first use;
 #: on 5x5 layouts it reconstructs 99% of held-out tokens after its 2000 steps (measured: benchmarks/curricula.py)
 CPU_RVAE = {"embed_dim": 32, "encoder_hidden": 64, "decoder_hidden": 128, "decoder_layers": 1, "latent_dim": 64,
             "latent_bound": 4.0}

@@ -1,6 +1,6 @@
 """Decision-frequency control: an agent decides once every ``J`` primitive steps.
 
-Two modes (DESIGN.md section 2):
+Two modes (docs/ARCHITECTURE.md, "Decision interval"):
 
 * repeat: the agent's single action is applied ``J`` times;
 * sequence: the action space is ``Box(J * act_dim)`` and the ``J`` actions run open loop.

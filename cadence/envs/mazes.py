@@ -3,8 +3,8 @@
 A :class:`MazeLayout` is an ``H x W`` interior grid (surrounded by walls that are not part of the layout) with
 obstacle cells, one goal cell and one agent start cell. Cells are numbered row-major, ``cell = row * W + col``.
 
-**Tokens** (:class:`LayoutCodec`), as in CLUTR (Azad et al., ICML 2023; DESIGN.md section 3): the sorted obstacle
-cells, then the goal, then the agent, then ``END``, padded with ``PAD`` to a fixed length
+**Tokens** (:class:`LayoutCodec`), as in CLUTR (Azad et al., ICML 2023; docs/ARCHITECTURE.md, "CLUTR"): the
+sorted obstacle cells, then the goal, then the agent, then ``END``, padded with ``PAD`` to a fixed length
 ``max_obstacles + 3``. The vocabulary is
 
 * ``PAD = 0``: after ``END`` only;

@@ -4,7 +4,7 @@ A run trains tasks 0..T-1 in order. ``p[i, j]`` is the performance on task j mea
 (the matrix; NaN where not measured), and the history holds every evaluation row with its global step: periodic
 rows measured inside a task (for the stability gap and live curves) and the task-end rows themselves.
 
-Sources (DESIGN.md section 3 "Continual metrics", and "LIBERO"):
+Sources (docs/ARCHITECTURE.md, "Continual metrics"):
 
 - Continual World, Wołczyk et al., arXiv 2105.10919: average performance, forgetting, forward transfer;
 - Chaudhry et al., arXiv 1801.10112 (RWalk): forgetting as the best earlier performance minus the final one;

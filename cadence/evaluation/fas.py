@@ -1,4 +1,4 @@
-"""Frequency-Averaged Score (Patel & Siegelmann, ICLR 2025; DESIGN.md section 3).
+"""Frequency-Averaged Score (Patel & Siegelmann, arXiv 2410.08979, ICLR 2025; docs/ARCHITECTURE.md, "SRL and FAS").
 
 An agent decides once from a state and its next ``ASL`` actions run open loop. FAS is the area
 under mean return against ASL, normalised by R_max and the largest ASL:
@@ -178,6 +178,7 @@ def fas_sweep_batched(
     batch_policy: bool = True,
     backend: str = "rollout",
     threads: int | None = None,
+    physics_device: str | None = None,
 ) -> FASResult:
     """:func:`fas_sweep` with every (ASL, episode) pair as one world of a :class:`BatchedEnv`.
 
@@ -187,11 +188,13 @@ def fas_sweep_batched(
     (see :func:`cadence.envs.batched.episodes.batched_returns`). A torch network's float32 output for a batch
     differs from its one-row output by ~1e-6, and a closed-loop task such as Hopper can amplify that over
     hundreds of steps; ``batch_policy=False`` reproduces the sequential loop's returns exactly, more slowly.
+    ``backend="warp"`` runs the worlds in MuJoCo Warp on ``physics_device`` (``cuda`` for a GPU; default Warp's CPU
+    device), in float32: returns agree with rollout's to float32 rounding amplified by each task's dynamics.
     """
     from cadence.envs.batched.episodes import batched_returns
 
     grid, r_max, shift = _sweep_settings(env_id, asl_grid, episodes, r_max, shift)
     seeds = [seed + e for _ in grid for e in range(episodes)]
     returns = batched_returns(env_id, act_sequence, seeds, np.repeat(grid, episodes), batch_policy=batch_policy,
-                              backend=backend, threads=threads)
+                              backend=backend, threads=threads, physics_device=physics_device)
     return _result(env_id, grid, returns.reshape(len(grid), episodes).tolist(), r_max, shift)

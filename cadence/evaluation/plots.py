@@ -1,9 +1,10 @@
 """Plots written next to results: return against ASL, learning curves, bars, run folders side by side, and the
 continual-learning matrix and per-task curves.
 
-Every shaded band is named in the legend (or the legend's title): ±1 std over a FAS sweep's episodes, or
-mean ± 1.96·SEM over seeds for learning curves (a normal-approximation 95% confidence interval; with few
-seeds the t-interval is wider, e.g. 2.2x for 3 seeds).
+Every shaded band is named in the legend (or the legend's title): ±1 std over a FAS sweep's episodes, or for
+curves over seeds the 95% Student-t interval of the mean, mean ± t(0.975, n−1)·SEM with n the seeds at each point
+(the normal approximation's 1.96 would be 2.2x too narrow for 3 seeds). Bands are clipped to the values the runs
+reached: a mean's interval never shows returns no run could have.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from cadence.evaluation.continual import ContinualEvaluation
 from cadence.evaluation.fas import FASResult
 from cadence.io import atomic_write, read_json
 
-#: z of a two-sided 95% interval under the normal approximation: the band is mean ± Z95·SEM.
+#: z of a two-sided 95% interval under the normal approximation (``mean_band(z=Z95)``; the default is Student's t)
 Z95 = 1.96
 #: what the confidence band is, for legends
-CI_NOTE = "mean ± 1.96·SEM"
+CI_NOTE = "95% t-interval of the mean, mean ± t·SEM"
 #: legends go below the axes, where they hide no data
 BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "frameon": False}
 #: run-folder fields that :func:`plot_runs` can group by
@@ -69,11 +70,20 @@ def _readable_ticks(ax: plt.Axes) -> None:
         axis.set_major_formatter(matplotlib.ticker.FuncFormatter(_tick))
 
 
-def mean_band(values: Sequence[Sequence[float]] | np.ndarray, z: float = Z95
+def t95(dof: np.ndarray | int) -> np.ndarray:
+    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom (NaN where ``dof`` < 1)."""
+    from scipy.stats import t
+
+    dof = np.asarray(dof, dtype=np.float64)
+    return np.where(dof >= 1, t.ppf(0.975, np.maximum(dof, 1)), np.nan)
+
+
+def mean_band(values: Sequence[Sequence[float]] | np.ndarray, z: float | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and confidence band over runs: ``values[run, point]`` (NaN where a run has no point) ->
-    ``(mean, low, high, n)`` per point, with ``low, high = mean ∓ z·std/sqrt(n)`` (sample std, ddof 1) and ``n``
-    the runs with a value there. Where ``n < 2`` the band is the mean itself."""
+    """Mean and 95% confidence band over runs: ``values[run, point]`` (NaN where a run has no point) ->
+    ``(mean, low, high, n)`` per point, with ``low, high = mean ∓ q·std/sqrt(n)`` (sample std, ddof 1), ``n`` the
+    runs with a value there and ``q`` Student's t quantile for ``n - 1`` degrees of freedom (``z`` instead, if
+    given: the normal approximation). Where ``n < 2`` the band is the mean itself."""
     values = np.atleast_2d(np.asarray(values, dtype=np.float64))
     n = np.sum(~np.isnan(values), axis=0)
     if np.any(n == 0):
@@ -81,21 +91,39 @@ def mean_band(values: Sequence[Sequence[float]] | np.ndarray, z: float = Z95
     mean = np.nansum(values, axis=0) / n
     dev = np.where(np.isnan(values), 0.0, values - mean)
     std = np.sqrt(np.sum(dev ** 2, axis=0) / np.maximum(n - 1, 1))
-    half = np.where(n >= 2, z * std / np.sqrt(n), 0.0)
+    q = np.full(n.shape, z, dtype=np.float64) if z is not None else t95(n - 1)
+    half = np.where(n >= 2, np.nan_to_num(q) * std / np.sqrt(n), 0.0)
     return mean, mean - half, mean + half, n
 
 
 def align_runs(runs: Sequence[Sequence[Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
-    """Runs of ``(x, y)`` points -> the sorted union of their x and ``y[run, x]``: a run's own points, linearly
-    interpolated at the other runs' x inside its own span, NaN outside it. Runs evaluated at slightly different
-    steps (an agent that acts J steps at a time stops at 4003, not 4000) so share every point of the curve."""
+    """Runs of ``(x, y)`` points -> shared x and ``y[run, x]``.
+
+    Runs evaluated at nearly the same x (an agent acting J steps at a time evaluates at 4003 rather than 4000, and
+    seeds differ by a few steps) share one point per evaluation: with equally many points whose x differ by under
+    half the spacing of the evaluations, the i-th points of all runs are one point at their mean x. Otherwise the
+    x are the sorted union, each run linearly interpolated at the others' x inside its own span (NaN outside it),
+    less the ends where a run overhangs the others by under one evaluation spacing: such a point holds one run
+    only, and the mean line would end in a hook there."""
     if not runs or any(len(run) == 0 for run in runs):
         raise ValueError("every run needs at least one (x, y) point")
-    xs = np.unique(np.concatenate([np.asarray(run, dtype=np.float64)[:, 0] for run in runs]))
-    ys = np.full((len(runs), len(xs)), np.nan)
-    for i, run in enumerate(runs):
-        run = np.asarray(run, dtype=np.float64)
-        run = run[np.argsort(run[:, 0], kind="stable")]
+    points = [np.asarray(run, dtype=np.float64) for run in runs]
+    points = [run[np.argsort(run[:, 0], kind="stable")] for run in points]
+    gaps = np.concatenate([np.diff(run[:, 0]) for run in points])
+    gaps = gaps[gaps > 0]
+    if len({len(run) for run in points}) == 1 and len(points) > 1:
+        xs_by_index = np.stack([run[:, 0] for run in points])
+        spread = xs_by_index.max(axis=0) - xs_by_index.min(axis=0)
+        if not gaps.size and not spread.any() or gaps.size and np.all(spread < 0.5 * gaps.min()):
+            return xs_by_index.mean(axis=0), np.stack([run[:, 1] for run in points])
+    xs = np.unique(np.concatenate([run[:, 0] for run in points]))
+    if len(points) > 1 and gaps.size:
+        spacing = float(np.median([np.median(np.diff(run[:, 0])) for run in points if len(run) > 1] or [0.0]))
+        start, end = max(run[0, 0] for run in points), min(run[-1, 0] for run in points)
+        keep = ~(((xs < start) & (start - xs < spacing)) | ((xs > end) & (xs - end < spacing)))
+        xs = xs[keep]
+    ys = np.full((len(points), len(xs)), np.nan)
+    for i, run in enumerate(points):
         inside = (xs >= run[0, 0]) & (xs <= run[-1, 0])
         ys[i, inside] = np.interp(xs[inside], run[:, 0], run[:, 1])
     return xs, ys
@@ -107,26 +135,30 @@ def _count(n: np.ndarray) -> str:
 
 def _draw_mean_band(ax: plt.Axes, runs: Sequence[Sequence[Sequence[float]]], label: str, color: str, unit: str,
                     marker: str | None = None) -> None:
-    """One label's runs: the mean line and, with 2+ runs, its 95% band, both named in the legend."""
+    """One label's runs: the mean line and, with 2+ runs, its 95% t-interval band (clipped to the values the runs
+    reached), both named in the legend with the number of runs."""
     xs, ys = align_runs(runs)
     mean, low, high, n = mean_band(ys)
     if n.max() < 2:
         ax.plot(xs, mean, color=color, lw=1.5, marker=marker, ms=3, label=f"{label} (1 {unit.removesuffix('s')})")
         return
+    observed = np.concatenate([np.asarray(run, dtype=np.float64)[:, 1] for run in runs])
+    low, high = np.clip(low, observed.min(), observed.max()), np.clip(high, observed.min(), observed.max())
     ax.plot(xs, mean, color=color, lw=1.5, marker=marker, ms=3,
-            label=f"{label}: mean ± 95% CI over {_count(n)} {unit}")
+            label=f"{label}: mean ± 95% t-interval, n = {_count(n)} {unit}")
     ax.fill_between(xs, low, high, where=n >= 2, color=color, alpha=0.2, lw=0)
 
 
 def _band_legend(ax: plt.Axes, banded: bool, **kwargs) -> None:
-    title = f"shaded: 95% CI = {CI_NOTE} (normal approx.)" if banded else None
+    title = f"shaded: {CI_NOTE} (Student's t, n−1 dof), clipped to the runs' values" if banded else None
     ax.legend(title=title, title_fontsize=8, fontsize=8, **{**BELOW, **kwargs})
 
 
 def plot_fas(results: Mapping[str, FASResult], path: str | Path, title: str | None = None,
-             episodes: int | None = None, band: str | Mapping[str, str] | None = None) -> Path:
+             episodes: int | None = None, band: str | Mapping[str, str] | None = None, partial: bool = False) -> Path:
     """Mean return against ASL, one line per result, shaded ±1 std of the returns at each ASL (clipped to the
-    observed range).
+    observed range). ``partial``: the results cover part of the paper's ASL grid, so the legend calls their score
+    a partial-grid score, not a FAS.
 
     The band is named in the legend: by default "±1 std over N episodes", N = ``episodes`` or the number of
     returns per ASL in the result; ``band`` (one text, or one per label) names it otherwise, e.g. when a result's
@@ -146,7 +178,7 @@ def plot_fas(results: Mapping[str, FASResult], path: str | Path, title: str | No
         color = f"C{i}"
         (line,) = ax.plot(res.asl, mean, marker="o", ms=3, color=color)
         handles.append(line)
-        labels.append(f"{label} (FAS {res.fas:.3f})")
+        labels.append(f"{label} ({'partial-grid score' if partial else 'FAS'} {res.fas:.3f})")
         if texts[label] is None:
             continue
         # +/- std, kept within the returns actually observed (a return cannot exceed its episode's best)
@@ -174,9 +206,9 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], p
                 xlabel: str = "env steps", ylabel: str = "return", title: str = "",
                 hline: float | None = None, hline_label: str | None = None, unit: str = "seeds") -> Path:
     """Learning curves: for each label, one or more runs of (x, y) points (``unit``: what the runs are, e.g.
-    seeds), drawn as their mean with a 95% confidence band over runs (mean ± 1.96·SEM; a single run is its line).
-    Runs may be evaluated at different x: each run is interpolated at the others' x inside its own span
-    (:func:`align_runs`), and each point's band uses the runs that reach it."""
+    seeds), drawn as their mean with a 95% t-interval band over runs, clipped to the runs' values (a single run is
+    its line). Runs evaluated at slightly different x share points, and runs at different x are interpolated at
+    each other's inside their own spans (:func:`align_runs`); each point's band uses the runs that reach it."""
     fig, ax = plt.subplots(figsize=(7, 4.3))
     banded = False
     for i, (label, runs) in enumerate(curves.items()):
@@ -246,7 +278,7 @@ def read_run(run_dir: str | Path, what: str = "eval") -> dict:
 def plot_runs(run_dirs: Sequence[str | Path], group: str = "algo", what: str = "eval",
               out: str | Path | None = None) -> Path:
     """Run folders side by side, grouped by their metrics.json field ``group`` (algo, env or seed): per group the
-    mean over its runs and a 95% band (mean ± 1.96·SEM), of the learning curve against env steps
+    mean over its runs and a 95% t-interval band, of the learning curve against env steps
     (``what="eval"``) or of the return against ASL from each run's fas.json (``what="fas"``). The title names
     the env(s), the number of seeds and the training steps. Writes ``out`` (default
     ``plot_<what>_by_<group>.png`` in the current folder) and returns it.

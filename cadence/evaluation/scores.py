@@ -1,6 +1,6 @@
 """D4RL-style normalised scores: 100 * (R - R_random) / (R_expert - R_random).
 
-Two tables, never mixed (DESIGN.md section 4):
+Two tables, never mixed (docs/ARCHITECTURE.md, "Offline data sets"):
 - cadence's own references for Gymnasium v5, measured by ``cadence collect`` and kept with how each was
   measured in ``reference_scores.json`` next to this module;
 - D4RL's published references, which apply only to D4RL's Gym-v2 files (``d4rl:hopper-medium-v2``).

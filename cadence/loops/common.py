@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import cadence
 from cadence.agents.base import Agent
+from cadence.agents.graphs import metric_floats
 from cadence.checkpoint import BUNDLE_PARTS, DEPLOY, load_checkpoint, save_checkpoint
 from cadence.config import ConfigError, check, check_device, check_positive
 from cadence.envs import run_episodes
@@ -180,9 +181,15 @@ def progress_bar(enabled: bool) -> Progress:
     console = Console()
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[speed]:.0f} steps/s"), TextColumn("last return {task.fields[ret]:.1f}"),
+        TextColumn("{task.fields[speed]:.0f} steps/s"), TextColumn("{task.fields[ret]}"),
         TimeRemainingColumn(), disable=not (enabled and console.is_terminal), transient=False, console=console,
     )
+
+
+def last_return_text(value: float) -> str:
+    """``last return 12.3``; before the first episode ends (a continual task's first long episode), saying so
+    rather than ``nan``."""
+    return "no episode finished yet" if math.isnan(value) else f"last return {value:8.1f}"
 
 
 class PeriodicLog:
@@ -190,26 +197,30 @@ class PeriodicLog:
 
     def __init__(self, logger: RunLogger, progress: Progress, label: str, config: LoopConfig, state: TrainState):
         self.task = progress.add_task(label, total=config.total_steps, completed=state.step, speed=0.0,
-                                      ret=state.last_return)
+                                      ret=last_return_text(state.last_return))
         self.logger, self.progress, self.every, self.label = logger, progress, config.log_every, label
         self.total = config.total_steps
         # no live bar (not a terminal) but progress wanted: plain lines, as stable-baselines3 and CleanRL print
         self.plain = config.progress and progress.disable
         self.last_step, self.last_time = state.step, time.perf_counter()
 
+    def due(self, state: TrainState) -> bool:
+        """Whether the next call logs (so deferred metrics are read now)."""
+        return state.step - self.last_step >= self.every
+
     def __call__(self, state: TrainState, metrics: dict[str, float]) -> None:
-        if state.step - self.last_step < self.every:
+        if not self.due(state):
             return
         now = time.perf_counter()
         speed = (state.step - self.last_step) / (now - self.last_time)
         # bare names are training metrics; names with a group ("model/nll") keep it
         self.logger.scalars({k if "/" in k else f"train/{k}": v for k, v in metrics.items()}, state.step)
         self.logger.scalars({"train/steps_per_second": speed}, state.step)
-        self.progress.update(self.task, completed=state.step, speed=speed, ret=state.last_return)
+        self.progress.update(self.task, completed=state.step, speed=speed, ret=last_return_text(state.last_return))
         if self.plain:
             losses = "  ".join(f"{k} {v + 0.0:.4g}" for k, v in metrics.items() if "/" not in k)  # + 0.0: no "-0"
             self.progress.console.print(f"{self.label} step {state.step:>9,}/{self.total:,}  {speed:6.0f} steps/s  "
-                                        f"episodes {state.episodes:,}  last return {state.last_return:8.1f}  {losses}",
+                                        f"episodes {state.episodes:,}  {last_return_text(state.last_return)}  {losses}",
                                         highlight=False, soft_wrap=True)
         self.last_step, self.last_time = state.step, now
 
@@ -223,15 +234,28 @@ def check_finite(metrics: dict[str, float], state: TrainState, run_dir: Path, un
 
 
 def learn(agent: Agent, buffer: ReplayBuffer, transitions: int, state: TrainState, run_dir: Path,
-          precision: str = "fp32") -> dict[str, float]:
-    """``gradient_steps`` updates per new transition; stops on a non-finite loss, naming it and the step."""
-    metrics: dict[str, float] = {}
+          precision: str = "fp32", defer: bool = False) -> dict[str, Any]:
+    """``gradient_steps`` updates per new transition; stops on a non-finite loss, naming it and the step.
+
+    ``defer``: the metrics stay on the device as 0-dim tensors, with no host sync per update (on a GPU a sync
+    per update costs more than the update); the caller checks them with :func:`read_metrics` when it logs them.
+    """
+    metrics: dict[str, Any] = {}
     for _ in range(agent.config.gradient_steps * int(transitions)):
         # one autocast block per update: its cached bfloat16 weights must not outlive an optimiser step
         with mixed_precision(precision, buffer.device):
-            metrics = agent.update(buffer.sample(agent.config.batch_size))
-    check_finite(metrics, state, run_dir)
+            batch = buffer.sample(agent.config.batch_size)
+            metrics = agent.update_tensors(batch) if defer else agent.update(batch)
+    if not defer:
+        check_finite(metrics, state, run_dir)
     return metrics
+
+
+def read_metrics(metrics: dict[str, Any], state: TrainState, run_dir: Path) -> dict[str, float]:
+    """Deferred metrics (:func:`learn` with ``defer``) as floats, in one host sync; stops on a non-finite one."""
+    floats = metric_floats(metrics)
+    check_finite(floats, state, run_dir)
+    return floats
 
 
 def open_run(ctx: LoopContext, hooks: Hooks, resume: bool, required: tuple[str, ...]) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ from rich.markup import escape
 
 from cadence.checkpoint import save_checkpoint
 from cadence.config import check, check_positive
-from cadence.envs.batched import BatchedEnv
+from cadence.envs.batched import BACKENDS, BatchedEnv
 from cadence.envs.batched.episodes import task_returns
 from cadence.envs.rewards import supports
 from cadence.envs.task_gap import gap_warning, task_gap
@@ -84,9 +84,15 @@ class SequenceLoopConfig(LoopConfig):
     """Also evaluate every task this often inside a task, in steps (0: at task ends only)."""
     eval_episodes: int = 5
     """Episodes per task and evaluation."""
+    backend: str = ""
+    """Physics of the batched worlds (collection, evaluation): empty picks rollout (gymnasium where the env has no
+    torch physics: PusherObject); warp runs MuJoCo Warp on train.device (a CUDA GPU or Warp's CPU device; the gpu
+    extra)."""
 
     def __post_init__(self) -> None:
         check_positive(self, "steps_per_task")
+        check(self.backend in ("", *BACKENDS), "backend", self.backend, "empty (automatic) or one of "
+              + ", ".join(BACKENDS))
         check(self.episode_steps >= 0, "episode_steps", self.episode_steps, ">= 0")
         family, tasks = resolve_sequence(self.sequence)  # an unknown sequence fails here, listing the known ones
         object.__setattr__(self, "env", family.name)
@@ -148,18 +154,26 @@ class TaskBuffers:
             buffer.load_state_dict(own)
 
 
-def physics_backend(env_id: str) -> str:
-    """``rollout`` (mujoco.rollout threads) where the base env has torch physics functions, else ``gymnasium``
-    (PusherObject)."""
+def physics_backend(env_id: str, requested: str = "") -> str:
+    """``requested``, or when empty ``rollout`` (mujoco.rollout threads) where the base env has torch physics
+    functions, else ``gymnasium`` (PusherObject)."""
+    if requested:
+        return requested
     return "rollout" if supports(env_id) else "gymnasium"
 
 
+def physics_device(backend: str, device: str) -> str | None:
+    """Where a BatchedEnv's physics runs: warp's on the loop's device (outputs stay on the CPU), others' on the CPU."""
+    return device if backend == "warp" else None
+
+
 def collect_heldout(family_id: str, tasks: list[np.ndarray], n: int, seed: int, episode_steps: int,
-                    generator: torch.Generator) -> list[Data]:
+                    generator: torch.Generator, backend: str = "", device: str = "cpu") -> list[Data]:
     """``n`` uniform-random transitions of every task, from worlds seeded apart from training's."""
     worlds = 8
-    env = BatchedEnv(family_id, worlds * len(tasks), physics_backend(family_id), autoreset=True,
-                     max_episode_steps=episode_steps or None)
+    backend = physics_backend(family_id, backend)
+    env = BatchedEnv(family_id, worlds * len(tasks), backend, autoreset=True, max_episode_steps=episode_steps or None,
+                     physics_device=physics_device(backend, device))
     env.reset(seed=seed + 1_000_003, tasks=[p for p in tasks for _ in range(worlds)])
     low = torch.as_tensor(env.single_action_space.low)
     high = torch.as_tensor(env.single_action_space.high)
@@ -192,8 +206,9 @@ def train_continual(
     family, sequence = resolve_sequence(config.sequence)
     labels, params = [label for label, _ in sequence], [p for _, p in sequence]
     n_tasks, worlds = len(sequence), config.worlds
-    backend = physics_backend(family.name)
-    env = BatchedEnv(family.name, worlds, backend, autoreset=True, max_episode_steps=config.episode_steps or None)
+    backend = physics_backend(family.name, config.backend)
+    env = BatchedEnv(family.name, worlds, backend, autoreset=True, max_episode_steps=config.episode_steps or None,
+                     physics_device=physics_device(backend, config.device))
     obs_dim, act_dim = env.single_observation_space.shape[0], env.single_action_space.shape[0]
     low = torch.as_tensor(env.single_action_space.low, dtype=torch.float32)
     high = torch.as_tensor(env.single_action_space.high, dtype=torch.float32)
@@ -207,7 +222,8 @@ def train_continual(
     run_hooks = make_hooks(config, hooks, callbacks)
     restored = open_run(ctx, run_hooks, resume, required=("env", "continual"))
     if restored is None:
-        heldout = collect_heldout(family.name, params, config.heldout, config.seed, config.episode_steps, generator)
+        heldout = collect_heldout(family.name, params, config.heldout, config.seed, config.episode_steps, generator,
+                                  config.backend, config.device)
         gap = task_gap(config.sequence, config.task_gap, seed=config.seed).to_dict() if config.task_gap else None
         env.reset(seed=config.seed, tasks=[params[0]] * worlds)
     else:
@@ -240,6 +256,7 @@ def train_continual(
         planner = learner.planner(generator=torch.Generator().manual_seed(config.seed * 7919 + state.step))
         mean = task_returns(family.name, planner.act_sequence, params[: task + 1], config.eval_episodes,
                             seed=config.seed + 10_000, task_aware=True, backend=backend,
+                            physics_device=physics_device(backend, config.device),
                             max_episode_steps=config.episode_steps or None).mean(axis=1)
         rows = {name: np.full(n_tasks, np.nan) for name in records}
         rows["return"][: task + 1] = mean

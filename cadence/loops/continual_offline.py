@@ -46,7 +46,7 @@ from cadence.loops.common import (
     progress_bar,
     stop_signals,
 )
-from cadence.loops.continual import SequenceLoopConfig, finish_continual, physics_backend
+from cadence.loops.continual import SequenceLoopConfig, finish_continual, physics_backend, physics_device
 from cadence.loops.hooks import Hook, LoopContext
 from cadence.replay.sequences import KINDS
 
@@ -160,7 +160,7 @@ def train_continual_offline(
     ctx.logger = RunLogger(run_dir, resume_step=ctx.state.step if resume else None, write_layout=not resume)
     state = ctx.state
     (run_hooks.resume if restored is not None else run_hooks.run_start)(ctx)
-    backend = physics_backend(family.name)
+    backend = physics_backend(family.name, config.backend)
     termination = termination_fn(family.name) if family.base_env in TERMINATIONS else None  # for MBES's rollouts
 
     def bundle_now() -> dict[str, Any]:
@@ -172,6 +172,7 @@ def train_continual_offline(
         task = position["task"]
         row = task_returns(family.name, learner.act_sequence, params, config.eval_episodes,
                            seed=config.seed + 10_000, task_aware=True, backend=backend, batch_policy=True,
+                           physics_device=physics_device(backend, config.device),
                            max_episode_steps=config.episode_steps or None).mean(axis=1)
         returns.add_row(task, row, state.step, final)
         log_continual_row(ctx.logger, state.step, returns, row)

@@ -35,6 +35,7 @@ from cadence.loops.common import (
     make_hooks,
     open_run,
     progress_bar,
+    read_metrics,
     stop_signals,
 )
 from cadence.loops.hooks import Hook, LoopContext
@@ -46,7 +47,10 @@ class TrainConfig(LoopConfig):
     """The online training loop."""
 
     num_envs: int = 1
-    """Worlds collecting experience at once; above 1 they run batched on the rollout backend (envs.batched)."""
+    """Worlds collecting experience at once; above 1 they run batched (envs.batched) on ``backend``."""
+    backend: str = "rollout"
+    """Physics of the batched worlds (num_envs above 1): rollout (mujoco.rollout on CPU threads) or warp (MuJoCo
+    Warp on train.device: a CUDA GPU, or Warp's CPU device; the gpu extra)."""
     teacher: str = ""
     """A curriculum teacher choosing each episode's task: on a task-family env random, alp-gmm, riac or covar-gmm;
     on a maze-layout env (PointMazeLayout-v0) dr or clutr; empty: none."""
@@ -69,6 +73,9 @@ class TrainConfig(LoopConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive(self, "num_envs")
+        check(self.backend in ("rollout", "warp"), "backend", self.backend, "rollout or warp")
+        check(self.backend == "rollout" or self.num_envs > 1, "backend", self.backend,
+              "rollout unless num_envs is above 1 (one env runs in Gymnasium)")
         if isinstance(self.task, numbers.Real) and not isinstance(self.task, bool):  # one param: --set train.task=1.5
             object.__setattr__(self, "task", (float(self.task),))
         params = isinstance(self.task, (list, tuple)) and all(
@@ -180,7 +187,8 @@ def train_online(
         run_hooks.resume(ctx)
 
     run_hooks.start_episodes(ctx, list(collector.pending), collector.reset_worlds)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+    defer = buffer.device.type != "cpu"  # on a GPU, metrics stay there until logged: no host sync per update
     with stop_signals() as caught, progress_bar(config.progress) as progress:
         log = PeriodicLog(ctx.logger, progress, agent.algo.upper() + collector.label, config, state)
         while state.step < config.total_steps:
@@ -191,8 +199,10 @@ def train_online(
 
             # learn: gradient_steps per stored transition (per primitive step for primitive learners)
             if state.step >= cfg.learning_starts:
-                metrics = learn(agent, buffer, got.stored, state, run_dir, config.precision) or metrics
+                metrics = learn(agent, buffer, got.stored, state, run_dir, config.precision, defer) or metrics
 
+            if log.due(state):
+                metrics = read_metrics(metrics, state, run_dir)
             log(state, metrics)
             evaluate_if_due(ctx, run_hooks, progress)
 

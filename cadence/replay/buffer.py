@@ -1,4 +1,4 @@
-"""ReplayBuffer: preallocated torch storage, written circularly (DESIGN.md section 2)."""
+"""ReplayBuffer: preallocated torch storage, written circularly (docs/ARCHITECTURE.md, "Replay and data")."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class ReplayBuffer:
         self.storage: dict[str, torch.Tensor] = self._fields(self.block)
         self.pos = 0  # next write index
         self.size = 0
+        self._stages: dict[int, tuple[torch.Tensor, dict[str, np.ndarray]]] = {}
 
     def __len__(self) -> int:
         return self.size
@@ -90,22 +91,35 @@ class ReplayBuffer:
             obs=obs, action=action, reward=reward, next_obs=next_obs, terminated=terminated,
             truncated=truncated, task_id=task_id, episode_start=episode_start,
         )
-        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
-        n = 1 if obs_t.shape == self.obs_shape else obs_t.shape[0]
-        if obs_t.shape[obs_t.dim() - len(self.obs_shape):] != self.obs_shape:
-            raise ValueError(
-                f"obs must have shape {self.obs_shape} or [n, *{self.obs_shape}], got {tuple(obs_t.shape)}"
-            )
+        obs_shape = tuple(np.shape(obs))
+        n = 1 if obs_shape == self.obs_shape else obs_shape[0]
+        if obs_shape[len(obs_shape) - len(self.obs_shape):] != self.obs_shape:
+            raise ValueError(f"obs must have shape {self.obs_shape} or [n, *{self.obs_shape}], got {obs_shape}")
         # a batch larger than the buffer keeps its last `capacity` rows, as adding them one by one would
         keep = min(n, self.capacity)
-        idx = (self.pos + (n - keep) + torch.arange(keep)) % self.capacity
-        idx = idx.to(self.device)
+        # whole rows are assembled on the host and written with one copy (on a GPU: one transfer, not one per field)
+        rows, fields = self._staging(keep)
         for key, value in values.items():
-            store = self.storage[key]
-            t = torch.as_tensor(np.asarray(value), dtype=store.dtype).to(self.device)
-            store[idx] = t.reshape(n, *store.shape[1:])[n - keep:] if t.numel() > 1 or n == 1 else t.expand(keep)
+            v = np.asarray(value)
+            fields[key][...] = v.reshape(n, *fields[key].shape[1:])[n - keep:] if v.size > 1 or n == 1 else v
+        start = (self.pos + n - keep) % self.capacity
+        first = min(keep, self.capacity - start)
+        self.block[start:start + first].copy_(rows[:first])
+        if first < keep:  # wrapped around the end
+            self.block[: keep - first].copy_(rows[first:])
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+
+    def _staging(self, n: int) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """Host rows ``[n, row_size]`` and NumPy views of their fields; small ones are kept for reuse (a copy from
+        pageable memory has read its source when it returns)."""
+        if n in self._stages:
+            return self._stages[n]
+        rows = torch.zeros((n, self.row_size), dtype=torch.float32)
+        stage = rows, {k: v.numpy() for k, v in self._fields(rows).items()}
+        if n <= 64:
+            self._stages[n] = stage
+        return stage
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Batch:
         """Draw ``n`` transitions uniformly with replacement."""

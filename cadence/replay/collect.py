@@ -92,7 +92,8 @@ def buffer_to_dataset(buffer: ReplayBuffer, keep_task_ids: bool | None = None) -
 
 def provenance(env_id: str, kind: str, policy: str, seed: int, policy_steps: int, data: OfflineDataset,
                **extra: Any) -> dict[str, Any]:
-    """What DESIGN.md asks every data set to record: policy, seed, steps, mean return, cadence version."""
+    """What every data set records (docs/ARCHITECTURE.md, "Offline data sets"): policy, seed, steps, mean return,
+    cadence version."""
     returns = data.episode_returns()
     return {
         "env_id": env_id, "kind": kind, "policy": policy, "seed": seed, "policy_steps": policy_steps,

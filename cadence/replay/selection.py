@@ -1,4 +1,5 @@
-"""Continual memory: which transitions a fixed-size buffer keeps across a sequence of tasks (DESIGN.md 2, 3 OER).
+"""Continual memory: which transitions a fixed-size buffer keeps across a sequence of tasks
+(docs/ARCHITECTURE.md, "Replay and data" and "OER: continual offline RL").
 
 A :class:`ContinualMemory` is filled in one of two ways:
 

@@ -1,7 +1,7 @@
 """Continual-learning penalties over any module's parameters (EWC, SI) and one training loop for every baseline.
 
 The penalties are quadratic anchors ``sum_i importance_i (theta_i - theta*_i)^2`` that the caller adds to a model's
-own loss; they differ in how the importance is measured (DESIGN.md section 3, "Continual baselines"):
+own loss; they differ in how the importance is measured (docs/ARCHITECTURE.md, "World models"):
 
 - :class:`EWC` (Kirkpatrick et al. 2017): the diagonal empirical Fisher of the finished task's loss.
 - :class:`SI` (Zenke et al. 2017): each parameter's contribution to the drop of the loss along the training path.

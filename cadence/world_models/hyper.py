@@ -1,8 +1,8 @@
 """HyperCRL's dynamics model: a hypernetwork turns a learned task embedding into all weights of a Gaussian MLP.
 
-Huang et al., arXiv 2009.11997 (ICRA 2021); DESIGN.md section 3. Each task ``t`` has a learned embedding ``e_t``
-(size 10). A hypernetwork ``h(e; Theta)`` outputs every weight and bias of the target dynamics MLP, which predicts
-a diagonal Gaussian over ``(s' - s[, r])`` from normalised ``(s, a)`` with the same SiLU layers, bounded
+Huang et al., arXiv 2009.11997 (ICRA 2021); docs/ARCHITECTURE.md, "HyperCRL". Each task ``t`` has a learned embedding
+``e_t`` (size 10). A hypernetwork ``h(e; Theta)`` outputs every weight and bias of the target dynamics MLP, which
+predicts a diagonal Gaussian over ``(s' - s[, r])`` from normalised ``(s, a)`` with the same SiLU layers, bounded
 log-variance head, targets and NLL as :class:`~cadence.world_models.ensemble.GaussianEnsemble` (shared functions).
 
 Continual training (only the current task's data, old data never revisited):

@@ -44,6 +44,13 @@ class Backend(ABC):
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One primitive step of worlds ``idx``: ``(obs [m, obs_dim], reward [m], terminated [m])``, float64."""
 
+    def physics_state(self) -> dict:
+        """Every world's physics: what :meth:`load_physics_state` needs to continue exactly."""
+        raise NotImplementedError(f"the {self.name} backend cannot snapshot its worlds; use rollout or warp")
+
+    def load_physics_state(self, state: dict) -> None:
+        raise NotImplementedError(f"the {self.name} backend cannot restore its worlds; use rollout or warp")
+
     def close(self) -> None:
         self.env.close()
 
@@ -82,36 +89,23 @@ class GymnasiumBackend(Backend):
         super().close()
 
 
-class RolloutBackend(Backend):
-    """Native multi-threaded stepping with ``mujoco.rollout``; observations and rewards by torch functions.
-
-    The full physics state is carried between steps, and each world's solver warm start beside it, so
-    worlds follow Gymnasium's trajectories step for step. mujoco.rollout does not return the warm start it
-    ends with; the next step starts from an estimate, the last substep's velocity change over the timestep.
-    The solver then converges to the same answer to within its tolerance, so worlds match Gymnasium to
-    float32 precision for hundreds of steps but can drift apart later in chaotic, contact-rich tasks.
-    Resets use Gymnasium's own reset, so the same seed gives the same initial state; a world with its own
-    model is reset in that model (its ``qpos0``, and reads such as body positions), as an env built from it
-    would be. Tasks that read ``MjData`` after a step (Reacher, InvertedDoublePendulum, Ant) run their last
-    substep with ``mj_step`` in Python, because those values come from MuJoCo's internal evaluations; that
-    substep's warm start is exact.
+class ModelBackend(Backend):
+    """Worlds that step MuJoCo models themselves (rollout, warp): per-world models and tasks, Gymnasium's resets.
 
     With a task ``family`` every world starts in the family's default task; ``set_task`` gives a world the model
     built for its params (models are cached by params, so worlds in one task share one) and, for reward-target
     families, the params the torch reward reads (:attr:`PhysicsStep.task`). Explicit ``models`` win over the
-    default task's model.
+    default task's model. Resets use Gymnasium's own reset, so the same seed gives the same initial state; a world
+    with its own model is reset in that model (its ``qpos0``, and reads such as body positions), as an env built
+    from it would be.
     """
-
-    name = "rollout"
 
     #: task models kept for reuse; more distinct tasks than this (a continuous curriculum) rebuild models
     MODEL_CACHE = 256
 
-    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None, threads: int | None = None,
+    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None,
                  models: Sequence[mujoco.MjModel] | None = None, family: TaskFamily | None = None):
         super().__init__(env_id, n_worlds, env_kwargs, family)
-        from mujoco import rollout
-
         self.physics = task_physics(env_id, self.env, family)
         base = self.env.model
         if models is not None and len(models) != n_worlds:
@@ -127,18 +121,10 @@ class RolloutBackend(Backend):
         if models is None and default is not None:
             models = [self._model_for(default)] * n_worlds
         self.models = list(models) if models is not None else [base] * n_worlds
-        # one MjData resets every per-world model: they share the base model's sizes (rollout's datas are shared too)
+        # one MjData resets every per-world model: they share the base model's sizes
         self._reset_data = mujoco.MjData(base)
-        self.threads = threads or min(os.cpu_count() or 1, 8)
-        self.datas = [mujoco.MjData(base) for _ in range(self.threads)]
-        self.runner = rollout.Rollout(nthread=self.threads)
         self.timestep = base.opt.timestep
         self.dt = self.physics.frame_skip * base.opt.timestep
-        self.state = np.zeros((n_worlds, mujoco.mj_stateSize(base, STATE_SPEC)))
-        self.warmstart = np.zeros((n_worlds, base.nv))
-        self.reads = np.zeros((n_worlds, len(read_data(self.physics, base, self.datas[0], after_step=False))))
-        self._qpos = slice(1, 1 + base.nq)  # FULLPHYSICS layout: time, qpos, qvel, ...
-        self._qvel = slice(1 + base.nq, 1 + base.nq + base.nv)
 
     def _check_sizes(self, model: mujoco.MjModel, what: str) -> None:
         base = self.env.model
@@ -163,6 +149,64 @@ class RolloutBackend(Backend):
         self.models[world] = self._model_for(params)
         self.tasks[world] = params
 
+    def _reset_model(self, model: mujoco.MjModel, seed: int) -> mujoco.MjData:
+        """Gymnasium's reset run in ``model``, as an env built from it would: its own MjData and ``qpos0``."""
+        env = self.env
+        if model is env.model:
+            env.reset(seed=seed)
+            return env.data
+        saved = env.model, env.data, env.init_qpos, env.init_qvel
+        env.model, env.data = model, self._reset_data
+        env.init_qpos, env.init_qvel = model.qpos0.copy(), np.zeros(model.nv)
+        try:
+            env.reset(seed=seed)
+            return env.data
+        finally:
+            env.model, env.data, env.init_qpos, env.init_qvel = saved
+
+
+class RolloutBackend(ModelBackend):
+    """Native multi-threaded stepping with ``mujoco.rollout``; observations and rewards by torch functions.
+
+    The full physics state is carried between steps, and each world's solver warm start beside it, so
+    worlds follow Gymnasium's trajectories step for step. mujoco.rollout does not return the warm start it
+    ends with; the next step starts from an estimate, the last substep's velocity change over the timestep.
+    The solver then converges to the same answer to within its tolerance, so worlds match Gymnasium to
+    float32 precision for hundreds of steps but can drift apart later in chaotic, contact-rich tasks.
+    Tasks that read ``MjData`` after a step (Reacher, InvertedDoublePendulum, Ant) run their last
+    substep with ``mj_step`` in Python, because those values come from MuJoCo's internal evaluations; that
+    substep's warm start is exact. Per-world models and tasks: :class:`ModelBackend`.
+    """
+
+    name = "rollout"
+
+    def __init__(self, env_id: str, n_worlds: int, env_kwargs: dict | None = None, threads: int | None = None,
+                 models: Sequence[mujoco.MjModel] | None = None, family: TaskFamily | None = None):
+        super().__init__(env_id, n_worlds, env_kwargs, models, family)
+        from mujoco import rollout
+
+        base = self.env.model
+        self.threads = threads or min(os.cpu_count() or 1, 8)
+        self.datas = [mujoco.MjData(base) for _ in range(self.threads)]
+        self.runner = rollout.Rollout(nthread=self.threads)
+        self.state = np.zeros((n_worlds, mujoco.mj_stateSize(base, STATE_SPEC)))
+        self.warmstart = np.zeros((n_worlds, base.nv))
+        self.reads = np.zeros((n_worlds, len(read_data(self.physics, base, self.datas[0], after_step=False))))
+        self._qpos = slice(1, 1 + base.nq)  # FULLPHYSICS layout: time, qpos, qvel, ...
+        self._qvel = slice(1 + base.nq, 1 + base.nq + base.nv)
+
+    def physics_state(self) -> dict:
+        return {"physics": self.state.copy(), "warmstart": self.warmstart.copy(), "reads": self.reads.copy()}
+
+    def load_physics_state(self, state: dict) -> None:
+        if state.get("backend", self.name) != self.name:
+            raise ValueError(f"this env state was saved by the {state['backend']} backend; the rollout backend "
+                             "restores only its own")
+        if state["physics"].shape != self.state.shape:
+            raise ValueError(f"env state holds {state['physics'].shape[0]} worlds, this env has {self.n}")
+        self.state[:], self.reads[:] = state["physics"], state["reads"]
+        self.warmstart[:] = state["warmstart"]
+
     def _physics_step(self, idx: np.ndarray, before: np.ndarray, reads_before: np.ndarray,
                       action: np.ndarray) -> PhysicsStep:
         t = lambda x: torch.as_tensor(x, dtype=torch.float64)
@@ -180,21 +224,6 @@ class RolloutBackend(Backend):
             self.reads[i] = read_data(self.physics, model, data, after_step=False)
         nu = self.action_space.shape[0]
         return self.physics.observe(self._physics_step(idx, self.state[idx], self.reads[idx], np.zeros((len(idx), nu))))
-
-    def _reset_model(self, model: mujoco.MjModel, seed: int) -> mujoco.MjData:
-        """Gymnasium's reset run in ``model``, as an env built from it would: its own MjData and ``qpos0``."""
-        env = self.env
-        if model is env.model:
-            env.reset(seed=seed)
-            return env.data
-        saved = env.model, env.data, env.init_qpos, env.init_qvel
-        env.model, env.data = model, self._reset_data
-        env.init_qpos, env.init_qvel = model.qpos0.copy(), np.zeros(model.nv)
-        try:
-            env.reset(seed=seed)
-            return env.data
-        finally:
-            env.model, env.data, env.init_qpos, env.init_qvel = saved
 
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         before, reads_before = self.state[idx], self.reads[idx]
@@ -229,16 +258,18 @@ class RolloutBackend(Backend):
 
 
 def warp_backend(env_id: str, n_worlds: int, **kwargs) -> Backend:
-    """MuJoCo Warp on CUDA (extra ``gpu``). Checked here so the error says what is missing."""
+    """MuJoCo Warp on Warp's CPU device or a CUDA GPU (extra ``gpu``); see
+    :class:`cadence.envs.batched.warp_backend.WarpBackend`. Imported here, so a missing extra says what to install
+    and the rest of cadence never loads Warp."""
     try:
         import mujoco_warp  # noqa: F401
         import warp  # noqa: F401
     except ImportError:
         raise ImportError("the warp backend needs MuJoCo Warp: pip install 'cadence-rl[gpu]' "
                           "(mujoco-warp at the version matching mujoco); CPU backends: rollout, gymnasium") from None
-    if not torch.cuda.is_available():
-        raise RuntimeError("the warp backend needs a CUDA GPU and none is visible; use backend='rollout' on the CPU")
-    raise NotImplementedError("the warp backend is not implemented yet: it has not been run on a CUDA machine")
+    from cadence.envs.batched.warp_backend import WarpBackend
+
+    return WarpBackend(env_id, n_worlds, **kwargs)
 
 
 BACKENDS = ("rollout", "gymnasium", "warp")

@@ -1,4 +1,5 @@
-"""BatchedEnv: many worlds of one env stepped together, each with its own decision interval (DESIGN.md section 2)."""
+"""BatchedEnv: many worlds of one env stepped together, each with its own decision interval
+(docs/ARCHITECTURE.md, "Batched worlds")."""
 
 from __future__ import annotations
 
@@ -34,23 +35,27 @@ class BatchedEnv:
     Args:
         env_id: a Gymnasium MuJoCo v5 id or a task family's id.
         n_worlds: number of worlds.
-        backend: ``rollout`` (mujoco.rollout, CPU threads), ``gymnasium`` (one env per world), ``warp`` (CUDA).
-        device: where returned tensors live.
+        backend: ``rollout`` (mujoco.rollout, CPU threads), ``gymnasium`` (one env per world), ``warp`` (MuJoCo
+            Warp: on a CUDA GPU with ``device="cuda"``, on Warp's CPU device with ``device="cpu"``; extra ``gpu``).
+        device: where returned tensors live (and, without ``physics_device``, where warp's physics runs).
         decision_interval: one J for all worlds, or one per world.
         sequence: open-loop action sequences instead of repeated actions.
         threads: physics threads of the rollout backend (default: the CPU count, at most 8).
-        models: one MjModel per world (rollout backend), e.g. body variants; the same size signature is needed.
+        models: one MjModel per world (rollout and warp backends), e.g. body variants; the same size signature is
+            needed (warp: and only fields MuJoCo Warp batches may differ).
         family: a :class:`cadence.envs.tasks.TaskFamily` of ``env_id``'s base env (default: the family ``env_id``
             names, if any): ``reset`` and ``reset_worlds`` then take per-world tasks and rebuild those worlds' models
-            (rollout backend) or envs (gymnasium backend).
+            (rollout backend), batched model rows (warp) or envs (gymnasium backend).
         max_episode_steps: the time limit in primitive steps (default: the env's Gymnasium spec's).
+        physics_device: warp only: where the physics runs when it is not ``device`` (a GPU stepping worlds for a
+            NumPy consumer on the CPU: ``device="cpu", physics_device="cuda"``).
     """
 
     def __init__(self, env_id: str, n_worlds: int, backend: str = "rollout", device: str | torch.device = "cpu",
                  decision_interval: int | Sequence[int] = 1, sequence: bool = False, autoreset: bool = True,
                  threads: int | None = None, models: Sequence[mujoco.MjModel] | None = None,
                  env_kwargs: dict | None = None, family: TaskFamily | None = None,
-                 max_episode_steps: int | None = None):
+                 max_episode_steps: int | None = None, physics_device: str | torch.device | None = None):
         check_env_id(env_id)
         family = _check_family(env_id, family)
         if n_worlds < 1:
@@ -67,16 +72,19 @@ class BatchedEnv:
         intervals = np.broadcast_to(intervals, (n_worlds,)).copy()
         if intervals.dtype.kind not in "iu" or (intervals < 1).any():
             raise ValueError(f"decision intervals must be integers >= 1, got {decision_interval!r}")
+        if physics_device is not None and backend != "warp":
+            raise ValueError(f"physics_device is the warp backend's; the {backend} backend runs on the CPU")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         if backend == "rollout":
             self.backend: Backend = RolloutBackend(env_id, n_worlds, env_kwargs, threads, models, family)
         elif backend == "gymnasium":
             if models is not None:
-                raise ValueError("per-world models need the rollout backend")
+                raise ValueError("per-world models need the rollout or warp backend")
             self.backend = GymnasiumBackend(env_id, n_worlds, env_kwargs, family)
         else:
-            self.backend = warp_backend(env_id, n_worlds)
+            self.backend = warp_backend(env_id, n_worlds, env_kwargs=env_kwargs, models=models, family=family,
+                                        device=physics_device if physics_device is not None else device)
         self.env_id, self.n, self.device, self.sequence, self.autoreset = env_id, n_worlds, device, sequence, autoreset
         self.intervals = intervals
         self.family = family
@@ -85,7 +93,10 @@ class BatchedEnv:
         self.max_episode_steps = max_episode_steps or spec(env_id).max_episode_steps or np.iinfo(np.int64).max
         self.single_observation_space = self.backend.observation_space
         self.single_action_space = self.backend.action_space
-        self._obs = torch.zeros((n_worlds, *self.single_observation_space.shape), dtype=torch.float64)
+        # where the backend's tensors live (warp on a GPU: the GPU), so stepping moves no data between devices
+        self._store = getattr(self.backend, "device", torch.device("cpu"))
+        self._obs = torch.zeros((n_worlds, *self.single_observation_space.shape), dtype=torch.float64,
+                                device=self._store)
         self._elapsed = np.zeros(n_worlds, np.int64)
         self._seeds = np.zeros(n_worlds, np.int64)
         self._episodes = np.zeros(n_worlds, np.int64)
@@ -125,7 +136,7 @@ class BatchedEnv:
                 if task is not None:
                     self._set_task(int(i), task)
         seeds = self._seeds[idx] + self._episodes[idx] * self.n
-        self._obs[idx] = self.backend.reset(idx, seeds.tolist())
+        self._obs[idx] = self.backend.reset(idx, seeds.tolist()).to(self._obs.dtype)  # warp's are float32
         self._elapsed[idx] = 0
 
     @property
@@ -161,8 +172,9 @@ class BatchedEnv:
         stepping = np.ones(n, bool) if active is None else np.asarray(active, bool)
         if stepping.shape != (n,):
             raise ValueError(f"active must be a bool mask of shape ({n},), got {stepping.shape}")
-        reward = torch.zeros(n, dtype=torch.float64)
-        terminated, truncated = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+        reward = torch.zeros(n, dtype=torch.float64, device=self._store)
+        terminated = torch.zeros(n, dtype=torch.bool, device=self._store)
+        truncated = torch.zeros(n, dtype=torch.bool, device=self._store)
         steps = np.zeros(n, np.int64)
         done = np.zeros(n, bool)
         records: list[tuple] = []
@@ -173,42 +185,36 @@ class BatchedEnv:
             a = actions[idx, k] if self.sequence else actions[idx]
             before = self._obs[idx] if record_primitive else None
             obs, r, term = self.backend.step(idx, a)
-            self._obs[idx], self._elapsed[idx], steps[idx] = obs, self._elapsed[idx] + 1, steps[idx] + 1
+            self._obs[idx] = obs.to(self._obs.dtype)  # warp's are float32
+            self._elapsed[idx], steps[idx] = self._elapsed[idx] + 1, steps[idx] + 1
             reward[idx] += r
-            trunc = torch.as_tensor(self._elapsed[idx] >= self.max_episode_steps)  # as Gymnasium's TimeLimit
+            trunc = torch.as_tensor(self._elapsed[idx] >= self.max_episode_steps).to(self._store)  # as TimeLimit
             terminated[idx], truncated[idx] = term, trunc
-            done[idx] = (term | trunc).numpy()
+            done[idx] = (term | trunc).cpu().numpy()
             if record_primitive:
                 records.append((idx, before, a, r, obs, term, trunc))
-        info: dict = {"primitive_steps": torch.as_tensor(steps)}
+        info: dict = {"primitive_steps": torch.as_tensor(steps).to(self.device)}
         if record_primitive:
             info["primitive"] = _primitive_records(records)
         ended = np.flatnonzero(done)
         if self.autoreset and len(ended):
             info["final_obs"] = self._out(self._obs)  # rows of worlds that did not end are their current obs
-            info["ended"] = torch.as_tensor(done)
+            info["ended"] = torch.as_tensor(done).to(self.device)
             self.reset_worlds(ended)
-        return self._out(self._obs), self._out(reward), terminated, truncated, info
+        return (self._out(self._obs), self._out(reward), terminated.to(self.device), truncated.to(self.device),
+                info)
 
     # --- state ------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: physics states, observations, step and episode counters."""
-        if not isinstance(self.backend, RolloutBackend):
-            raise NotImplementedError(f"the {self.backend.name} backend cannot snapshot its worlds; use rollout")
-        return {"physics": self.backend.state.copy(), "warmstart": self.backend.warmstart.copy(),
-                "reads": self.backend.reads.copy(), "obs": self._obs.clone(),
+        return {**self.backend.physics_state(), "obs": self._obs.cpu().clone(),
                 "elapsed": self._elapsed.copy(), "seeds": self._seeds.copy(), "episodes": self._episodes.copy(),
                 "tasks": list(self._tasks)}
 
     def load_state_dict(self, state: dict) -> None:
-        if not isinstance(self.backend, RolloutBackend):
-            raise NotImplementedError(f"the {self.backend.name} backend cannot restore its worlds; use rollout")
-        if state["physics"].shape != self.backend.state.shape:
-            raise ValueError(f"env state holds {state['physics'].shape[0]} worlds, this env has {self.n}")
-        self.backend.state[:], self.backend.reads[:] = state["physics"], state["reads"]
-        self.backend.warmstart[:] = state["warmstart"]
+        self.backend.load_physics_state(state)
         self._was_reset = True
-        self._obs = state["obs"].clone()
+        self._obs = state["obs"].to(self._store, copy=True)
         self._elapsed[:], self._seeds[:], self._episodes[:] = state["elapsed"], state["seeds"], state["episodes"]
         for world, task in enumerate(state.get("tasks", [])):
             if task is not None:
@@ -245,7 +251,8 @@ def _check_family(env_id: str, family: TaskFamily | None) -> TaskFamily | None:
 def _primitive_records(records: list[tuple]) -> dict[str, np.ndarray]:
     """Per-k records of the stepped worlds -> flat arrays ordered by world, then time."""
     names = ("world", "obs", "action", "reward", "next_obs", "terminated", "truncated")
-    cols = [np.concatenate([np.asarray(r[i], dtype=np.float32 if 0 < i < 5 else None) for r in records])
+    host = lambda x: x.cpu().numpy() if isinstance(x, torch.Tensor) else x  # warp on a GPU: device tensors
+    cols = [np.concatenate([np.asarray(host(r[i]), dtype=np.float32 if 0 < i < 5 else None) for r in records])
             for i in range(len(names))]
     order = np.argsort(cols[0], kind="stable")  # records were appended k by k; stable keeps time order per world
     return {name: col[order] for name, col in zip(names, cols, strict=True)}

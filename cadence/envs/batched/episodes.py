@@ -19,7 +19,7 @@ def batched_returns(env_id: str, act_sequence: SequencePolicy, seeds: Sequence[i
                     models: Sequence[mujoco.MjModel] | None = None, batch_policy: bool = True,
                     backend: str = "rollout", threads: int | None = None, *, tasks: Sequence[Any] | None = None,
                     task_index: Sequence[int] | None = None, task_aware: bool = False,
-                    max_episode_steps: int | None = None) -> np.ndarray:
+                    max_episode_steps: int | None = None, physics_device: str | None = None) -> np.ndarray:
     """Undiscounted return of one episode per world; world ``i`` is reset with ``seeds[i]``.
 
     World ``i`` decides once every ``asl[i]`` primitive steps and runs that many actions open loop (ASL 1 is
@@ -31,6 +31,9 @@ def batched_returns(env_id: str, act_sequence: SequencePolicy, seeds: Sequence[i
     With ``task_aware`` the policy also gets, per row, ``task_index[i]`` of the row's world (default: ``i``), the
     way a task-conditioned planner picks its task's model: ``act_sequence(obs, length, task_index_rows)``, or
     ``act_sequence(obs_row, length, int)`` with ``batch_policy=False``.
+
+    ``backend="warp"`` steps the worlds with MuJoCo Warp on ``physics_device`` (default: Warp's CPU device; ``cuda``
+    for a GPU); observations reach the policy as NumPy arrays either way.
     """
     n = len(seeds)
     asl = np.broadcast_to(np.asarray(asl, np.int64), (n,))
@@ -42,7 +45,8 @@ def batched_returns(env_id: str, act_sequence: SequencePolicy, seeds: Sequence[i
     if index.shape != (n,):
         raise ValueError(f"need one task index per world ({n}), got shape {index.shape}")
     env = BatchedEnv(env_id, n, backend, autoreset=False, threads=threads, models=models,
-                     max_episode_steps=max_episode_steps)
+                     max_episode_steps=max_episode_steps,
+                     physics_device=(physics_device or "cpu") if backend == "warp" else None)
     try:
         obs = env.reset(seed=list(seeds), tasks=tasks).numpy()
         plans = np.zeros((n, int(asl.max()), env.single_action_space.shape[0]), np.float32)
