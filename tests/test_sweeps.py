@@ -354,6 +354,7 @@ def test_unreachable_ray_address_fails_fast():
     assert time.time() - start < 10
 
 
+@pytest.mark.timeout(900)  # four Ray workers each import torch: 4 min on a loaded 2-core machine
 def test_ray_sweep_runs_four_runs_locally(tmp_path):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'cadence-rl[ray]'")
     sweep = load_sweep(tiny_grid(tmp_path))

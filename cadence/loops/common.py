@@ -52,8 +52,9 @@ class LoopConfig:
     """Write a checkpoint (at the next episode end, for a single env) after every this many steps."""
     log_every: int = 1_000
     """Log training losses every this many steps."""
-    torch_threads: int = 2
-    """torch intra-op threads (0 keeps torch's default)."""
+    torch_threads: int = 1
+    """torch intra-op threads (0 keeps torch's default). 1 by default: on a 2-core machine 2 threads are at most
+    1.3x faster when it is idle and 2x slower when other work shares it (benchmarks/thread_defaults.py)."""
     device: str = "cpu"
     """Torch device for networks and replay."""
     precision: str = "fp32"
