@@ -174,9 +174,9 @@ def curricula_mazes() -> str:
             generations = regret = "-"
         unsolvable = np.mean([run["unsolvable_share"] for run in runs])
         path = np.mean([run["mean_path_length"] for run in runs])
-        lines.append(f"| {teacher} | {', '.join(f'{100 * v:.1f}%' for v in final)} | "
-                     f"{_interval([100 * v for v in final]).format(1)} | {_interval([100 * v for v in last3]).format(1)}"
-                     f" | {generations} | {regret} | {100 * unsolvable:.1f}%, {path:.2f} |")
+        end, recent = _interval([100 * v for v in final]).format(1), _interval([100 * v for v in last3]).format(1)
+        lines.append(f"| {teacher} | {', '.join(f'{100 * v:.1f}%' for v in final)} | {end} | {recent} | "
+                     f"{generations} | {regret} | {100 * unsolvable:.1f}%, {path:.2f} |")
     return "\n".join(lines)
 
 

@@ -78,7 +78,8 @@ def test_the_batch_fisher_is_one_pass_of_batch_mean_gradients_squared():
     expected = [torch.zeros_like(p) for p in params]
     order = torch.randperm(300, generator=torch.Generator().manual_seed(0))  # the learner's generator's first draw
     for rows in order.split(100):
-        batch = {"obs": data["obs"][rows], "action": data["action"][rows], "task_id": torch.zeros(100, dtype=torch.long)}
+        batch = {"obs": data["obs"][rows], "action": data["action"][rows],
+                 "task_id": torch.zeros(100, dtype=torch.long)}
         for e, g in zip(expected, torch.autograd.grad(learner.loss(batch)[0], params)):
             e += g**2 / 3
     for e, f in zip(expected, learner.ewc.fisher.values()):
