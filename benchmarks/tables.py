@@ -180,7 +180,28 @@ def curricula_mazes() -> str:
     return "\n".join(lines)
 
 
-RENDERERS: dict[str, Callable[[], str]] = {"continual_mbrl": continual_mbrl, "task_gaps": task_gaps,
+def libero_lifelong() -> str:
+    """Lifelong imitation on LIBERO: LIBERO's FWT, NBT and AUC per method, per seed and as IQM [95% CI]."""
+    ll = json.loads((RESULTS / "libero.json").read_text())["lifelong"]
+    if "checkpoints_per_task" not in ll:
+        raise FileNotFoundError("libero.json's lifelong section predates the in-training checkpoints")
+    seeds = ll["seeds"]
+    lines = [f"LIBERO-{ll['suite'].capitalize()}, 10 tasks, {ll['bc_steps_per_task']:,} BC steps per task, "
+             f"{len(ll['eval_init_states'])} held-out init states per cell, {ll['checkpoints_per_task']} checkpoints "
+             f"per task (best restored), seeds {', '.join(map(str, seeds))}.", "",
+             "| method | FWT per seed | FWT, IQM [95% CI] | NBT, IQM [95% CI] | AUC, IQM [95% CI] | "
+             "success at the end, IQM [95% CI] |", "|---|---|---|---|---|---|"]
+    for method, entry in ll["methods"].items():
+        runs = [entry["per_seed"][str(s)] for s in seeds if str(s) in entry["per_seed"]]
+        cells = [interval([r[key] for r in runs], 2) for key in
+                 ("libero_fwt", "libero_nbt", "libero_auc", "average_performance")]
+        per_seed = ", ".join(f"{r['libero_fwt']:.2f}" for r in runs)
+        lines.append(f"| {method} | {per_seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+RENDERERS: dict[str, Callable[[], str]] = {"libero_lifelong": libero_lifelong,
+                                           "continual_mbrl": continual_mbrl, "task_gaps": task_gaps,
                                            "libero_world_models": libero_world_models,
                                            "curricula_mazes": curricula_mazes}
 
