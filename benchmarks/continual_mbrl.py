@@ -41,10 +41,32 @@ SEQUENCE = "halfcheetah-motor-3"
 RECORDS = ("return", "state_error", "reward_error", "model_error")
 #: per method, agent settings beyond the shared ones
 METHOD_AGENT = {"hypercrl-chunked": {"chunked": True}, "hypercrl-reference": {"preset": "reference"}}
+#: --ablation: the reference preset with one option at cadence's default, per option, so each option's own effect
+#: is the difference to ``hypercrl-reference``. ``hidden_sizes`` and ``model_updates_per_step`` are absent: the
+#: benchmark gives every method the same (200, 200) net and 2 updates per env step. Switching ``two_optimizers`` off
+#: also switches off the look-ahead, a step of the two-optimiser update.
+ABLATED = ("hnet_hidden_sizes", "batch_size", "activation", "init", "two_optimizers", "train_logvar_bounds",
+           "loss_reduction", "normalize_per_task", "look_ahead", "output_bias_l1", "plan_with_true_reward",
+           "plan_gamma", "plan_init_std")
+ABLATION_PREFIX = "ref-default-"
+
+
+def ablations() -> dict[str, dict]:
+    """``ref-default-<option>`` -> the agent settings of that ablation (the preset, the option at its default)."""
+    from cadence.agents.continual import PRESETS
+    from cadence.world_models.hyper import PLAIN_HNET_HIDDEN
+
+    defaults = {**PRESETS["default"], "hnet_hidden_sizes": list(PLAIN_HNET_HIDDEN)}
+    return {f"{ABLATION_PREFIX}{name}": {"preset": "reference", name: defaults[name]} for name in ABLATED}
 
 
 def algo_of(method: str) -> str:
-    return "hypercrl" if method.startswith("hypercrl") else f"mbrl-{method}"
+    return "hypercrl" if method.startswith(("hypercrl", ABLATION_PREFIX)) else f"mbrl-{method}"
+
+
+def agent_of(method: str) -> dict:
+    """A method's agent settings beyond the shared ones."""
+    return ablations()[method] if method.startswith(ABLATION_PREFIX) else METHOD_AGENT.get(method, {})
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -56,7 +78,7 @@ def settings(args: argparse.Namespace) -> dict:
                       "random_steps": args.steps_per_task // 2, "worlds": 16, "train_every": args.steps_per_task // 5,
                       "model_steps": args.model_steps, "episode_steps": 200, "eval_every": 0, "eval_episodes": 2,
                       "heldout": 2000, "task_gap": 1000, "torch_threads": 1, "progress": False,
-                      "checkpoint_every": 1500},
+                      "checkpoint_every": 1500, **({"device": args.device} if args.device != "cpu" else {})},
             "agent": {"horizon": 15, "samples": 100, "elites": 10, "iterations": 3}}
 
 
@@ -67,15 +89,22 @@ def grid(args: argparse.Namespace) -> dict:
         entry = {"algo": algo_of(method)}
         for section, keys in shared.items():
             entry.update({f"{section}.{k}": v for k, v in keys.items()})
-        entry.update({f"agent.{k}": v for k, v in METHOD_AGENT.get(method, {}).items()})
+        entry.update({f"agent.{k}": v for k, v in agent_of(method).items()})
         # every method's dynamics MLP is (200, 200) (the paper's and the reference preset's (200,)*4, cadence's
         # default (200,)*3, cost the hypernetworks 2-3x more per update on a CPU)
         entry["agent.hidden_sizes"] = [200, 200]
-        if method == "hypercrl-reference":
+        if agent_of(method).get("preset") == "reference":
             entry.pop("train.model_steps")  # the preset's own ratio, 2 updates per env step, as everyone's
         methods[method] = entry
-    return {"sweep": {"name": "continual_mbrl", "compare": ["hypercrl", "finetune"]}, "methods": methods,
+    name = "continual_mbrl_ablation" if args.ablation else "continual_mbrl"
+    compare = ["hypercrl", "finetune"] if {"hypercrl", "finetune"} <= set(methods) else list(methods)[:2]
+    return {"sweep": {"name": name, **({"compare": compare} if len(compare) == 2 else {})}, "methods": methods,
             "axes": {"train.seed": list(args.seeds)}}
+
+
+def finished(folder: Path) -> bool:
+    status = folder / "sweep_run.json"
+    return status.is_file() and json.loads(status.read_text()).get("status") == "done"
 
 
 def records(folder: Path) -> dict:
@@ -161,38 +190,100 @@ def plot(result: dict) -> list[Path]:
     return paths
 
 
+def plot_ablation(result: dict) -> Path:
+    """Per ablated option: the seed-paired difference to the reference preset (ablation minus preset), mean over
+    seeds with a Student-t 95% interval, for the final state error, its Chaudhry forgetting and the MPC return."""
+    import matplotlib.pyplot as plt
+
+    panels = (("state_error", "average_performance", "final state error (avg over tasks)"),
+              ("state_error", "forgetting_chaudhry", "state forgetting (Chaudhry)"),
+              ("return", "average_performance", "MPC return, final avg"))
+    options = [m.removeprefix(ABLATION_PREFIX) for m in result["methods"] if m.startswith(ABLATION_PREFIX)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 0.45 * len(options) + 2.6), sharey=True)
+    for ax, (record, key, label) in zip(axes, panels):
+        means, halves = zip(*(paired_difference(result, f"{ABLATION_PREFIX}{o}", record, key) for o in options))
+        ax.barh(range(len(options)), means, xerr=halves, color="tab:blue", alpha=0.7, capsize=3,
+                label=f"mean of {len(result['seeds'])} seeds, 95% t-interval")
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        better = "> 0" if record == "return" else "< 0"
+        ax.set_xlabel(f"{label}\n(option at default) − (reference preset); {better}: the default does better")
+        ax.set_yticks(range(len(options)), options)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_ylabel("option at cadence's default")
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"{SEQUENCE}: each reference-preset option's own effect ({result['steps_per_task']:,} env steps "
+                 f"per task, {result['device']})")
+    fig.tight_layout()
+    path = RESULTS / "continual_mbrl_ablation.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def paired_difference(result: dict, method: str, record: str, key: str) -> tuple[float, float]:
+    """Mean over seeds of (method − hypercrl-reference) for one metric, and its 95% Student-t half-width."""
+    from scipy import stats
+
+    runs = result["results"]
+    diffs = np.array([runs[method]["per_seed"][str(s)][record]["metrics"][key]
+                      - runs["hypercrl-reference"]["per_seed"][str(s)][record]["metrics"][key]
+                      for s in result["seeds"]])
+    half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    return float(diffs.mean()), float(half)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *ablations()])
+    parser.add_argument("--ablation", action="store_true",
+                        help="instead of the methods: the reference preset and, per option, the preset with that "
+                             "option at cadence's default (runs/sweeps/continual_mbrl_ablation, "
+                             "continual_mbrl_ablation.json)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--steps-per-task", type=int, default=3000)
     parser.add_argument("--model-steps", type=int, default=1200, help="model updates per fit (5 fits per task, and "
                         "one at its end; the default is the reference code's 2 updates per env step, 2 x "
                         "steps-per-task / 5), for every method but the reference preset, which sets its own ratio")
+    parser.add_argument("--device", default="cpu", help="train.device of every run (cuda: on a GPU)")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
-    parser.add_argument("--runs", type=Path, default=Path("runs/sweeps/continual_mbrl"), help="the sweep folder")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="the sweep folder (runs/sweeps/continual_mbrl, or ..._ablation with --ablation)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="summarise the runs already in --runs (only methods whose every seed finished)")
     parser.add_argument("--plot-only", action="store_true")
     args = parser.parse_args()
+    name = "continual_mbrl_ablation" if args.ablation else "continual_mbrl"
+    if args.ablation:
+        args.methods = ["hypercrl-reference", *ablations()]
+    args.runs = args.runs or Path("runs/sweeps") / name
     if args.plot_only:
-        print("wrote", *plot(json.loads((RESULTS / "continual_mbrl.json").read_text())[SEQUENCE]))
+        result = json.loads((RESULTS / f"{name}.json").read_text())[SEQUENCE]
+        print("wrote", *([plot_ablation(result)] if args.ablation else plot(result)))
         return
     from cadence.envs.tasks import resolve_sequence
     from cadence.report import write_report
 
-    sweep = write_grid("continual_mbrl", grid(args), "continual_mbrl.py")
-    run_grid(sweep, args.runs, args.workers)
-    print(f"wrote {write_report(args.runs, RESULTS / 'continual_mbrl_report')}")
+    sweep = write_grid(name, grid(args), "continual_mbrl.py")
+    if args.no_train:
+        args.methods = [m for m in args.methods if all(finished(run_dir(args.runs, m, s)) for s in args.seeds)]
+        if not args.methods:
+            raise SystemExit(f"no method has every seed finished in {args.runs}")
+    else:
+        run_grid(sweep, args.runs, args.workers)
+    print(f"wrote {write_report(args.runs, RESULTS / f'{name}_report')}")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device.startswith("cuda") else \
+        cpu_name() if args.device == "cpu" else "a GPU"
     result = {"sequence": SEQUENCE, "tasks": [label for label, _ in resolve_sequence(SEQUENCE)[1]],
               "methods": args.methods, "seeds": args.seeds, "steps_per_task": args.steps_per_task,
-              "settings": settings(args), "results": summarise(args),
+              "settings": settings(args), "results": summarise(args), "device": f"{args.device} ({device})",
               "machine": f"{platform.machine()} ({cpu_name()}), torch {torch.__version__}"}
-    merge_result("continual_mbrl", SEQUENCE, result)
+    merge_result(name, SEQUENCE, result)
     for method in args.methods:
         r, e = result["results"][method]["return"], result["results"][method]["state_error"]
         print(f"{method:>18}: return avg {r['average_performance']:8.1f} | state error avg "
               f"{e['average_performance']:.3f} forgetting {e['forgetting']:.3f} "
               f"(Chaudhry {e['forgetting_chaudhry']:.3f})")
-    print("wrote", *plot(result))
+    print("wrote", *([plot_ablation(result)] if args.ablation else plot(result)))
 
 
 if __name__ == "__main__":
