@@ -42,13 +42,15 @@ else
   else say "no MPS: the runs' kernels time-slice"; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; fi
   # a 4-task-step smoke on cuda; any failure sends the whole ablation to the CPU cores instead
   DEVICE=cuda
-  if ! timeout 90 "$PY" -m cadence train hypercrl --sequence halfcheetah-motor-3 --steps-per-task 160 \
-      --run-dir /tmp/smoke --no-progress --set train.device=cuda --set train.random_steps=64 \
+  if ! timeout 90 "$PY" -m cadence train hypercrl --sequence halfcheetah-motor-3 --steps-per-task 96 \
+      --run-dir /tmp/smoke --no-progress --set train.device=cuda --set train.random_steps=48 \
       --set train.worlds=16 --set train.train_every=48 --set train.episode_steps=20 --set train.eval_episodes=1 \
-      --set train.heldout=200 --set train.task_gap=100 --set agent.horizon=5 --set agent.samples=20 \
+      --set train.heldout=200 --set train.task_gap=0 --set agent.horizon=5 --set agent.samples=20 \
       --set agent.elites=4 --set agent.iterations=2 --set agent.preset=reference \
       --set "agent.hidden_sizes=[200, 200]" >>"$LOG" 2>&1; then
     say "cuda smoke FAILED (see above): the ablation runs on the CPU cores"; DEVICE=cpu; WORKERS=16
+    [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
   else
     say "cuda smoke passed in the log above"
   fi
