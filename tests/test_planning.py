@@ -120,3 +120,21 @@ def test_task_conditioned_plans_go_to_each_worlds_goal():
     one = planner.plan(starts[0], task=1)[0]  # one world, one task id
     np.testing.assert_allclose(one, GoalPerTask.GOALS[1].numpy(), atol=0.15)
     assert model.views == 5 + 5  # one view per CEM iteration and call, never one per world
+
+
+def test_generator_on_keeps_a_same_device_generator_and_seeds_another_from_it():
+    from cadence.agents.planning import generator_on
+
+    cpu = torch.Generator().manual_seed(3)
+    assert generator_on(torch.device("cpu"), cpu) is cpu
+    assert generator_on(torch.device("cpu"), None) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_planner_on_cuda_takes_the_loops_cpu_generator():
+    # the continual loop hands its CPU generator to a planner whose model is on the GPU
+    model = PointModel(2, 2, EnsembleConfig(n_members=1, n_elites=1, hidden_sizes=(4,))).to("cuda")
+    planner = CEMPlanner(model, -np.ones(2, np.float32), np.ones(2, np.float32), CEMConfig(horizon=3, samples=50,
+                         elites=5, iterations=2), generator=torch.Generator().manual_seed(0), device="cuda")
+    assert planner.generator.device.type == "cuda"
+    assert planner.plan(np.array([0.5, -0.5], dtype=np.float32)).shape == (3, 2)

@@ -60,6 +60,15 @@ def conditioned(model: DynamicsModel, task: Any) -> DynamicsModel:
     return model if for_task is None else for_task(task)
 
 
+def generator_on(device: torch.device, generator: torch.Generator | None) -> torch.Generator | None:
+    """``generator`` if it draws on ``device``'s type, else a new one there seeded from one draw of it (torch
+    samples on a device only with a generator of that device)."""
+    if generator is None or generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 class CEMPlanner:
     """Model-predictive control by CEM over any :class:`DynamicsModel` (mean of its elites).
 
@@ -69,7 +78,8 @@ class CEMPlanner:
         config: CEM settings.
         termination_fn: ``next_obs -> bool`` that stops the return of a candidate (see ``envs.terminations``).
         value_fn: optional ``(obs) -> value`` added at the horizon, e.g. a critic of the actor's policy.
-        generator: the sampling generator (on ``device``), for reproducible plans.
+        generator: the sampling generator, for reproducible plans; one on another device than ``device`` (the
+            loops keep theirs on the CPU) seeds a fresh one on ``device`` from one draw of its own.
         device: where planning runs (the model's device).
     """
 
@@ -86,7 +96,7 @@ class CEMPlanner:
         self.bias = torch.as_tensor((high + low) / 2.0, dtype=torch.float32, device=self.device)
         self.act_dim = len(low)
         self.termination_fn, self.value_fn = termination_fn, value_fn
-        self.generator = generator
+        self.generator = generator_on(self.device, generator)
 
     @torch.no_grad()
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor, task: Any = None) -> torch.Tensor:
