@@ -87,3 +87,16 @@ def merge_result(name: str, key: str, value: Any) -> Path:
     merged = json.loads(path.read_text()) if path.is_file() else {}
     merged[key] = value
     return atomic_write_json(path, merged)
+
+
+def paired_difference(result: dict, method: str, baseline: str, record: str, key: str) -> tuple[float, float]:
+    """Mean over seeds of (``method`` − ``baseline``) for one metric of a continual benchmark's result (seed-paired:
+    a seed's random warm-up data are the same in every method), and its 95% Student-t half-width."""
+    import numpy as np
+    from scipy import stats
+
+    runs = result["results"]
+    diffs = np.array([runs[method]["per_seed"][str(s)][record]["metrics"][key]
+                      - runs[baseline]["per_seed"][str(s)][record]["metrics"][key] for s in result["seeds"]])
+    half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    return float(diffs.mean()), float(half)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, merge_result, run_dir, run_grid, write_grid
+from common import RESULTS, cpu_name, merge_result, paired_difference, run_dir, run_grid, write_grid
 
 METHODS = ("hypercrl-reference", "hypercrl", "hypercrl-chunked", "finetune", "coreset", "ewc", "si", "multitask",
            "single")
@@ -201,7 +201,8 @@ def plot_ablation(result: dict) -> Path:
     options = [m.removeprefix(ABLATION_PREFIX) for m in result["methods"] if m.startswith(ABLATION_PREFIX)]
     fig, axes = plt.subplots(1, len(panels), figsize=(16, 0.45 * len(options) + 2.6), sharey=True)
     for ax, (record, key, label) in zip(axes, panels):
-        means, halves = zip(*(paired_difference(result, f"{ABLATION_PREFIX}{o}", record, key) for o in options))
+        means, halves = zip(*(paired_difference(result, f"{ABLATION_PREFIX}{o}", "hypercrl-reference", record, key)
+                              for o in options))
         ax.barh(range(len(options)), means, xerr=halves, color="tab:blue", alpha=0.7, capsize=3,
                 label=f"mean of {len(result['seeds'])} seeds, 95% t-interval")
         ax.axvline(0.0, color="black", linewidth=0.8)
@@ -218,18 +219,6 @@ def plot_ablation(result: dict) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def paired_difference(result: dict, method: str, record: str, key: str) -> tuple[float, float]:
-    """Mean over seeds of (method − hypercrl-reference) for one metric, and its 95% Student-t half-width."""
-    from scipy import stats
-
-    runs = result["results"]
-    diffs = np.array([runs[method]["per_seed"][str(s)][record]["metrics"][key]
-                      - runs["hypercrl-reference"]["per_seed"][str(s)][record]["metrics"][key]
-                      for s in result["seeds"]])
-    half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
-    return float(diffs.mean()), float(half)
 
 
 def main() -> None:

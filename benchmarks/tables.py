@@ -1,6 +1,7 @@
-"""Regenerate the measured tables of benchmarks/README.md from the results JSON, so no figure is typed by hand.
+"""Regenerate the measured tables of benchmarks/README.md and docs/ARCHITECTURE.md from the results JSON, so no
+figure is typed by hand.
 
-Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in benchmarks/README.md and is made by
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in one of those files and is made by
 ``RENDERERS[NAME]`` from ``benchmarks/results/<file>.json``. Aggregates are cadence report's: the interquartile mean
 over seeds with a 95% stratified-bootstrap interval (:func:`cadence.evaluation.aggregate.aggregate`).
 
@@ -23,6 +24,8 @@ from cadence.evaluation.aggregate import Interval, aggregate, iqm
 
 HERE = Path(__file__).parent
 README = HERE / "README.md"
+#: the files whose table blocks are generated
+TARGETS = (README, HERE.parent / "docs" / "ARCHITECTURE.md")
 RESULTS = HERE / "results"
 
 
@@ -114,6 +117,43 @@ def outcome(result: dict) -> str:
             f"{fine.format()}; {verdict}.")
 
 
+def reference_ablation() -> str:
+    """Each reference-preset option's own effect: the preset with that option at cadence's default, minus the
+    preset, per seed (paired), for the final state error, its Chaudhry forgetting and the MPC return."""
+    from common import paired_difference
+    from continual_mbrl import ABLATION_PREFIX
+
+    data = json.loads((RESULTS / "continual_mbrl_ablation.json").read_text())
+    key = next(iter(data))
+    result = data[key]
+    seeds = result["seeds"]
+    metrics = (("state_error", "average_performance", 3), ("state_error", "forgetting_chaudhry", 3),
+               ("return", "average_performance", 1))
+    base = ", ".join(f"{label} {interval(_per_seed(result, 'hypercrl-reference', record, k), digits)}" for
+                     (record, k, digits), label in zip(metrics, ("state error", "state forgetting", "return")))
+    main = json.loads((RESULTS / "continual_mbrl.json").read_text())[key]["steps_per_task"]
+    budget = "" if main == result["steps_per_task"] else f" (the main table's {main:,}: cut to fit the CPU budget)"
+    lines = [f"`benchmarks/continual_mbrl.py --ablation`: sequence `{key}`, {result['steps_per_task']:,} env steps per "
+             f"task{budget}, seeds {', '.join(map(str, seeds))}, on "
+             f"{result['device']}. The preset itself: {base} (IQM [95% bootstrap CI]). Each row switches one option "
+             "back to cadence's default; the cells are that run minus the preset's run of the same seed, mean "
+             "[95% Student-t interval]. An interval that holds 0 is no measurable effect at these seeds.", "",
+             "| option at cadence's default | Δ state error, final avg (< 0: default better) | Δ state forgetting, "
+             "Chaudhry (< 0: default better) | Δ MPC return, final avg (> 0: default better) | effect |",
+             "|---|---|---|---|---|"]
+    for method in (m for m in result["methods"] if m.startswith(ABLATION_PREFIX)):
+        cells, effects = [], []
+        for (record, k, digits), what in zip(metrics, ("state error", "forgetting", "return")):
+            mean, half = paired_difference(result, method, "hypercrl-reference", record, k)
+            cells.append(f"{mean:+.{digits}f} [{mean - half:+.{digits}f}, {mean + half:+.{digits}f}]")
+            if mean - half > 0 or mean + half < 0:
+                better = (mean > 0) == (record == "return")
+                effects.append(f"{what} {'better' if better else 'worse'} at the default")
+        lines.append(f"| `{method.removeprefix(ABLATION_PREFIX)}` | " + " | ".join(cells) + " | "
+                     + ("; ".join(effects) or "none measurable") + " |")
+    return "\n".join(lines)
+
+
 def task_gaps() -> str:
     """Every sequence's smallest task gap against a single-task model's error."""
     data = json.loads((RESULTS / "task_gaps.json").read_text())
@@ -201,6 +241,7 @@ def libero_lifelong() -> str:
 
 
 RENDERERS: dict[str, Callable[[], str]] = {"libero_lifelong": libero_lifelong,
+                                           "reference_ablation": reference_ablation,
                                            "continual_mbrl": continual_mbrl, "task_gaps": task_gaps,
                                            "libero_world_models": libero_world_models,
                                            "curricula_mazes": curricula_mazes}
@@ -209,8 +250,6 @@ RENDERERS: dict[str, Callable[[], str]] = {"libero_lifelong": libero_lifelong,
 def render(text: str, name: str, body: str) -> str:
     """``text`` with the block between ``<!-- table:name -->`` and ``<!-- /table:name -->`` replaced by ``body``."""
     pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- /table:{name} -->)", re.S)
-    if not pattern.search(text):
-        raise ValueError(f"{README} has no <!-- table:{name} --> ... <!-- /table:{name} --> block")
     return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
 
 
@@ -218,20 +257,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 where a table is out of date")
     args = parser.parse_args()
-    text = README.read_text()
-    new = text
+    texts = {path: path.read_text() for path in TARGETS}
+    new = dict(texts)
     for name, renderer in RENDERERS.items():
+        holders = [path for path, text in texts.items() if f"<!-- table:{name} -->" in text]
+        if not holders:
+            raise SystemExit(f"no file of {', '.join(map(str, TARGETS))} has a <!-- table:{name} --> block")
         try:
-            new = render(new, name, renderer())
+            body = renderer()
         except FileNotFoundError as missing:  # a benchmark not run yet: its table stays as it is
             print(f"skipped {name}: {missing}", file=sys.stderr)
+            continue
+        for path in holders:
+            new[path] = render(new[path], name, body)
+    stale = [path for path in TARGETS if new[path] != texts[path]]
     if args.check:
-        if new != text:
-            print("benchmarks/README.md is out of date: run python benchmarks/tables.py", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new)
-    print(f"wrote {README}")
+        for path in stale:
+            print(f"{path} is out of date: run python benchmarks/tables.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.write_text(new[path])
+        print(f"wrote {path}")
     return 0
 
 
