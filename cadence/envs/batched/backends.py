@@ -210,10 +210,11 @@ class RolloutBackend(ModelBackend):
     def _physics_step(self, idx: np.ndarray, before: np.ndarray, reads_before: np.ndarray,
                       action: np.ndarray) -> PhysicsStep:
         t = lambda x: torch.as_tensor(x, dtype=torch.float64)
-        return PhysicsStep(qpos_before=t(before[:, self._qpos]), qpos=t(self.state[idx, self._qpos]),
-                           qvel=t(self.state[idx, self._qvel]), action=t(action), reads=t(self.reads[idx]),
+        sel = slice(None) if len(idx) == self.n else idx  # every world: views, not copies
+        return PhysicsStep(qpos_before=t(before[:, self._qpos]), qpos=t(self.state[sel, self._qpos]),
+                           qvel=t(self.state[sel, self._qvel]), action=t(action), reads=t(self.reads[sel]),
                            reads_before=t(reads_before), dt=self.dt,
-                           task=t(self.tasks[idx]) if self.tasks is not None else None)
+                           task=t(self.tasks[sel]) if self.tasks is not None else None)
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
         for i, seed in zip(idx, seeds, strict=True):
@@ -226,7 +227,9 @@ class RolloutBackend(ModelBackend):
         return self.physics.observe(self._physics_step(idx, self.state[idx], self.reads[idx], np.zeros((len(idx), nu))))
 
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        before, reads_before = self.state[idx], self.reads[idx]
+        full = len(idx) == self.n  # every world: slices where a copy is not needed
+        sel = slice(None) if full else idx
+        before, reads_before = self.state[idx], self.reads[idx]  # copies: the state is overwritten below
         fs = self.physics.frame_skip
         in_python = 1 if self.physics.reads else 0  # substeps whose MjData the task reads
         states = before
@@ -237,13 +240,14 @@ class RolloutBackend(ModelBackend):
             sensordata = np.empty((len(idx), nstep, 0))
             # shapes are right by construction (model sizes are checked at construction); the wrapper's
             # per-call checks cost ~100 us
-            self.runner.rollout([self.models[i] for i in idx], self.datas, before, control, nstep=nstep,
-                                initial_warmstart=self.warmstart[idx], state=out, sensordata=sensordata,
+            models = self.models if full else [self.models[i] for i in idx]
+            self.runner.rollout(models, self.datas, before, control, nstep=nstep,
+                                initial_warmstart=self.warmstart[sel], state=out, sensordata=sensordata,
                                 skip_checks=True)
             states = out[:, -1]
             previous_qvel = out[:, -2, self._qvel] if nstep > 1 else before[:, self._qvel]
-            self.warmstart[idx] = (states[:, self._qvel] - previous_qvel) / self.timestep
-        self.state[idx] = states
+            self.warmstart[sel] = (states[:, self._qvel] - previous_qvel) / self.timestep
+        self.state[sel] = states
         if in_python:
             data = self.datas[0]
             for j, i in enumerate(idx):

@@ -182,15 +182,18 @@ class BatchedEnv:
             idx = np.flatnonzero((k < self.intervals) & ~done & stepping)
             if len(idx) == 0:
                 break
-            a = actions[idx, k] if self.sequence else actions[idx]
-            before = self._obs[idx] if record_primitive else None
+            # every world stepping (the common case) indexes by a slice: no index conversions, views not copies
+            sel = slice(None) if len(idx) == n else idx
+            a = actions[sel, k] if self.sequence else actions[sel]
+            before = self._obs[sel].clone() if record_primitive else None
             obs, r, term = self.backend.step(idx, a)
-            self._obs[idx] = obs.to(self._obs.dtype)  # warp's are float32
-            self._elapsed[idx], steps[idx] = self._elapsed[idx] + 1, steps[idx] + 1
-            reward[idx] += r
-            trunc = torch.as_tensor(self._elapsed[idx] >= self.max_episode_steps).to(self._store)  # as TimeLimit
-            terminated[idx], truncated[idx] = term, trunc
-            done[idx] = (term | trunc).cpu().numpy()
+            self._obs[sel] = obs.to(self._obs.dtype)  # warp's are float32
+            self._elapsed[sel] += 1
+            steps[sel] += 1
+            reward[sel] += r
+            trunc = torch.as_tensor(self._elapsed[sel] >= self.max_episode_steps).to(self._store)  # as TimeLimit
+            terminated[sel], truncated[sel] = term, trunc
+            done[sel] = (term | trunc).cpu().numpy()
             if record_primitive:
                 records.append((idx, before, a, r, obs, term, trunc))
         info: dict = {"primitive_steps": torch.as_tensor(steps).to(self.device)}
