@@ -196,6 +196,48 @@ def plot(result: dict) -> Path:
                      f"{result['repeats']} repeats of {result['seconds_per_measurement']:g} s")
 
 
+def scaling(files: list[Path]) -> Path:
+    """Merge single-thread-count results (``batched_rollout.json`` files from one host, e.g. the 16-core one of
+    ``benchmarks/device/rollout_scaling.sh``) into ``batched_rollout_scaling.json`` and plot env steps/s and
+    cadence's ratio to raw rollout against physics threads."""
+    import matplotlib.pyplot as plt
+
+    results = sorted((json.loads(Path(f).read_text()) for f in files), key=lambda r: r["physics_threads"])
+    threads = [r["physics_threads"] for r in results]
+    peers = {"cadence_256": "cadence, 256 worlds (random actions: resets every ~23 steps)",
+             "cadence_256_no_resets": "cadence, 256 worlds, no resets", f"raw_rollout_{RAW_WORLDS}":
+             f"raw mujoco.rollout, {RAW_WORLDS} worlds"}
+    merged = {"env": ENV_ID, "machine": results[0]["machine"], "threads": threads,
+              "by_threads": {str(r["physics_threads"]): {"env_steps_per_second": {k: r["env_steps_per_second"][k]
+                                                                                 for k in peers},
+                                                          "overhead_over_raw_rollout_256":
+                                                              r["overhead_over_raw_rollout_256"],
+                                                          "repeats": r["repeats"],
+                                                          "seconds_per_measurement": r["seconds_per_measurement"]}
+                             for r in results}}
+    atomic_write_json(RESULTS / "batched_rollout_scaling.json", merged)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for key, label in peers.items():
+        rates = [r["env_steps_per_second"][key]["median"] for r in results]
+        left.plot(threads, rates, marker="o", label=label)
+        if key != f"raw_rollout_{RAW_WORLDS}":
+            raw = [r["env_steps_per_second"][f"raw_rollout_{RAW_WORLDS}"]["median"] for r in results]
+            right.plot(threads, np.array(rates) / raw, marker="o", label=label)
+    right.axhline(0.85, color="gray", linestyle="--", label="aim: 0.85x")
+    left.set(xlabel="physics threads", ylabel="Hopper-v5 env steps / s (median)", xticks=threads)
+    right.set(xlabel="physics threads", ylabel="cadence / raw rollout", xticks=threads, ylim=(0, 1.1))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{ENV_ID}: cadence's rollout backend against raw mujoco.rollout on a "
+                 f"{results[0]['machine']['cpu_count']}-core host, median of {results[0]['repeats']} repeats")
+    fig.tight_layout()
+    path = RESULTS / "batched_rollout_scaling.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -206,7 +248,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="Hopper-v5 run folder whose SAC actor the FAS timing uses")
     parser.add_argument("--checkpoint", help="a snapshot in that run, e.g. agent_100000.pt")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from batched_rollout.json")
+    parser.add_argument("--scaling", type=Path, nargs="+", metavar="JSON",
+                        help="merge these results of one host at different --threads into "
+                             "batched_rollout_scaling.json/.png (and measure nothing)")
     args = parser.parse_args()
+    if args.scaling:
+        print(f"wrote {scaling(args.scaling)}")
+        return
     if args.plot_only:
         print(f"wrote {plot(json.loads((RESULTS / 'batched_rollout.json').read_text()))}")
         return

@@ -154,6 +154,29 @@ def reference_ablation() -> str:
     return "\n".join(lines)
 
 
+def rollout_scaling() -> str:
+    """cadence's rollout backend against raw mujoco.rollout by physics threads, and its overhead per world step."""
+    data = json.loads((RESULTS / "batched_rollout_scaling.json").read_text())
+    machine = data["machine"]
+    lines = [f"{data['env']}, 256 worlds, uniform random actions, on a {machine['cpu_count']}-core host (python "
+             f"{machine['python']}, mujoco {machine['mujoco']}); median env steps/s. Overheads are microseconds per "
+             "world step over raw `mujoco.rollout`: the step's own work (no-reset peer against raw rollout) and the "
+             "resets (timed around each autoreset).", "",
+             "| physics threads | raw rollout | cadence, no resets (ratio) | cadence, autoreset (ratio) | raw us / "
+             "world step | step overhead us | resets us (per reset) |", "|---|---|---|---|---|---|---|"]
+    for threads in data["threads"]:
+        entry = data["by_threads"][str(threads)]
+        rates = {k: v["median"] for k, v in entry["env_steps_per_second"].items()}
+        raw = rates["raw_rollout_256"]
+        cost = entry["overhead_over_raw_rollout_256"]
+        lines.append(f"| {threads} | {raw:,.0f} | {rates['cadence_256_no_resets']:,.0f} "
+                     f"({rates['cadence_256_no_resets'] / raw:.2f}x) | {rates['cadence_256']:,.0f} "
+                     f"({rates['cadence_256'] / raw:.2f}x) | {cost['raw_rollout_us_per_world_step']:.1f} | "
+                     f"{cost['step_us_per_world_step']:.1f} | {cost['resets_us_per_world_step']:.1f} "
+                     f"({cost['us_per_reset']:.0f} us; {cost['resets_per_world_step']:.3f} per world step) |")
+    return "\n".join(lines)
+
+
 def task_gaps() -> str:
     """Every sequence's smallest task gap against a single-task model's error."""
     data = json.loads((RESULTS / "task_gaps.json").read_text())
@@ -242,6 +265,7 @@ def libero_lifelong() -> str:
 
 RENDERERS: dict[str, Callable[[], str]] = {"libero_lifelong": libero_lifelong,
                                            "reference_ablation": reference_ablation,
+                                           "rollout_scaling": rollout_scaling,
                                            "continual_mbrl": continual_mbrl, "task_gaps": task_gaps,
                                            "libero_world_models": libero_world_models,
                                            "curricula_mazes": curricula_mazes}
