@@ -14,7 +14,7 @@ LAYERS = {
     "agents": 3, "curricula": 3, "evaluation": 3,
     "loops": 4,
     "recipes": 5, "run_folder": 5,
-    "runs": 6, "collection": 6, "libero_demos": 6, "sweeps": 6, "report": 6, "schema": 6, "cli": 6,
+    "runs": 6, "collection": 6, "libero_demos": 6, "sweeps": 6, "report": 6, "schema": 6, "cli": 6, "__main__": 6,
 }
 ROOT = Path(cadence.__file__).parent
 
