@@ -207,7 +207,7 @@ def plot_ablation(result: dict) -> Path:
                 label=f"mean of {len(result['seeds'])} seeds, 95% t-interval")
         ax.axvline(0.0, color="black", linewidth=0.8)
         better = "> 0" if record == "return" else "< 0"
-        ax.set_xlabel(f"{label}\n(option at default) − (reference preset); {better}: the default does better")
+        ax.set_xlabel(f"{label}\n(option at default) − (preset); {better}: default better")
         ax.set_yticks(range(len(options)), options)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_ylabel("option at cadence's default")
