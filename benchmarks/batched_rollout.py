@@ -202,6 +202,8 @@ def scaling(files: list[Path]) -> Path:
     cadence's ratio to raw rollout against physics threads."""
     import matplotlib.pyplot as plt
 
+    from cadence.evaluation.plots import save_figure
+
     results = sorted((json.loads(Path(f).read_text()) for f in files), key=lambda r: r["physics_threads"])
     threads = [r["physics_threads"] for r in results]
     peers = {"cadence_256": "cadence, 256 worlds (random actions: resets every ~23 steps)",
@@ -232,10 +234,7 @@ def scaling(files: list[Path]) -> Path:
     fig.suptitle(f"{ENV_ID}: cadence's rollout backend against raw mujoco.rollout on a "
                  f"{results[0]['machine']['cpu_count']}-core host, median of {results[0]['repeats']} repeats")
     fig.tight_layout()
-    path = RESULTS / "batched_rollout_scaling.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, RESULTS / "batched_rollout_scaling.png")
 
 
 def main() -> None:

@@ -195,6 +195,8 @@ def plot_ablation(result: dict) -> Path:
     seeds with a Student-t 95% interval, for the final state error, its Chaudhry forgetting and the MPC return."""
     import matplotlib.pyplot as plt
 
+    from cadence.evaluation.plots import save_figure
+
     panels = (("state_error", "average_performance", "final state error (avg over tasks)"),
               ("state_error", "forgetting_chaudhry", "state forgetting (Chaudhry)"),
               ("return", "average_performance", "MPC return, final avg"))
@@ -215,10 +217,7 @@ def plot_ablation(result: dict) -> Path:
     fig.suptitle(f"{SEQUENCE}: each reference-preset option's own effect ({result['steps_per_task']:,} env steps "
                  f"per task, {result['device']})")
     fig.tight_layout()
-    path = RESULTS / "continual_mbrl_ablation.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, RESULTS / "continual_mbrl_ablation.png")
 
 
 def main() -> None:
