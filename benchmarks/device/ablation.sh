@@ -11,6 +11,10 @@
 # checkpoints). A sweep cut by its time limit leaves the finished methods: the runs go method by method, so those
 # are whole (every seed); the summary takes only them (--no-train).
 #
+# Tried once (2026-12-04): the cuda smoke found that HyperCRL could not plan on a GPU (fixed since: the CEM planner
+# takes the loop's CPU generator), and the CPU fallback, 16 runs at once on the host's cores, finished none in 470 s.
+# The committed ablation ran on 2 CPU cores instead. The CUDA path under MPS is untested at scale.
+#
 # Rehearsal on a CPU (here): DRY=1 bash benchmarks/device/ablation.sh  (tiny runs, CPU, into a scratch folder)
 #
 # Knobs (environment): WORKERS (21), T_SWEEP (seconds for the sweep; 470), STEPS (steps per task; 3000), SEEDS.
