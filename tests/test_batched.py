@@ -295,3 +295,13 @@ def test_per_world_models_reset_with_their_own_model(env_id, variant, tmp_path):
         want_obs, want_reward = ref.step(a[1])[:2]
         close(obs[1], want_obs)
         close(reward[1], want_reward)
+
+
+def test_gymnasium_backend_refuses_to_snapshot_and_names_the_backends_that_can():
+    env = BatchedEnv("Hopper-v5", 2, backend="gymnasium")
+    env.reset(seed=0)
+    with pytest.raises(NotImplementedError, match="gymnasium backend cannot snapshot its worlds; use rollout or warp"):
+        env.state_dict()
+    with pytest.raises(NotImplementedError, match="gymnasium backend cannot restore its worlds; use rollout or warp"):
+        env.backend.load_physics_state({})
+    env.close()
