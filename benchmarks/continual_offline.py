@@ -8,11 +8,12 @@ report`` reads it), and the ablations: ``mbes`` (MBES memory without dual clonin
 random memory), which show which part of OER carries any gain.
 
 Writes ``benchmarks/results/continual_offline.json``, ``continual_offline_{return,normalized_score}.png`` (every
-method's evaluation matrix, mean over seeds) and ``continual_offline_metrics.png``.
+method's evaluation matrix, mean over seeds), ``continual_offline_metrics.png`` and ``cadence report``'s output
+(OER against ER) in ``continual_offline_report/``.
 
 The paper's claim (Gai et al., 2023): OER beats ER and finetune.
 
-    python benchmarks/continual_offline.py [--sequence cheetah-vel-3] [--seeds 1 2] [--workers 2]
+    python benchmarks/continual_offline.py [--sequence cheetah-vel-3] [--seeds 1 2 3] [--workers 2]
     python benchmarks/continual_offline.py --plot-only
     python benchmarks/continual_offline.py --smoke    # a minute of tiny everything in a temp folder; writes nothing
 """
@@ -113,8 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequence", default="cheetah-vel-3")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--steps-per-task", type=int, default=20_000, help="gradient steps on each task")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--steps-per-task", type=int, default=10_000, help="gradient steps on each task")
     parser.add_argument("--memory", type=int, default=10_000, help="transitions every memory keeps")
     parser.add_argument("--size", type=int, default=50_000, help="transitions per task's data set")
     parser.add_argument("--policy-steps", type=int, default=60_000, help="SAC steps of each task's policy run")
@@ -145,6 +146,10 @@ def main() -> None:
               "machine": f"{platform.machine()} ({cpu_name()}), torch {torch.__version__}"}
     if not args.smoke:
         merge_result("continual_offline", args.sequence, result)
+        from cadence.report import write_report
+
+        compare = ("oer", "er") if {"oer", "er"} <= set(args.methods) else None
+        print(f"wrote {write_report(args.runs, RESULTS / 'continual_offline_report', compare=compare)}")
     for method in args.methods:
         line = "  ".join(f"{name}: avg {r['average_performance']:.1f} forgetting {r['forgetting']:.1f}"
                          for name, r in result["results"][method].items() if name != "per_seed")

@@ -35,7 +35,9 @@ sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parent))
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
 SECTIONS = ("speed", "scripted", "lifelong", "worldmodels")
 ERROR_KEYS = ("raw_mse", "state", "reward")  # cadence.evaluation.model_error.normalized_errors
 LIFELONG_METHODS = ("seql", "er", "ewc", "multitask")
+#: ``--lifelong-methods`` also takes ``ewc-lam<X>``: EWC with lambda X (e.g. ``ewc-lam5e4``, LIBERO's)
+EWC_VARIANT = re.compile(r"ewc-lam(\d+(?:\.\d*)?(?:e\d+)?)")
 #: the world-model section's methods (the chunked variant at its own beta 0.005); --hypercrl-beta adds chunked ones
 WORLD_MODEL_METHODS = ("finetune", "hypercrl", "hypercrl-chunked")
 
@@ -113,29 +117,49 @@ def demos(suite: str, tasks: list[int], canonical: bool = True) -> OfflineDatase
 
 def lifelong_settings(args: argparse.Namespace) -> dict:
     """What a lifelong run's result depends on besides its method and seed (a stored result is reused only when
-    these match)."""
+    these match, with :func:`lifelong_learner`'s settings)."""
     return {"suite": args.lifelong_suite, "bc_steps_per_task": args.bc_steps,
             "eval_init_states": list(range(50 - args.eval_episodes, 50)),
             "checkpoints_per_task": args.mid_task_evals + 2, "restore_best": True}
 
 
+def lifelong_method(name: str) -> str:
+    """``--lifelong-methods``' type: a strategy or an ``ewc-lam<X>`` variant."""
+    if name in LIFELONG_METHODS or EWC_VARIANT.fullmatch(name):
+        return name
+    raise argparse.ArgumentTypeError(f"unknown lifelong method {name!r}: one of {', '.join(LIFELONG_METHODS)}, or "
+                                     "ewc-lam<X> for EWC with lambda X")
+
+
+def lifelong_learner(method: str) -> tuple[str, dict]:
+    """A method's strategy and its ``LifelongBCConfig`` settings that differ between methods (EWC's lambda)."""
+    from cadence.agents.lifelong_bc import LifelongBCConfig
+
+    if match := EWC_VARIANT.fullmatch(method):
+        return "ewc", {"ewc_lambda": float(match.group(1))}
+    return method, {"ewc_lambda": LifelongBCConfig.ewc_lambda} if method == "ewc" else {}
+
+
 def lifelong_run(method: str, seed: int, args: argparse.Namespace) -> dict:
     """One (method, seed) run, or its stored result (``result.json`` in its run folder) from an earlier run with
     the same settings: an interrupted section resumes with the runs it has not finished."""
-    from cadence.agents.lifelong_bc import LifelongBC
+    from cadence.agents.lifelong_bc import LifelongBC, LifelongBCConfig
     from cadence.evaluation.continual import summary
     from cadence.io import atomic_write_json, read_json
     from cadence.loops.lifelong_imitation import LifelongImitationConfig, train_lifelong_imitation
 
     run_dir = args.runs / f"lifelong_{method}_s{seed}"
     stored = run_dir / "result.json"
-    if stored.is_file() and (done := read_json(stored)).get("settings") == lifelong_settings(args):
+    strategy, learner_settings = lifelong_learner(method)
+    settings = {**lifelong_settings(args), **learner_settings}
+    if stored.is_file() and (done := read_json(stored)).get("settings") == settings:
         print(f"  {method} s{seed}: done earlier ({stored})", flush=True)
         return done["result"]
     torch.set_num_threads(1)
     tasks = list(range(10))
     data = demos(args.lifelong_suite, tasks)  # signed quaternions, as the evaluation env's
-    learner = LifelongBC(data.observations.shape[1], 7, len(tasks), method, seed=seed)
+    learner = LifelongBC(data.observations.shape[1], 7, len(tasks), strategy, LifelongBCConfig(**learner_settings),
+                         seed=seed)
     config = LifelongImitationConfig(steps_per_task=args.bc_steps, eval_inits=tuple(range(50 - args.eval_episodes, 50)),
                                      mid_task_evals=args.mid_task_evals)
     start = time.perf_counter()
@@ -144,7 +168,7 @@ def lifelong_run(method: str, seed: int, args: argparse.Namespace) -> dict:
     metrics = summary(record)
     result = {"matrix": record.matrix.tolist(), "seconds": time.perf_counter() - start,
               **{k: metrics[k] for k in ("libero_fwt", "libero_nbt", "libero_auc", "average_performance")}}
-    atomic_write_json(stored, {"settings": lifelong_settings(args), "result": result})
+    atomic_write_json(stored, {"settings": settings, "result": result})
     return result
 
 
@@ -153,8 +177,13 @@ def lifelong(args: argparse.Namespace) -> dict:
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(lifelong_run, *zip(*jobs), [args] * len(jobs)))
     out: dict = {**lifelong_settings(args), "seeds": args.seeds, "methods": {}}
+    path = RESULTS / "libero.json"
+    earlier = json.loads(path.read_text()).get("lifelong", {}) if path.is_file() else {}
+    if {k: earlier.get(k) for k in lifelong_settings(args)} == lifelong_settings(args):  # methods not re-run stay
+        out["methods"] = {m: e for m, e in earlier["methods"].items() if m not in args.lifelong_methods}
     for (method, seed), result in zip(jobs, results):
-        out["methods"].setdefault(method, {"per_seed": {}})["per_seed"][str(seed)] = result
+        entry = out["methods"].setdefault(method, {**lifelong_learner(method)[1], "per_seed": {}})
+        entry["per_seed"][str(seed)] = result
     for method, entry in out["methods"].items():
         runs = list(entry["per_seed"].values())
         for key in ("libero_fwt", "libero_nbt", "libero_auc", "average_performance"):
@@ -305,8 +334,9 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=250, help="steps per timed block (4 blocks each)")
     parser.add_argument("--demo-inits", type=int, default=20, help="init states 0..N-1 demonstrated per task")
     parser.add_argument("--lifelong-suite", default="object", choices=("object", "spatial"))
-    parser.add_argument("--lifelong-methods", nargs="+", default=list(LIFELONG_METHODS), choices=LIFELONG_METHODS,
-                        help="lifelong: the strategies to run (finished runs with the same settings are reused)")
+    parser.add_argument("--lifelong-methods", nargs="+", default=list(LIFELONG_METHODS), type=lifelong_method,
+                        help=f"lifelong: the strategies to run, of {', '.join(LIFELONG_METHODS)}, or ewc-lam<X> for "
+                             "EWC with lambda X (finished runs with the same settings are reused)")
     parser.add_argument("--bc-steps", type=int, default=2000, help="BC gradient steps per task")
     parser.add_argument("--eval-episodes", type=int, default=5, help="held-out init states (the last of the 50)")
     parser.add_argument("--mid-task-evals", type=int, default=LifelongImitationConfig.mid_task_evals,

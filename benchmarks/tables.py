@@ -254,6 +254,36 @@ def curricula_mazes() -> str:
     return "\n".join(lines)
 
 
+def continual_offline() -> str:
+    """Continual offline RL: each method's final normalised score, forgetting and return, IQM [95% CI] over seeds;
+    the paper's claim (OER beats ER and finetune) as seed-paired differences below."""
+    from common import paired_difference
+
+    data = json.loads((RESULTS / "continual_offline.json").read_text())
+    key = next(iter(data))
+    result = data[key]
+    methods, seeds = result["methods"], result["seeds"]
+    lines = [f"Sequence `{key}` ({', '.join(result['tasks'])}), {result['steps_per_task']:,} TD3+BC gradient steps "
+             f"per task, memory {result['memory']:,} transitions, seeds {', '.join(map(str, seeds))}; IQM over seeds "
+             "[95% bootstrap CI]. Normalised score: 0 is the task's random data set, 100 its expert one.", "",
+             "| method | final avg normalised score ↑ | per seed | forgetting (Chaudhry) ↓ | final avg return ↑ |",
+             "|---|---|---|---|---|"]
+    for method in methods:
+        scores = _per_seed(result, method, "normalized_score", "average_performance")
+        lines.append(f"| {method} | {interval(scores, 1)} | {', '.join(f'{v:.1f}' for v in scores)} | "
+                     f"{interval(_per_seed(result, method, 'normalized_score', 'forgetting_chaudhry'), 1)} | "
+                     f"{interval(_per_seed(result, method, 'return', 'average_performance'), 1)} |")
+    if "oer" in methods:
+        lines.append("")
+        for baseline in [m for m in ("er", "finetune") if m in methods]:
+            mean, half = paired_difference(result, "oer", baseline, "normalized_score", "average_performance")
+            verdict = ("OER ahead" if mean - half > 0 else "OER behind" if mean + half < 0
+                       else "the interval holds 0: no difference shown")
+            lines.append(f"- OER − {baseline}, final avg normalised score, seed-paired: **{mean:+.1f} "
+                         f"[{mean - half:+.1f}, {mean + half:+.1f}]** (95% Student-t): {verdict}.")
+    return "\n".join(lines)
+
+
 def libero_lifelong() -> str:
     """Lifelong imitation on LIBERO: LIBERO's FWT, NBT and AUC per method, per seed and as IQM [95% CI]."""
     ll = json.loads((RESULTS / "libero.json").read_text())["lifelong"]
@@ -274,7 +304,7 @@ def libero_lifelong() -> str:
     return "\n".join(lines)
 
 
-RENDERERS: dict[str, Callable[[], str]] = {"libero_lifelong": libero_lifelong,
+RENDERERS: dict[str, Callable[[], str]] = {"libero_lifelong": libero_lifelong, "continual_offline": continual_offline,
                                            "reference_ablation": reference_ablation,
                                            "rollout_scaling": rollout_scaling,
                                            "continual_mbrl": continual_mbrl, "task_gaps": task_gaps,
