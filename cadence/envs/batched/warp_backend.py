@@ -22,6 +22,7 @@ import warp as wp
 
 from cadence.envs.batched.backends import ModelBackend
 from cadence.envs.batched.physics import read_data
+from cadence.envs.batched.warp_contacts import use_mujoco_plane_capsule_frame
 from cadence.envs.rewards import DataRead, PhysicsStep
 from cadence.envs.tasks import TaskFamily
 
@@ -42,10 +43,18 @@ _initialized = False
 
 
 def init_warp() -> str:
-    """Start Warp once per process, its kernel cache in a stable folder and its load messages off; returns the
-    cache folder."""
+    """Start Warp once per process, its kernel cache in a stable folder and its load messages off, with MuJoCo's
+    plane-capsule contact frame (:mod:`cadence.envs.batched.warp_contacts`; ``CADENCE_WARP_NATIVE_CONTACTS=1``
+    keeps MuJoCo Warp's own); returns the cache folder."""
     global _initialized
     if not _initialized:
+        if os.environ.get("CADENCE_WARP_NATIVE_CONTACTS", "0") in ("", "0"):
+            try:
+                use_mujoco_plane_capsule_frame()
+            except RuntimeError as err:
+                warnings.warn(f"{err}: the warp backend keeps MuJoCo Warp's plane-capsule contact frame, so steep "
+                              "capsules on a plane (Ant's legs) get other friction directions than in rollout",
+                              RuntimeWarning, stacklevel=2)
         if wp.config.kernel_cache_dir is None and "WARP_CACHE_PATH" not in os.environ:
             folder = os.environ.get("CADENCE_WARP_CACHE") or str(DEFAULT_KERNEL_CACHE.expanduser())
             wp.config.kernel_cache_dir = folder
