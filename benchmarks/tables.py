@@ -300,6 +300,9 @@ def libero_lifelong() -> str:
         cells = [interval([r[key] for r in runs], 2) for key in
                  ("libero_fwt", "libero_nbt", "libero_auc", "average_performance")]
         per_seed = ", ".join(f"{r['libero_fwt']:.2f}" for r in runs)
+        if "ewc_lambda" in entry:
+            whose = ", LIBERO's" if entry["ewc_lambda"] == 5e4 else ""
+            method += f" (λ {entry['ewc_lambda']:g}{whose})"
         lines.append(f"| {method} | {per_seed} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
