@@ -145,16 +145,15 @@ def lifelong_run(method: str, seed: int, args: argparse.Namespace) -> dict:
     the same settings: an interrupted section resumes with the runs it has not finished."""
     from cadence.agents.lifelong_bc import LifelongBC, LifelongBCConfig
     from cadence.evaluation.continual import summary
-    from cadence.io import atomic_write_json, read_json
+    from cadence.io import atomic_write_json
     from cadence.loops.lifelong_imitation import LifelongImitationConfig, train_lifelong_imitation
 
     run_dir = args.runs / f"lifelong_{method}_s{seed}"
     stored = run_dir / "result.json"
     strategy, learner_settings = lifelong_learner(method)
-    settings = {**lifelong_settings(args), **learner_settings}
-    if stored.is_file() and (done := read_json(stored)).get("settings") == settings:
+    if (done := stored_lifelong(method, seed, args)) is not None:
         print(f"  {method} s{seed}: done earlier ({stored})", flush=True)
-        return done["result"]
+        return done
     torch.set_num_threads(1)
     tasks = list(range(10))
     data = demos(args.lifelong_suite, tasks)  # signed quaternions, as the evaluation env's
@@ -168,12 +167,29 @@ def lifelong_run(method: str, seed: int, args: argparse.Namespace) -> dict:
     metrics = summary(record)
     result = {"matrix": record.matrix.tolist(), "seconds": time.perf_counter() - start,
               **{k: metrics[k] for k in ("libero_fwt", "libero_nbt", "libero_auc", "average_performance")}}
-    atomic_write_json(stored, {"settings": settings, "result": result})
+    atomic_write_json(stored, {"settings": {**lifelong_settings(args), **learner_settings}, "result": result})
     return result
+
+
+def stored_lifelong(method: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """The result of (method, seed)'s finished run in ``args.runs`` if it ran with the current settings."""
+    from cadence.io import read_json
+
+    stored = args.runs / f"lifelong_{method}_s{seed}" / "result.json"
+    settings = {**lifelong_settings(args), **lifelong_learner(method)[1]}
+    done = read_json(stored) if stored.is_file() else {}
+    return done["result"] if done.get("settings") == settings else None
 
 
 def lifelong(args: argparse.Namespace) -> dict:
     jobs = [(m, s) for m in args.lifelong_methods for s in args.seeds]
+    if args.stored_only:  # aggregate what has finished; say what has not
+        missing = [f"{m} s{s}" for m, s in jobs if stored_lifelong(m, s, args) is None]
+        if missing:
+            print(f"  not run yet (left out): {', '.join(missing)}")
+        jobs = [(m, s) for m, s in jobs if stored_lifelong(m, s, args) is not None]
+        if not jobs:
+            raise SystemExit(f"no finished lifelong run with these settings in {args.runs}")
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(lifelong_run, *zip(*jobs), [args] * len(jobs)))
     out: dict = {**lifelong_settings(args), "seeds": args.seeds, "methods": {}}
@@ -350,6 +366,8 @@ def main() -> None:
                         help="worldmodels: also chunked HyperCRL with these regulariser weights (its own: 0.005)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stored-only", action="store_true",
+                        help="lifelong: only gather the finished runs in --runs (none is trained)")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_libero"))
     parser.add_argument("--plot-only", action="store_true")
     args = parser.parse_args()
