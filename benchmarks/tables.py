@@ -295,7 +295,9 @@ def libero_lifelong() -> str:
              f"per task (best restored), seeds {', '.join(map(str, seeds))}.", "",
              "| method | FWT per seed | FWT, IQM [95% CI] | NBT, IQM [95% CI] | AUC, IQM [95% CI] | "
              "success at the end, IQM [95% CI] |", "|---|---|---|---|---|---|"]
-    for method, entry in ll["methods"].items():
+    first = ("seql", "er", "ewc", "multitask")  # LIBERO's order, then the variants
+    order = sorted(ll["methods"], key=lambda m: (first.index(m) if m in first else len(first), m))
+    for method, entry in ((m, ll["methods"][m]) for m in order):
         runs = [entry["per_seed"][str(s)] for s in seeds if str(s) in entry["per_seed"]]
         cells = [interval([r[key] for r in runs], 2) for key in
                  ("libero_fwt", "libero_nbt", "libero_auc", "average_performance")]
