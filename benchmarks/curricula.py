@@ -275,13 +275,10 @@ def train_all(suite: Suite, args: argparse.Namespace) -> dict:
     train = {"train.env": suite.env, "train.total_steps": args.steps, "train.eval_every": args.steps // 10,
              "train.eval_episodes": 3, "train.torch_threads": 1, "train.progress": False,
              "train.checkpoint_every": args.steps // 4}
-    table = {m: {"algo": "sac", **train, "train.teacher": teacher_of(m)[0], **agent} for m in args.teachers}
+    table = {m: {"algo": "sac", **train, "train.teacher": teacher_of(m)[0], **agent,
+                 **({"train.teacher_settings": teacher_of(m)[1]} if teacher_of(m)[1] else {})} for m in args.teachers}
     sweep = expand({"sweep": {"name": f"curricula_{suite.plot_stem}"}, "methods": table,
                     "axes": {"train.seed": list(args.seeds)}})
-    for run in sweep.runs:  # a grid flattens tables into dotted keys, so a table-valued setting is added here
-        settings = teacher_of(run.method)[1]
-        if settings:
-            run.settings["train.teacher_settings"] = settings
     run_grid(sweep, args.runs, args.workers)
     return {(r.method, r.settings["train.seed"]): read_status(args.runs / r.name).get("seconds") for r in sweep.runs}
 

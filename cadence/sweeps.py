@@ -34,8 +34,10 @@ import socket
 import time
 import tomllib
 import traceback
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -160,11 +162,32 @@ def _check_keys(table: Mapping[str, Any], valid: Sequence[str], where: str) -> N
             raise SweepError(f"unknown key {key!r} in {where}{_close(key, valid)}")
 
 
+def _is_table(hint: Any) -> bool:
+    """Whether a config field's type hint is a dict (or an optional one)."""
+    return typing.get_origin(hint) is dict or hint is dict or any(_is_table(a) for a in typing.get_args(hint))
+
+
+@cache
+def table_keys() -> frozenset[str]:
+    """Config keys whose value is a table in some recipe (``train.teacher_settings``), dotted and bare: a grid keeps
+    their tables whole rather than reading them as sub-keys."""
+    from cadence.recipes import RECIPES
+
+    keys: set[str] = set()
+    for spec in RECIPES.values():
+        for section, cls in (("train", spec.train_config_cls), ("agent", spec.config_cls)):
+            hints = typing.get_type_hints(cls)
+            keys.update(k for f in dataclasses.fields(cls) if _is_table(hints[f.name])
+                        for k in (f"{section}.{f.name}", f.name))
+    return frozenset(keys)
+
+
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"seed": 1}}`` -> ``{"train.seed": 1}`` (TOML dotted keys and sub-tables alike)."""
+    """``{"train": {"seed": 1}}`` -> ``{"train.seed": 1}`` (TOML dotted keys and sub-tables alike); the value of a
+    table-valued key (:func:`table_keys`) stays a table."""
     out: dict[str, Any] = {}
     for key, value in table.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and f"{prefix}{key}" not in table_keys():
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
@@ -280,6 +303,8 @@ def _value_text(value: Any) -> str:
         text = f"{value:g}"
     elif isinstance(value, list):
         text = "x".join(_value_text(v) for v in value)
+    elif isinstance(value, dict):  # a table-valued setting: its keys and values, {regret = "pvl"} -> regret-pvl
+        text = "+".join(f"{k}-{_value_text(v)}" for k, v in value.items()) or "none"
     else:
         text = str(value)
     return re.sub(r"[^A-Za-z0-9._+-]", "-", text)

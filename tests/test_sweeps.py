@@ -98,6 +98,39 @@ method = "SAC-1"
     assert sections["agent"].action_repeat == 2
 
 
+def test_a_table_valued_setting_stays_a_table_in_methods_and_axes():
+    sweep = expand(grid("""
+[base]
+"train.env" = "HopperPhysics-v0"
+"train.teacher" = "alp-gmm"
+
+[methods.often]
+algo = "sac"
+train.teacher_settings = { fit_every = 50, random_share = 0.5 }
+
+[methods.axis]
+algo = "sac"
+
+[axes]
+method = ["axis"]
+"train.teacher_settings" = [{ fit_every = 100 }, { criterion = "bic" }]
+"train.seed" = [1]
+
+[[include]]
+method = "often"
+"train.seed" = 2
+"""))
+    by_name = {r.name: r for r in sweep.runs}
+    assert set(by_name) == {"axis/teacher_settings=fit_every-100,seed=1",
+                            "axis/teacher_settings=criterion-bic,seed=1", "often/seed=2"}
+    assert by_name["often/seed=2"].settings["train.teacher_settings"] == {"fit_every": 50, "random_share": 0.5}
+    sections = by_name["axis/teacher_settings=criterion-bic,seed=1"].sections()
+    assert sections["train"].teacher_settings == {"criterion": "bic"}
+    with pytest.raises(SweepError, match="fit_evry"):  # the table's own keys are still checked
+        expand(grid('[base]\n"train.env" = "HopperPhysics-v0"\n"train.teacher" = "alp-gmm"\n[methods.m]\n'
+                    'algo = "sac"\ntrain.teacher_settings = { fit_evry = 5 }\n'))
+
+
 @pytest.mark.parametrize("extra, message", [
     ('\n[axis]\n"train.seed" = [1]\n', "did you mean 'axes'"),
     ('\n[methods.bad]\nalgo = "sac"\ntrain.sead = 3\n', "did you mean train.seed"),
