@@ -306,21 +306,26 @@ def plot(result: dict) -> list[Path]:
     if "lifelong" in result:
         ll = result["lifelong"]
         labels = [f"{ll['suite']}/{t}" for t in range(10)]
+        def name(method: str, entry: dict) -> str:  # EWC's lambda, and the seeds when not all ran
+            lam = f", λ {entry['ewc_lambda']:g}" if "ewc_lambda" in entry else ""
+            seeds = len(entry["per_seed"])
+            return f"{method}{lam}" + (f" ({seeds} seed{'s' * (seeds > 1)})" if seeds < len(ll["seeds"]) else "")
+
         with warnings.catch_warnings():  # the upper triangle is NaN (not measured) in every seed
             warnings.simplefilter("ignore", RuntimeWarning)
-            recs = {m: ContinualEvaluation(labels, metric_name="success", matrix=np.nanmean(
+            recs = {name(m, e): ContinualEvaluation(labels, metric_name="success", matrix=np.nanmean(
                 [np.array(r["matrix"], dtype=float) for r in e["per_seed"].values()], axis=0))
                 for m, e in ll["methods"].items()}
         paths.append(plot_continual_methods(
             recs, RESULTS / "libero_lifelong_success.png",
             title=f"LIBERO-{ll['suite'].capitalize()}: success on each learned task after each task (BC from "
-                  f"scripted demonstrations, {len(ll['eval_init_states'])} held-out init states, mean of seeds "
+                  f"scripted demonstrations, {len(ll['eval_init_states'])} held-out init states, mean over seeds "
                   f"{', '.join(map(str, ll['seeds']))})"))
-        bars = {metric: {m: e[key] for m, e in ll["methods"].items()}
+        bars = {metric: {name(m, e): e[key] for m, e in ll["methods"].items()}
                 for metric, key in (("FWT", "libero_fwt"), ("NBT", "libero_nbt"), ("AUC", "libero_auc"))}
         paths.append(plot_bars(bars, RESULTS / "libero_lifelong_metrics.png", "success-rate metric",
                                f"LIBERO-{ll['suite'].capitalize()} lifelong imitation: FWT and AUC (higher is "
-                               f"better), NBT (forgetting; lower is better)"))
+                               f"better), NBT (forgetting; lower is better); mean over seeds"))
     if "worldmodels" in result:
         wm = result["worldmodels"]
         labels = [f"spatial/{t}" for t in wm["tasks"]]
