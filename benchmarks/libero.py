@@ -184,10 +184,10 @@ def stored_lifelong(method: str, seed: int, args: argparse.Namespace) -> dict | 
 def lifelong(args: argparse.Namespace) -> dict:
     jobs = [(m, s) for m in args.lifelong_methods for s in args.seeds]
     if args.stored_only:  # aggregate what has finished; say what has not
-        missing = [f"{m} s{s}" for m, s in jobs if stored_lifelong(m, s, args) is None]
-        if missing:
+        finished = {job: stored_lifelong(*job, args) is not None for job in jobs}
+        if missing := [f"{m} s{s}" for (m, s), done in finished.items() if not done]:
             print(f"  not run yet (left out): {', '.join(missing)}")
-        jobs = [(m, s) for m, s in jobs if stored_lifelong(m, s, args) is not None]
+        jobs = [job for job, done in finished.items() if done]
         if not jobs:
             raise SystemExit(f"no finished lifelong run with these settings in {args.runs}")
     with ProcessPoolExecutor(args.workers) as pool:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cadence.agents.lifelong_bc import LIBERO_EWC_LAMBDA
 from cadence.evaluation.aggregate import Interval, aggregate, iqm
 
 HERE = Path(__file__).parent
@@ -303,7 +304,7 @@ def libero_lifelong() -> str:
                  ("libero_fwt", "libero_nbt", "libero_auc", "average_performance")]
         per_seed = ", ".join(f"{r['libero_fwt']:.2f}" for r in runs)
         if "ewc_lambda" in entry:
-            whose = ", LIBERO's" if entry["ewc_lambda"] == 5e4 else ""
+            whose = ", LIBERO's" if entry["ewc_lambda"] == LIBERO_EWC_LAMBDA else ""
             method += f" (λ {entry['ewc_lambda']:g}{whose})"
         lines.append(f"| {method} | {per_seed} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
