@@ -12,6 +12,8 @@ import torch
 
 from cadence.envs import make
 from cadence.envs.batched import BatchedEnv
+from cadence.envs.batched.backends import RolloutBackend
+from cadence.envs.batched.physics import get_state, read_data
 from cadence.envs.rewards import supported_envs
 
 # BatchedEnv returns float32 tensors; Gymnasium float64. Relative 1e-5 (float32 rounds at ~6e-8 relative) plus
@@ -295,6 +297,25 @@ def test_per_world_models_reset_with_their_own_model(env_id, variant, tmp_path):
         want_obs, want_reward = ref.step(a[1])[:2]
         close(obs[1], want_obs)
         close(reward[1], want_reward)
+
+
+@pytest.mark.parametrize(("env_id", "variant", "kwargs"), [
+    *((env_id, None, {}) for env_id in supported_envs()), ("Hopper-v5", None, {"reset_noise_scale": 0.3}),
+    ("Reacher-v5", longer_reacher, {}), ("Ant-v5", higher_ant, {})])
+def test_resets_give_gymnasiums_initial_state_bit_for_bit(env_id, variant, kwargs, tmp_path):
+    # resets draw reset_model's noise outside Gymnasium (cadence/envs/batched/resets.py): every number of the
+    # carried state must be Gymnasium's own, not merely close, or a seed would name another episode
+    refs = [gym.make(env_id, **kwargs).unwrapped, (variant(tmp_path) if variant else gym.make(env_id, **kwargs))]
+    models = [refs[0].model, copy.deepcopy(refs[1].unwrapped.model)]
+    backend = RolloutBackend(env_id, 2, kwargs, threads=1, models=models)
+    for seeds in ([0, 1], [7, 2**40 + 3], [123456789, 5]):
+        backend.reset(np.arange(2), seeds)
+        for i, (ref, seed) in enumerate(zip(refs, seeds, strict=True)):
+            ref = ref.unwrapped
+            ref.reset(seed=seed)
+            np.testing.assert_array_equal(backend.state[i], get_state(ref.model, ref.data), f"world {i}, seed {seed}")
+            np.testing.assert_array_equal(backend.warmstart[i], ref.data.qacc_warmstart)
+            np.testing.assert_array_equal(backend.reads[i], read_data(backend.physics, ref.model, ref.data, False))
 
 
 def test_gymnasium_backend_refuses_to_snapshot_and_names_the_backends_that_can():

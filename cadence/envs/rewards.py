@@ -13,7 +13,7 @@ last substep, as Gymnasium does; :attr:`TaskPhysics.reads` lists them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
@@ -65,6 +65,17 @@ class PhysicsStep:
     """Duration of the primitive step (frame_skip * timestep)."""
     task: Tensor | None = None
     """``[n, n_params]`` each world's task params, for task families whose reward depends on them; else None."""
+    shared: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
+    """Values the reward and the termination both use (health), computed once per step (:func:`_once`)."""
+
+
+def _once(s: PhysicsStep, fn: Callable[[PhysicsStep], Tensor]) -> Tensor:
+    """``fn(s)``, computed once per step however many of the step's functions ask. After a physics call each torch
+    op runs with cold caches (~10 us on a CPU), so a step's op count is most of its cost beyond the physics."""
+    key = fn.__qualname__
+    if key not in s.shared:
+        s.shared[key] = fn(s)
+    return s.shared[key]
 
 
 StepFn = Callable[[PhysicsStep], Tensor]
@@ -96,13 +107,16 @@ def _hopper_like(env: gym.Env, env_id: str) -> TaskPhysics:
     """Hopper-v5 and Walker2d-v5: forward velocity + healthy reward - control cost; unhealthy ends."""
     hopper = env_id.startswith("Hopper")
 
-    def healthy(s: PhysicsStep) -> Tensor:
+    def health(s: PhysicsStep) -> Tensor:
         z, angle = s.qpos[:, 1], s.qpos[:, 2]
         ok = _in(z, env._healthy_z_range) & _in(angle, env._healthy_angle_range)
         if hopper:  # Hopper also bounds every state entry but x and z: state_vector()[2:]
             state = torch.cat([s.qpos[:, 2:], s.qvel], dim=1)
             ok &= _in(state, env._healthy_state_range).all(-1)
         return ok
+
+    def healthy(s: PhysicsStep) -> Tensor:
+        return _once(s, health)
 
     def reward(s: PhysicsStep) -> Tensor:
         forward = env._forward_reward_weight * (s.qpos[:, 0] - s.qpos_before[:, 0]) / s.dt
@@ -137,9 +151,12 @@ def _inverted_pendulum(env: gym.Env, env_id: str) -> TaskPhysics:
     def observe(s: PhysicsStep) -> Tensor:
         return torch.cat([s.qpos, s.qvel], dim=1)
 
-    def terminated(s: PhysicsStep) -> Tensor:
+    def termination(s: PhysicsStep) -> Tensor:
         obs = observe(s)
         return ~torch.isfinite(obs).all(-1) | (obs[:, 1].abs() > 0.2)
+
+    def terminated(s: PhysicsStep) -> Tensor:
+        return _once(s, termination)
 
     return TaskPhysics(env_id, env.frame_skip, (), observe, lambda s: (~terminated(s)).to(s.qpos.dtype), terminated)
 
@@ -187,9 +204,12 @@ def _ant(env: gym.Env, env_id: str) -> TaskPhysics:
     # reads: torso position (3), then cfrc_ext of every body but the world (6 each)
     low, high = env._contact_force_range
 
-    def healthy(s: PhysicsStep) -> Tensor:
+    def health(s: PhysicsStep) -> Tensor:
         state = torch.cat([s.qpos, s.qvel], dim=1)
         return torch.isfinite(state).all(-1) & _in(s.qpos[:, 2], env._healthy_z_range, closed=True)
+
+    def healthy(s: PhysicsStep) -> Tensor:
+        return _once(s, health)
 
     def observe(s: PhysicsStep) -> Tensor:
         return torch.cat([s.qpos[:, 2:], s.qvel, s.reads[:, 3:].clamp(low, high)], dim=1)

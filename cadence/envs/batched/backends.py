@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from cadence.envs.batched.physics import STATE_SPEC, get_state, read_data, same_sizes, step_data
+from cadence.envs.batched.resets import reset_noise, seeded_generator
 from cadence.envs.rewards import PhysicsStep, task_physics
 from cadence.envs.tasks import TaskFamily, TaskWrapper, base_env_id
 
@@ -38,7 +39,8 @@ class Backend(ABC):
 
     @abstractmethod
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
-        """Reset worlds ``idx`` with Gymnasium's reset and ``seeds``; returns their observations ``[m, obs_dim]``."""
+        """Reset worlds ``idx`` to Gymnasium's initial states for ``seeds``; returns their observations
+        ``[m, obs_dim]``."""
 
     @abstractmethod
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,12 +92,14 @@ class GymnasiumBackend(Backend):
 
 
 class ModelBackend(Backend):
-    """Worlds that step MuJoCo models themselves (rollout, warp): per-world models and tasks, Gymnasium's resets.
+    """Worlds that step MuJoCo models themselves (rollout, warp): per-world models and tasks, Gymnasium's initial
+    states.
 
     With a task ``family`` every world starts in the family's default task; ``set_task`` gives a world the model
     built for its params (models are cached by params, so worlds in one task share one) and, for reward-target
     families, the params the torch reward reads (:attr:`PhysicsStep.task`). Explicit ``models`` win over the
-    default task's model. Resets use Gymnasium's own reset, so the same seed gives the same initial state; a world
+    default task's model. A reset gives a world the initial state Gymnasium's ``reset(seed=...)`` gives, bit for bit
+    (``reset_model``'s noise is drawn outside Gymnasium from the same seeded generator, about half the cost); a world
     with its own model is reset in that model (its ``qpos0``, and reads such as body positions), as an env built
     from it would be.
     """
@@ -123,6 +127,9 @@ class ModelBackend(Backend):
         self.models = list(models) if models is not None else [base] * n_worlds
         # one MjData resets every per-world model: they share the base model's sizes
         self._reset_data = mujoco.MjData(base)
+        self._noise, self._zero_qvel = reset_noise(base_env_id(env_id), self.env), np.zeros(base.nv)
+        self._templates: dict[int, tuple[mujoco.MjModel, mujoco.MjData, np.ndarray]] = {}
+        self.read_size = len(read_data(self.physics, base, self._reset_data, after_step=False))
         self.timestep = base.opt.timestep
         self.dt = self.physics.frame_skip * base.opt.timestep
 
@@ -149,20 +156,41 @@ class ModelBackend(Backend):
         self.models[world] = self._model_for(params)
         self.tasks[world] = params
 
-    def _reset_model(self, model: mujoco.MjModel, seed: int) -> mujoco.MjData:
-        """Gymnasium's reset run in ``model``, as an env built from it would: its own MjData and ``qpos0``."""
-        env = self.env
-        if model is env.model:
-            env.reset(seed=seed)
-            return env.data
-        saved = env.model, env.data, env.init_qpos, env.init_qvel
-        env.model, env.data = model, self._reset_data
-        env.init_qpos, env.init_qvel = model.qpos0.copy(), np.zeros(model.nv)
-        try:
-            env.reset(seed=seed)
-            return env.data
-        finally:
-            env.model, env.data, env.init_qpos, env.init_qvel = saved
+    def _initial_states(self, idx: np.ndarray, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``qpos [m, nq]``, ``qvel [m, nv]`` and the task's reads ``[m, k]`` of worlds ``idx`` just after Gymnasium's
+        ``reset(seed=seeds[j])`` in each world's own model (as an env built from it: its ``qpos0``).
+
+        ``reset_model``'s noise is drawn from the same seeded generator (:mod:`cadence.envs.batched.resets`), bit for
+        bit Gymnasium's; the rest of a reset world is :meth:`_reset_template`'s. ``mj_forward`` runs only for the
+        task's reads (it changes nothing else a backend carries), so most tasks skip it.
+        """
+        base = self.env.model
+        qpos, qvel = np.empty((len(idx), base.nq)), np.empty((len(idx), base.nv))
+        for j, (i, seed) in enumerate(zip(idx, seeds, strict=True)):
+            model = self.models[i]
+            init = (self.env.init_qpos, self.env.init_qvel) if model is base else (model.qpos0, self._zero_qvel)
+            qpos[j], qvel[j] = self._noise(seeded_generator(seed), *init)
+        reads = np.zeros((len(idx), self.read_size))
+        if self.physics.reads:
+            data = self._reset_data
+            for j, i in enumerate(idx):
+                model = self.models[i]
+                mujoco.mj_resetData(model, data)
+                data.qpos[:], data.qvel[:] = qpos[j], qvel[j]
+                mujoco.mj_forward(model, data)
+                reads[j] = read_data(self.physics, model, data, after_step=False)
+        return qpos, qvel, reads
+
+    def _reset_template(self, model: mujoco.MjModel) -> tuple[mujoco.MjData, np.ndarray]:
+        """``model``'s ``MjData`` just after ``mj_resetData``, and its physics state: what a reset leaves besides
+        ``qpos``, ``qvel`` and the reads (kept per model, with the model, so its id stays its own)."""
+        key = id(model)
+        if key not in self._templates:
+            if len(self._templates) >= self.MODEL_CACHE:
+                self._templates.pop(next(iter(self._templates)))  # the oldest
+            data = mujoco.MjData(model)
+            self._templates[key] = (model, data, get_state(model, data))
+        return self._templates[key][1:]
 
 
 class RolloutBackend(ModelBackend):
@@ -191,7 +219,7 @@ class RolloutBackend(ModelBackend):
         self.runner = rollout.Rollout(nthread=self.threads)
         self.state = np.zeros((n_worlds, mujoco.mj_stateSize(base, STATE_SPEC)))
         self.warmstart = np.zeros((n_worlds, base.nv))
-        self.reads = np.zeros((n_worlds, len(read_data(self.physics, base, self.datas[0], after_step=False))))
+        self.reads = np.zeros((n_worlds, self.read_size))
         self._qpos = slice(1, 1 + base.nq)  # FULLPHYSICS layout: time, qpos, qvel, ...
         self._qvel = slice(1 + base.nq, 1 + base.nq + base.nv)
 
@@ -217,12 +245,12 @@ class RolloutBackend(ModelBackend):
                            task=t(self.tasks[sel]) if self.tasks is not None else None)
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
-        for i, seed in zip(idx, seeds, strict=True):
-            model = self.models[i]
-            data = self._reset_model(model, int(seed))
-            self.state[i] = get_state(model, data)
-            self.warmstart[i] = data.qacc_warmstart
-            self.reads[i] = read_data(self.physics, model, data, after_step=False)
+        qpos, qvel, reads = self._initial_states(idx, seeds)
+        templates = [self._reset_template(self.models[i]) for i in idx]
+        state = np.stack([state for _, state in templates])
+        state[:, self._qpos], state[:, self._qvel] = qpos, qvel
+        self.state[idx], self.reads[idx] = state, reads
+        self.warmstart[idx] = [data.qacc_warmstart for data, _ in templates]
         nu = self.action_space.shape[0]
         return self.physics.observe(self._physics_step(idx, self.state[idx], self.reads[idx], np.zeros((len(idx), nu))))
 

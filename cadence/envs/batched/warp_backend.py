@@ -21,7 +21,6 @@ import torch
 import warp as wp
 
 from cadence.envs.batched.backends import ModelBackend
-from cadence.envs.batched.physics import read_data
 from cadence.envs.batched.warp_contacts import use_mujoco_plane_capsule_frame
 from cadence.envs.rewards import DataRead, PhysicsStep
 from cadence.envs.tasks import TaskFamily
@@ -142,7 +141,8 @@ class WarpBackend(ModelBackend):
     - **Subsets.** ``step(idx, ...)`` steps every world (a graph has one shape) and puts the worlds outside
       ``idx`` back to their state before (:data:`STATE_FIELDS`; their task reads are kept aside), so they do not
       move. Worlds sitting out cost physics time: with mixed decision intervals, the short ones wait.
-    - **Resets** run Gymnasium's seeded reset on the host (so seeds give rollout's and Gymnasium's initial states)
+    - **Resets** draw Gymnasium's seeded initial states on the host (:meth:`ModelBackend._initial_states`: a seed
+      gives rollout's and Gymnasium's initial state)
       and write the reset worlds' rows into the device arrays with one indexed copy per field.
     - **Per-world models and tasks** go through MuJoCo Warp's batched model fields: Warp's arrays whose spec
       leads with ``*`` may hold one row per world. A field a world's model changes becomes ``[n_worlds, ...]``
@@ -185,8 +185,7 @@ class WarpBackend(ModelBackend):
         self._overflow = view("overflow")
         self._reads = [self._reader(r, source) for r in self.physics.reads]
         self._postconstraint = any(r.field == "cfrc_ext" for r in self.physics.reads)
-        size = len(read_data(self.physics, source, self._reset_data, after_step=False))
-        self.reads = torch.zeros((n_worlds, size), dtype=torch.float32, device=self.device)
+        self.reads = torch.zeros((n_worlds, self.read_size), dtype=torch.float32, device=self.device)
         self._task_tensor: torch.Tensor | None = None
         for world, model in enumerate(self.models):
             if model is not source:
@@ -303,15 +302,13 @@ class WarpBackend(ModelBackend):
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
         rows = self._rows(np.asarray(idx))
-        host: dict[str, list] = {name: [] for name in (*STATE_FIELDS, "reads")}
-        for i, seed in zip(idx, seeds, strict=True):
-            model = self.models[i]
-            data = self._reset_model(model, int(seed))
-            for name in STATE_FIELDS:
-                host[name].append(np.array(getattr(data, name), dtype=np.float64))
-            host["reads"].append(read_data(self.physics, model, data, after_step=False))
+        qpos, qvel, reads = self._initial_states(idx, seeds)
+        templates = [self._reset_template(self.models[i])[0] for i in idx]
+        host = {"qpos": qpos, "qvel": qvel, "reads": reads}
+        host.update({name: np.stack([np.asarray(getattr(data, name), np.float64) for data in templates])
+                     for name in STATE_FIELDS if name not in host})
         for name, target in (*self._state.items(), ("reads", self.reads)):
-            values = torch.as_tensor(np.stack(host[name]), dtype=target.dtype).to(self.device)
+            values = torch.as_tensor(host[name], dtype=target.dtype).to(self.device)
             target[rows] = values.reshape(target[rows].shape)
         nu = self.action_space.shape[0]
         action = torch.zeros((len(idx), nu), dtype=torch.float32, device=self.device)
