@@ -243,7 +243,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement and repeat")
     parser.add_argument("--threads", type=int, default=2, help="physics threads of cadence and raw rollout")
     parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--fas-episodes", type=int, default=10, help="FAS sweep timing: episodes per ASL (0 skips)")
+    parser.add_argument("--fas-episodes", type=int, default=10,
+                        help="FAS sweep timing: episodes per ASL (0 skips it and keeps the stored timing)")
     parser.add_argument("--run", type=Path, help="Hopper-v5 run folder whose SAC actor the FAS timing uses")
     parser.add_argument("--checkpoint", help="a snapshot in that run, e.g. agent_100000.pt")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from batched_rollout.json")
@@ -290,6 +291,9 @@ def main() -> None:
     }
     if (fas := fas_sweep_timing(args)) is not None:
         result["fas_sweep"] = fas
+    elif (stored := RESULTS / "batched_rollout.json").exists() and "fas_sweep" in (old := json.loads(
+            stored.read_text())):  # not re-measured: the earlier run's timing, with that run's machine
+        result["fas_sweep"] = {**old["fas_sweep"], "machine": old["fas_sweep"].get("machine", old["machine"])}
     atomic_write_json(RESULTS / "batched_rollout.json", result)
     plot(result)
     for name, v in median.items():

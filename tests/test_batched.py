@@ -326,3 +326,19 @@ def test_gymnasium_backend_refuses_to_snapshot_and_names_the_backends_that_can()
     with pytest.raises(NotImplementedError, match="gymnasium backend cannot restore its worlds; use rollout or warp"):
         env.backend.load_physics_state({})
     env.close()
+
+
+def test_reward_and_termination_share_one_health_evaluation_per_step():
+    # a step's torch ops are its cost beyond the physics: Hopper's health (reward and termination) is computed once
+    from cadence.envs.rewards import PhysicsStep, task_physics
+
+    physics = task_physics("Hopper-v5")
+    qpos = torch.tensor([[0.0, 1.25, 0.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    step = PhysicsStep(qpos_before=qpos, qpos=qpos, qvel=torch.zeros(2, 6, dtype=torch.float64),
+                       action=torch.zeros(2, 3), reads=torch.zeros(2, 0), reads_before=torch.zeros(2, 0), dt=0.008)
+    assert physics.terminated(step).tolist() == [False, True]  # the second torso is below healthy_z_range
+    assert physics.reward(step).tolist() == [1.0, 0.0]  # healthy reward 1 only where healthy
+    assert len(step.shared) == 1
+    other = PhysicsStep(qpos_before=qpos, qpos=qpos.flip(0), qvel=step.qvel, action=step.action, reads=step.reads,
+                        reads_before=step.reads, dt=0.008)
+    assert physics.terminated(other).tolist() == [True, False]  # another step: its own health
