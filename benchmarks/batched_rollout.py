@@ -28,7 +28,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
-from common import RESULTS
+from common import RESULTS, ResetClock
 from mujoco import rollout
 
 from cadence.envs.batched import BatchedEnv
@@ -85,27 +85,18 @@ def gymnasium_vector() -> Callable[[int], int]:
 def cadence_batched(n: int, threads: int, autoreset: bool = True) -> Callable[[int], int]:
     """BatchedEnv's step; without ``autoreset`` ended worlds step on without a reset (what a step costs alone, in
     the same fallen-robot physics as raw rollout's, which never resets either). The step function counts
-    ``world_steps``, ``resets`` and ``reset_seconds`` (autoreset's time, measured around each reset)."""
+    ``world_steps``, and its ``clock`` (a :class:`common.ResetClock`) autoreset's resets and their time."""
     env = BatchedEnv(ENV_ID, n, backend="rollout", threads=threads, autoreset=autoreset)
     actions = torch.as_tensor(random_actions(n, 2))  # a policy hands over torch tensors
     env.reset(0)
-    reset_worlds = env.reset_worlds
-
-    def timed_reset(idx, tasks=None):
-        start = time.perf_counter()
-        out = reset_worlds(idx, tasks)
-        step.reset_seconds += time.perf_counter() - start
-        step.resets += len(idx)
-        return out
-
-    env.reset_worlds = timed_reset
+    clock = ResetClock(env)
 
     def step(t: int) -> int:
         env.step(actions[t % ACTION_ROWS])
         step.world_steps += n
         return n
 
-    step.world_steps, step.resets, step.reset_seconds = 0, 0, 0.0
+    step.world_steps, step.clock = 0, clock
     return step
 
 
@@ -115,9 +106,9 @@ def overhead(median: dict[str, float], counted: Callable) -> dict[str, float]:
     (random actions end Hopper's episodes every few dozen steps; a trained policy's last up to 1000)."""
     raw = 1e6 / median[f"raw_rollout_{RAW_WORLDS}"]
     return {"step_us_per_world_step": 1e6 / median["cadence_256_no_resets"] - raw,
-            "resets_us_per_world_step": 1e6 * counted.reset_seconds / counted.world_steps,
-            "raw_rollout_us_per_world_step": raw, "resets_per_world_step": counted.resets / counted.world_steps,
-            "us_per_reset": 1e6 * counted.reset_seconds / max(counted.resets, 1)}
+            "resets_us_per_world_step": 1e6 * counted.clock.seconds / counted.world_steps,
+            "raw_rollout_us_per_world_step": raw, "resets_per_world_step": counted.clock.resets / counted.world_steps,
+            "us_per_reset": counted.clock.summary()["us_per_reset"]}
 
 
 def raw_rollout(n: int, threads: int) -> Callable[[int], int]:

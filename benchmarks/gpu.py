@@ -4,8 +4,9 @@ Sections (``--sections``; each a function ``args -> dict`` in :data:`SECTIONS`):
 
 * ``steps``: Hopper-v5 env steps/s of ``BatchedEnv`` on ``backend="warp"`` (on ``--device``) and ``"rollout"``
   (``--rollout-threads`` CPU threads) at 16, 64, ... worlds up to ``--max-worlds`` (65,536 on CUDA; 1,024 on the
-  CPU, where a run must end in minutes), autoreset on and uniform random actions made before timing; plus warp's
-  physics alone (the recorded graph replayed, no observations, rewards or resets).
+  CPU, where a run must end in minutes), autoreset on and uniform random actions made before timing; the share of
+  that time spent in resets (host work: the suspect where warp falls short of its physics); plus warp's physics
+  alone (the recorded graph replayed, no observations, rewards or resets).
 * ``fas``: the FAS sweep of a Hopper SAC policy, 16 ASLs x ``--fas-episodes`` episodes in one batch, timed on each
   backend. The policy: ``--policy RUN_DIR`` (a trained Hopper SAC run), else a short run trained here when
   ``--train-steps`` > 0, else a fixed random-init SAC (the JSON says which).
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # common.py, and gpu_training.py when it exists
-from common import RESULTS, cpu_name  # noqa: E402
+from common import RESULTS, ResetClock, cpu_name  # noqa: E402
 
 from cadence.envs.batched import BatchedEnv  # noqa: E402
 from cadence.io import atomic_write_json  # noqa: E402
@@ -86,11 +87,14 @@ def world_counts(args: argparse.Namespace) -> list[int]:
     return counts
 
 
-def timed(step: Callable[[int], int], seconds: float, sync: Callable[[], None] = lambda: None) -> float:
-    """Env steps/s of ``step(t) -> env steps taken``, over about ``seconds`` after two warm-up calls."""
+def timed(step: Callable[[int], int], seconds: float, sync: Callable[[], None] = lambda: None,
+          on_start: Callable[[], None] = lambda: None) -> float:
+    """Env steps/s of ``step(t) -> env steps taken``, over about ``seconds`` after two warm-up calls (then
+    ``on_start()``)."""
     step(0)
     step(1)
     sync()
+    on_start()
     steps, t, start = 0, 2, time.perf_counter()
     while time.perf_counter() - start < seconds:
         steps += step(t)
@@ -102,7 +106,8 @@ def timed(step: Callable[[int], int], seconds: float, sync: Callable[[], None] =
 def steps_section(args: argparse.Namespace) -> dict[str, Any]:
     """Env steps/s of BatchedEnv on each backend, and warp's recorded graph alone, by world count."""
     out: dict[str, Any] = {"env": ENV_ID, "worlds": world_counts(args), "rollout_threads": args.rollout_threads,
-                           "warp": {}, "warp_physics_only": {}, "rollout": {}, "first_warp_step_s": {}}
+                           "warp": {}, "warp_physics_only": {}, "rollout": {}, "first_warp_step_s": {},
+                           "resets": {backend: {} for backend in BACKENDS}}
     for n in out["worlds"]:
         actions = np.random.default_rng(n).uniform(-1, 1, (64, n, 3)).astype(np.float32)
         for backend in BACKENDS:
@@ -113,12 +118,16 @@ def steps_section(args: argparse.Namespace) -> dict[str, Any]:
             if backend == "warp":
                 env.step(actions[0])
                 out["first_warp_step_s"][n] = round(time.perf_counter() - start, 2)  # load/compile, record
-            out[backend][n] = timed(_env_step(env, actions), args.seconds)
+            clock = ResetClock(env)  # host time in autoreset: random actions end Hopper's episodes every ~23 steps
+            out[backend][n] = timed(_env_step(env, actions), args.seconds, on_start=clock.zero)
+            out["resets"][backend][n] = clock.summary()
             if backend == "warp":
                 out["warp_physics_only"][n] = timed(_graph_step(env.backend), args.seconds,
                                                     lambda physics=env.backend: _sync(physics))
             env.close()
-            print(f"  {backend:8s} {n:6d} worlds: {out[backend][n]:12,.0f} env steps/s", flush=True)
+            resets = out["resets"][backend][n]
+            print(f"  {backend:8s} {n:6d} worlds: {out[backend][n]:12,.0f} env steps/s (resets: "
+                  f"{resets['share_of_time']:.0%} of the time, {resets['us_per_reset']:.0f} us each)", flush=True)
     return out
 
 
