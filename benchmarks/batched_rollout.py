@@ -9,7 +9,9 @@ before timing. Measured:
 - the limit: raw ``mujoco.rollout`` on Hopper's model, 256 worlds on ``--threads`` threads, one call per env step
   with nstep = frame_skip = 4 (as cadence calls it), counted as env steps. It computes no observation, reward
   or reset: what cadence adds on top of it is the gap between the two.
-Writes ``benchmarks/results/batched_rollout.json`` and ``batched_rollout.png``.
+And one reset of 8 to 4,096 worlds, per world, on both paths to Gymnasium's initial states (batched draws against
+one seeded generator per world). Writes ``benchmarks/results/batched_rollout.json``, ``batched_rollout.png`` and
+``batched_rollout_resets.png``.
 
     python benchmarks/batched_rollout.py [--repeats 3] [--seconds 3] [--threads 2]
 """
@@ -33,6 +35,7 @@ from mujoco import rollout
 
 from cadence.envs.batched import BatchedEnv
 from cadence.envs.batched.physics import STATE_SPEC, get_state
+from cadence.envs.batched.resets import BATCHED_FROM
 from cadence.evaluation.plots import plot_bars
 from cadence.io import atomic_write_json
 
@@ -132,6 +135,30 @@ def raw_rollout(n: int, threads: int) -> Callable[[int], int]:
     return step
 
 
+def reset_batch_timing(sizes: tuple[int, ...] = (8, 16, 32, 64, 256, 1024, 4096)) -> dict[str, dict[str, float]]:
+    """Microseconds per world of one ``reset`` of ``m`` Hopper worlds, side by side: the batched draws of
+    ``cadence.envs.batched.seeding`` (what ``BatchedEnv`` uses from ``BATCHED_FROM`` worlds on) against one seeded
+    generator per world (what it uses below). Both give Gymnasium's states bit for bit."""
+    from cadence.envs.batched import resets
+    from cadence.envs.batched.backends import RolloutBackend
+
+    backend = RolloutBackend(ENV_ID, max(sizes), threads=1)
+    out = {}
+    for m in sizes:
+        idx, seeds = np.arange(m), list(range(10_000, 10_000 + m))
+        times = {}
+        for name, threshold in (("one_generator_per_world", np.iinfo(np.int64).max), ("batched", 1)):
+            resets.BATCHED_FROM, calls = threshold, max(3, 20_000 // m)
+            backend.reset(idx, seeds)
+            start = time.perf_counter()
+            for _ in range(calls):
+                backend.reset(idx, seeds)
+            times[name] = 1e6 * (time.perf_counter() - start) / calls / m
+        out[str(m)] = {**times, "speedup": times["one_generator_per_world"] / times["batched"]}
+    resets.BATCHED_FROM = BATCHED_FROM
+    return out
+
+
 def fas_sweep_timing(args: argparse.Namespace) -> dict | None:
     """Wall time of one full FAS sweep (ASL 1..30, ``--fas-episodes`` per ASL), batched against the sequential
     Gymnasium loop, same policy and seeds. The policy is a SAC actor: from ``--run`` (a Hopper-v5 run folder,
@@ -185,6 +212,32 @@ def plot(result: dict) -> Path:
                      RESULTS / "batched_rollout.png", "env steps / s (median)",
                      f"{result['env']} stepping, {result['physics_threads']} physics threads, median of "
                      f"{result['repeats']} repeats of {result['seconds_per_measurement']:g} s")
+
+
+def plot_resets(result: dict) -> Path | None:
+    """Microseconds per world of a reset against the batch size, per path, from ``result["reset_batches"]``."""
+    if "reset_batches" not in result:
+        return None
+    import matplotlib.pyplot as plt
+
+    from cadence.evaluation.plots import save_figure
+
+    timing = result["reset_batches"]["us_per_world"]
+    sizes = [int(m) for m in timing]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for key, label in (("one_generator_per_world", "one seeded NumPy generator per world"),
+                       ("batched", "batched draws (cadence.envs.batched.seeding)")):
+        ax.plot(sizes, [timing[str(m)][key] for m in sizes], marker="o", label=label)
+    ax.axvline(result["reset_batches"]["batched_from"], color="gray", linestyle="--",
+               label=f"BatchedEnv switches at {result['reset_batches']['batched_from']} worlds")
+    ax.set(xscale="log", yscale="log", xlabel="worlds reset in one call", ylabel="microseconds per world reset",
+           title=f"{result['env']} resets, Gymnasium's states bit for bit either way")
+    ax.set_xticks(sizes, [f"{m:,}" for m in sizes])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, RESULTS / "batched_rollout_resets.png")
 
 
 def scaling(files: list[Path]) -> Path:
@@ -247,7 +300,8 @@ def main() -> None:
         print(f"wrote {scaling(args.scaling)}")
         return
     if args.plot_only:
-        print(f"wrote {plot(json.loads((RESULTS / 'batched_rollout.json').read_text()))}")
+        result = json.loads((RESULTS / "batched_rollout.json").read_text())
+        print(f"wrote {plot(result)} and {plot_resets(result)}")
         return
     torch.set_num_threads(args.torch_threads)
 
@@ -280,6 +334,7 @@ def main() -> None:
         "targets_met": {"cadence_256_over_gymnasium_single": ratios["cadence_256_over_gymnasium_single"] >= 2.5,
                         "cadence_256_over_raw_rollout": ratios["cadence_256_over_raw_rollout"] >= 0.8},
     }
+    result["reset_batches"] = {"us_per_world": reset_batch_timing(), "batched_from": BATCHED_FROM}
     if (fas := fas_sweep_timing(args)) is not None:
         result["fas_sweep"] = fas
     elif (stored := RESULTS / "batched_rollout.json").exists() and "fas_sweep" in (old := json.loads(
@@ -287,12 +342,16 @@ def main() -> None:
         result["fas_sweep"] = {**old["fas_sweep"], "machine": old["fas_sweep"].get("machine", old["machine"])}
     atomic_write_json(RESULTS / "batched_rollout.json", result)
     plot(result)
+    plot_resets(result)
     for name, v in median.items():
         print(f"{name:26s} {v:11,.0f} env steps/s")
     for name, v in ratios.items():
         print(f"{name:34s} {v:6.2f}x (target >= {TARGETS[name + '_at_least']}x)")
     for name, v in result["overhead_over_raw_rollout_256"].items():
         print(f"{name:34s} {v:8.3f}")
+    for m, v in result["reset_batches"]["us_per_world"].items():
+        print(f"reset of {m:>5s} worlds: {v['one_generator_per_world']:6.2f} us per world with a generator each, "
+              f"{v['batched']:6.2f} batched ({v['speedup']:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -342,3 +342,32 @@ def test_reward_and_termination_share_one_health_evaluation_per_step():
     other = PhysicsStep(qpos_before=qpos, qpos=qpos.flip(0), qvel=step.qvel, action=step.action, reads=step.reads,
                         reads_before=step.reads, dt=0.008)
     assert physics.terminated(other).tolist() == [True, False]  # another step: its own health
+
+
+def test_first_doubles_are_numpys_generators_first_draws():
+    from gymnasium.utils import seeding
+
+    from cadence.envs.batched.seeding import first_doubles
+
+    seeds = np.concatenate([np.arange(300), [2**32 - 1, 2**32, 2**32 + 1, 2**63 - 1],
+                            np.random.default_rng(0).integers(0, 2**63, 300)])
+    want = np.stack([seeding.np_random(int(s))[0].random(7) for s in seeds])
+    np.testing.assert_array_equal(first_doubles(seeds, 7), want)
+    with pytest.raises(ValueError, match="non-negative"):
+        first_doubles([3, -1], 2)
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Swimmer-v5", "InvertedPendulum-v5"])
+def test_a_large_reset_batch_draws_gymnasiums_states_at_once(env_id):
+    # from BATCHED_FROM worlds on, all-uniform noise comes from cadence.envs.batched.seeding, not one generator per
+    # world: still Gymnasium's numbers exactly, for every world's own seed
+    from cadence.envs.batched.resets import BATCHED_FROM
+
+    n, kwargs = BATCHED_FROM + 6, {"reset_noise_scale": 0.02}
+    backend = RolloutBackend(env_id, n, kwargs, threads=1)
+    seeds = [10**12 + 7 * i for i in range(n)]
+    backend.reset(np.arange(n), seeds)
+    ref = gym.make(env_id, **kwargs).unwrapped
+    for i, seed in enumerate(seeds):
+        ref.reset(seed=seed)
+        np.testing.assert_array_equal(backend.state[i], get_state(ref.model, ref.data), f"world {i}")

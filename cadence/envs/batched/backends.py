@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import mujoco
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from cadence.envs.batched.physics import STATE_SPEC, get_state, read_data, same_sizes, step_data
-from cadence.envs.batched.resets import reset_noise, seeded_generator
+from cadence.envs.batched.resets import initial_states, reset_noise
 from cadence.envs.rewards import PhysicsStep, task_physics
 from cadence.envs.tasks import TaskFamily, TaskWrapper, base_env_id
 
@@ -165,11 +165,15 @@ class ModelBackend(Backend):
         task's reads (it changes nothing else a backend carries), so most tasks skip it.
         """
         base = self.env.model
-        qpos, qvel = np.empty((len(idx), base.nq)), np.empty((len(idx), base.nv))
-        for j, (i, seed) in enumerate(zip(idx, seeds, strict=True)):
-            model = self.models[i]
-            init = (self.env.init_qpos, self.env.init_qvel) if model is base else (model.qpos0, self._zero_qvel)
-            qpos[j], qvel[j] = self._noise(seeded_generator(seed), *init)
+        if len(seeds) != len(idx):
+            raise ValueError(f"need one seed per reset world ({len(idx)}), got {len(seeds)}")
+        if all(self.models[i] is base for i in idx):
+            qpos0 = np.broadcast_to(self.env.init_qpos, (len(idx), base.nq))
+            qvel0 = np.broadcast_to(self.env.init_qvel, (len(idx), base.nv))
+        else:
+            qpos0 = np.stack([self.env.init_qpos if self.models[i] is base else self.models[i].qpos0 for i in idx])
+            qvel0 = np.stack([self.env.init_qvel if self.models[i] is base else self._zero_qvel for i in idx])
+        qpos, qvel = initial_states(self._noise, seeds, qpos0, qvel0)
         reads = np.zeros((len(idx), self.read_size))
         if self.physics.reads:
             data = self._reset_data
@@ -191,6 +195,20 @@ class ModelBackend(Backend):
             data = mujoco.MjData(model)
             self._templates[key] = (model, data, get_state(model, data))
         return self._templates[key][1:]
+
+    def _template_rows(self, idx: np.ndarray,
+                       read: Callable[[mujoco.MjData, np.ndarray], np.ndarray]) -> np.ndarray:
+        """``read(data, state)`` of each world's reset template (:meth:`_reset_template`), as float64 rows
+        ``[m, ...]``: read once per distinct model, so a large batch costs little per world."""
+        keys = [id(self.models[i]) for i in idx]
+        values: dict[int, np.ndarray] = {}
+        for i, key in zip(idx, keys, strict=True):
+            if key not in values:
+                values[key] = np.asarray(read(*self._reset_template(self.models[i])), np.float64)
+        if len(values) == 1:
+            (value,) = values.values()
+            return np.repeat(value[None], len(idx), axis=0)
+        return np.stack([values[key] for key in keys])
 
 
 class RolloutBackend(ModelBackend):
@@ -246,11 +264,10 @@ class RolloutBackend(ModelBackend):
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
         qpos, qvel, reads = self._initial_states(idx, seeds)
-        templates = [self._reset_template(self.models[i]) for i in idx]
-        state = np.stack([state for _, state in templates])
+        state = self._template_rows(idx, lambda data, state: state)
         state[:, self._qpos], state[:, self._qvel] = qpos, qvel
         self.state[idx], self.reads[idx] = state, reads
-        self.warmstart[idx] = [data.qacc_warmstart for data, _ in templates]
+        self.warmstart[idx] = self._template_rows(idx, lambda data, state: data.qacc_warmstart)
         nu = self.action_space.shape[0]
         return self.physics.observe(self._physics_step(idx, self.state[idx], self.reads[idx], np.zeros((len(idx), nu))))
 

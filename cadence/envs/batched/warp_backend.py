@@ -303,9 +303,8 @@ class WarpBackend(ModelBackend):
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
         rows = self._rows(np.asarray(idx))
         qpos, qvel, reads = self._initial_states(idx, seeds)
-        templates = [self._reset_template(self.models[i])[0] for i in idx]
         host = {"qpos": qpos, "qvel": qvel, "reads": reads}
-        host.update({name: np.stack([np.asarray(getattr(data, name), np.float64) for data in templates])
+        host.update({name: self._template_rows(idx, lambda data, state, name=name: getattr(data, name))
                      for name in STATE_FIELDS if name not in host})
         for name, target in (*self._state.items(), ("reads", self.reads)):
             values = torch.as_tensor(host[name], dtype=target.dtype).to(self.device)
