@@ -189,6 +189,29 @@ def rollout_scaling() -> str:
     return "\n".join(lines)
 
 
+def rollout_cuts() -> str:
+    """The rollout backend's overhead before and after the reset and step cuts, and reset cost by batch size."""
+    data = json.loads((RESULTS / "batched_rollout.json").read_text())
+    ab = data["ab_runs"]
+    lines = [f"{data['env']}, 256 worlds, {data['physics_threads']} physics threads on {data['machine']['cpu_count']} "
+             "cores, uniform random actions; microseconds per world step, timed inside each run: the step's own "
+             "work outside the physics calls (no resets), and autoreset's resets. " + ab["how"] + ".", "",
+             "| | run | step's own work | resets (per reset) |", "|---|---|---|---|"]
+    for label, key in (("before", "before"), ("after", "after")):
+        for i, run in enumerate(ab[key]["runs"], 1):
+            lines.append(f"| {label} ({ab[key]['commit']}) | {i} | {run['step_us_per_world_step']:.2f} | "
+                         f"{run['resets_us_per_world_step']:.2f} ({run['us_per_reset']:.0f} us) |")
+    timing = data["reset_batches"]["us_per_world"]
+    lines += ["", f"One `reset` of m worlds, microseconds per world, both paths giving Gymnasium's states bit for bit "
+                  f"(BatchedEnv batches from {data['reset_batches']['batched_from']} worlds on):", "",
+              "| worlds | one seeded generator per world | batched draws | speedup |", "|---|---|---|---|"]
+    for m in sorted(timing, key=int):
+        row = timing[m]
+        lines.append(f"| {int(m):,} | {row['one_generator_per_world']:.2f} | {row['batched']:.2f} | "
+                     f"{row['speedup']:.1f}x |")
+    return "\n".join(lines)
+
+
 def task_gaps() -> str:
     """Every sequence's smallest task gap against a single-task model's error."""
     data = json.loads((RESULTS / "task_gaps.json").read_text())
@@ -312,7 +335,7 @@ def libero_lifelong() -> str:
 
 RENDERERS: dict[str, Callable[[], str]] = {"libero_lifelong": libero_lifelong, "continual_offline": continual_offline,
                                            "reference_ablation": reference_ablation,
-                                           "rollout_scaling": rollout_scaling,
+                                           "rollout_scaling": rollout_scaling, "rollout_cuts": rollout_cuts,
                                            "continual_mbrl": continual_mbrl, "task_gaps": task_gaps,
                                            "libero_world_models": libero_world_models,
                                            "curricula_mazes": curricula_mazes}
