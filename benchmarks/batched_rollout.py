@@ -160,18 +160,20 @@ def reset_batch_timing(sizes: tuple[int, ...] = (8, 16, 32, 64, 256, 1024, 4096)
     default = resets.BATCHED_FROM
     backend = RolloutBackend(ENV_ID, max(sizes), threads=1)
     out = {}
-    for m in sizes:
-        idx, seeds = np.arange(m), list(range(10_000, 10_000 + m))
-        times = {}
-        for name, threshold in (("one_generator_per_world", np.iinfo(np.int64).max), ("batched", 1)):
-            resets.BATCHED_FROM, calls = threshold, max(3, 20_000 // m)
-            backend.reset(idx, seeds)
-            start = time.perf_counter()
-            for _ in range(calls):
+    try:
+        for m in sizes:
+            idx, seeds = np.arange(m), list(range(10_000, 10_000 + m))
+            times = {}
+            for name, threshold in (("one_generator_per_world", np.iinfo(np.int64).max), ("batched", 1)):
+                resets.BATCHED_FROM, calls = threshold, max(3, 20_000 // m)
                 backend.reset(idx, seeds)
-            times[name] = 1e6 * (time.perf_counter() - start) / calls / m
-        out[str(m)] = {**times, "speedup": times["one_generator_per_world"] / times["batched"]}
-    resets.BATCHED_FROM = default
+                start = time.perf_counter()
+                for _ in range(calls):
+                    backend.reset(idx, seeds)
+                times[name] = 1e6 * (time.perf_counter() - start) / calls / m
+            out[str(m)] = {**times, "speedup": times["one_generator_per_world"] / times["batched"]}
+    finally:
+        resets.BATCHED_FROM = default
     return out
 
 

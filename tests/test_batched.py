@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -6,15 +7,19 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils import seeding
 
 from cadence.envs import make
 from cadence.envs.batched import BatchedEnv
 from cadence.envs.batched.backends import RolloutBackend
 from cadence.envs.batched.physics import get_state, read_data
-from cadence.envs.rewards import supported_envs
+from cadence.envs.batched.resets import BATCHED_FROM
+from cadence.envs.batched.seeding import first_doubles
+from cadence.envs.rewards import PhysicsStep, supported_envs, task_physics
 
 # BatchedEnv returns float32 tensors; Gymnasium float64. Relative 1e-5 (float32 rounds at ~6e-8 relative) plus
 # absolute 1e-5 near zero: large entries (Ant's velocities, HalfCheetah's speed reward) are compared relatively.
@@ -330,8 +335,6 @@ def test_gymnasium_backend_refuses_to_snapshot_and_names_the_backends_that_can()
 
 def test_reward_and_termination_share_one_health_evaluation_per_step():
     # a step's torch ops are its cost beyond the physics: Hopper's health (reward and termination) is computed once
-    from cadence.envs.rewards import PhysicsStep, task_physics
-
     physics = task_physics("Hopper-v5")
     qpos = torch.tensor([[0.0, 1.25, 0.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     step = PhysicsStep(qpos_before=qpos, qpos=qpos, qvel=torch.zeros(2, 6, dtype=torch.float64),
@@ -345,10 +348,6 @@ def test_reward_and_termination_share_one_health_evaluation_per_step():
 
 
 def test_first_doubles_are_numpys_generators_first_draws():
-    from gymnasium.utils import seeding
-
-    from cadence.envs.batched.seeding import first_doubles
-
     seeds = np.concatenate([np.arange(300), [2**32 - 1, 2**32, 2**32 + 1, 2**63 - 1],
                             np.random.default_rng(0).integers(0, 2**63, 300)])
     want = np.stack([seeding.np_random(int(s))[0].random(7) for s in seeds])
@@ -357,17 +356,47 @@ def test_first_doubles_are_numpys_generators_first_draws():
         first_doubles([3, -1], 2)
 
 
-@pytest.mark.parametrize("env_id", ["Hopper-v5", "Swimmer-v5", "InvertedPendulum-v5"])
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "Swimmer-v5", "InvertedPendulum-v5"])
 def test_a_large_reset_batch_draws_gymnasiums_states_at_once(env_id):
     # from BATCHED_FROM worlds on, all-uniform noise comes from cadence.envs.batched.seeding, not one generator per
-    # world: still Gymnasium's numbers exactly, for every world's own seed
-    from cadence.envs.batched.resets import BATCHED_FROM
-
+    # world: still Gymnasium's numbers exactly, for every world's own seed and model (odd worlds: another qpos0)
     n, kwargs = BATCHED_FROM + 6, {"reset_noise_scale": 0.02}
-    backend = RolloutBackend(env_id, n, kwargs, threads=1)
+    base = gym.make(env_id, **kwargs).unwrapped.model
+    shifted = copy.deepcopy(base)
+    shifted.qpos0[:] += 0.01
+    models = [shifted if i % 2 else base for i in range(n)]
+    backend = RolloutBackend(env_id, n, kwargs, threads=1, models=models)
     seeds = [10**12 + 7 * i for i in range(n)]
     backend.reset(np.arange(n), seeds)
-    ref = gym.make(env_id, **kwargs).unwrapped
     for i, seed in enumerate(seeds):
+        ref = gym.make(env_id, **kwargs).unwrapped
+        if models[i] is shifted:  # an env built from that model: its qpos0 is init_qpos
+            ref.model, ref.data = shifted, mujoco.MjData(shifted)
+            ref.init_qpos, ref.init_qvel = shifted.qpos0.copy(), np.zeros(shifted.nv)
         ref.reset(seed=seed)
         np.testing.assert_array_equal(backend.state[i], get_state(ref.model, ref.data), f"world {i}")
+        np.testing.assert_array_equal(backend.warmstart[i], ref.data.qacc_warmstart)
+        np.testing.assert_array_equal(backend.reads[i], read_data(backend.physics, ref.model, ref.data, False))
+
+
+def test_seeds_of_any_size_reset_as_gymnasium_and_bad_ones_are_named():
+    env = BatchedEnv("Hopper-v5", 2, threads=1)
+    obs = env.reset([2**63 - 1, 5])
+    close(obs[0], gym.make("Hopper-v5").reset(seed=2**63 - 1)[0])
+    # the next episode's seed, 2**63 - 1 + 2, is past int64: Gymnasium still takes it
+    close(env.reset_worlds([0])[0], gym.make("Hopper-v5").reset(seed=2**63 + 1)[0])
+    assert env.reset_worlds([]).shape == (2, 11)  # nothing to reset: the observations as they are
+    with pytest.raises(ValueError, match=r"seeds must be in \[0, 2\*\*63\)"):
+        env.reset([-1, 3])
+    with pytest.raises(TypeError):
+        env.reset([1.5, 2])
+
+
+def test_a_copied_step_does_not_inherit_the_shared_values():
+    physics = task_physics("Hopper-v5")
+    qpos = torch.tensor([[0.0, 1.25, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    step = PhysicsStep(qpos_before=qpos, qpos=qpos, qvel=torch.zeros(1, 6, dtype=torch.float64),
+                       action=torch.zeros(1, 3), reads=torch.zeros(1, 0), reads_before=torch.zeros(1, 0), dt=0.008)
+    assert physics.terminated(step).tolist() == [False]
+    fallen = dataclasses.replace(step, qpos=qpos * torch.tensor([1.0, 0.2, 1, 1, 1, 1]))
+    assert physics.terminated(fallen).tolist() == [True]

@@ -65,17 +65,17 @@ class PhysicsStep:
     """Duration of the primitive step (frame_skip * timestep)."""
     task: Tensor | None = None
     """``[n, n_params]`` each world's task params, for task families whose reward depends on them; else None."""
-    shared: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
-    """Values the reward and the termination both use (health), computed once per step (:func:`_once`)."""
+    shared: dict[Callable, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Values the reward and the termination both use (health), computed once per step (:func:`_once`); a copy made
+    with ``dataclasses.replace`` starts empty."""
 
 
 def _once(s: PhysicsStep, fn: Callable[[PhysicsStep], Tensor]) -> Tensor:
     """``fn(s)``, computed once per step however many of the step's functions ask. After a physics call each torch
     op runs with cold caches (~10 us on a CPU), so a step's op count is most of its cost beyond the physics."""
-    key = fn.__qualname__
-    if key not in s.shared:
-        s.shared[key] = fn(s)
-    return s.shared[key]
+    if fn not in s.shared:
+        s.shared[fn] = fn(s)
+    return s.shared[fn]
 
 
 StepFn = Callable[[PhysicsStep], Tensor]

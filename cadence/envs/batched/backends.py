@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import mujoco
@@ -15,6 +16,16 @@ from cadence.envs.batched.physics import STATE_SPEC, get_state, read_data, same_
 from cadence.envs.batched.resets import initial_states, reset_noise
 from cadence.envs.rewards import PhysicsStep, task_physics
 from cadence.envs.tasks import TaskFamily, TaskWrapper, base_env_id
+
+
+def cached(cache: dict, key: Hashable, build: Callable[[], Any], limit: int) -> Any:
+    """``cache[key]``, built first if missing; past ``limit`` entries the oldest goes (the cache keeps insertion
+    order). Entries keyed by ``id(model)`` must hold the model, so that the id stays its own."""
+    if key not in cache:
+        if len(cache) >= limit:
+            cache.pop(next(iter(cache)))
+        cache[key] = build()
+    return cache[key]
 
 
 class Backend(ABC):
@@ -125,9 +136,10 @@ class ModelBackend(Backend):
         if models is None and default is not None:
             models = [self._model_for(default)] * n_worlds
         self.models = list(models) if models is not None else [base] * n_worlds
-        # one MjData resets every per-world model: they share the base model's sizes
+        # one MjData evaluates every reset world's reads: per-world models share the base model's sizes
         self._reset_data = mujoco.MjData(base)
-        self._noise, self._zero_qvel = reset_noise(base_env_id(env_id), self.env), np.zeros(base.nv)
+        self._noise = reset_noise(base_env_id(env_id), self.env)
+        self._zero_qvel = np.zeros(base.nv)  # init_qvel of an env built from another model
         self._templates: dict[int, tuple[mujoco.MjModel, mujoco.MjData, np.ndarray]] = {}
         self.read_size = len(read_data(self.physics, base, self._reset_data, after_step=False))
         self.timestep = base.opt.timestep
@@ -141,15 +153,15 @@ class ModelBackend(Backend):
                              "may change parameters such as masses and friction, not structure")
 
     def _model_for(self, params: np.ndarray) -> mujoco.MjModel:
-        """The family's model for ``params``, from the cache when an earlier world had the same task."""
-        key = np.asarray(params, np.float64).tobytes()
-        if key not in self._task_models:
-            if len(self._task_models) >= self.MODEL_CACHE:
-                self._task_models.pop(next(iter(self._task_models)))  # the oldest; worlds using it keep their copy
+        """The family's model for ``params``, from the cache when an earlier world had the same task (worlds using
+        an evicted one keep their copy)."""
+
+        def build() -> mujoco.MjModel:
             model = self.family.model_for(self.env.model, params)
             self._check_sizes(model, f"the model of task {params.tolist()}")
-            self._task_models[key] = model
-        return self._task_models[key]
+            return model
+
+        return cached(self._task_models, np.asarray(params, np.float64).tobytes(), build, self.MODEL_CACHE)
 
     def set_task(self, world: int, params: np.ndarray) -> None:
         params = self._require_family().resolve(params)
@@ -188,13 +200,11 @@ class ModelBackend(Backend):
     def _reset_template(self, model: mujoco.MjModel) -> tuple[mujoco.MjData, np.ndarray]:
         """``model``'s ``MjData`` just after ``mj_resetData``, and its physics state: what a reset leaves besides
         ``qpos``, ``qvel`` and the reads (kept per model, with the model, so its id stays its own)."""
-        key = id(model)
-        if key not in self._templates:
-            if len(self._templates) >= self.MODEL_CACHE:
-                self._templates.pop(next(iter(self._templates)))  # the oldest
+        def build() -> tuple[mujoco.MjModel, mujoco.MjData, np.ndarray]:
             data = mujoco.MjData(model)
-            self._templates[key] = (model, data, get_state(model, data))
-        return self._templates[key][1:]
+            return model, data, get_state(model, data)
+
+        return cached(self._templates, id(model), build, self.MODEL_CACHE)[1:]
 
     def _template_rows(self, idx: np.ndarray,
                        read: Callable[[mujoco.MjData, np.ndarray], np.ndarray]) -> np.ndarray:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,10 +107,13 @@ class BatchedEnv:
     def reset(self, seed: int | Sequence[int] = 0, tasks: Sequence | None = None) -> torch.Tensor:
         """Reset every world; world ``i`` gets ``seed + i`` (an int) or ``seed[i]`` (a sequence), and ``tasks[i]``
         (params or a preset name of the env's family, or None to keep the world's task) when given."""
-        seeds = np.asarray(seed, np.int64) + (np.arange(self.n) if np.ndim(seed) == 0 else 0)
-        if seeds.shape != (self.n,):
+        seeds = [operator.index(seed) + i for i in range(self.n)] if np.ndim(seed) == 0 else [
+            operator.index(s) for s in seed]
+        if len(seeds) != self.n:
             raise ValueError(f"need one seed per world ({self.n}), got {len(seeds)}")
-        self._seeds, self._episodes[:] = seeds, 0
+        if not all(0 <= s < 2**63 for s in seeds):
+            raise ValueError(f"seeds must be in [0, 2**63) (Gymnasium's are >= 0), got {min(seeds)}..{max(seeds)}")
+        self._seeds, self._episodes[:] = np.asarray(seeds, np.int64), 0
         self._reset_worlds(np.arange(self.n), tasks)
         self._was_reset = True
         return self._out(self._obs)
@@ -135,8 +139,11 @@ class BatchedEnv:
             for i, task in zip(idx, tasks, strict=True):
                 if task is not None:
                     self._set_task(int(i), task)
-        seeds = self._seeds[idx] + self._episodes[idx] * self.n
-        self._obs[idx] = self.backend.reset(idx, seeds.tolist()).to(self._obs.dtype)  # warp's are float32
+        if len(idx) == 0:
+            return
+        # Python ints: a large seed plus episode * n_worlds may pass int64's range (Gymnasium takes any size)
+        seeds = [int(s) + int(k) * self.n for s, k in zip(self._seeds[idx], self._episodes[idx], strict=True)]
+        self._obs[idx] = self.backend.reset(idx, seeds).to(self._obs.dtype)  # warp's are float32
         self._elapsed[idx] = 0
 
     @property
@@ -190,14 +197,14 @@ class BatchedEnv:
             self._elapsed[sel] += 1
             steps[sel] += 1
             if len(idx) == n:
-                reward += r
+                reward += r  # one op; indexing by the slice would add a read and a write
             else:
                 reward[sel] += r
-            term = term.cpu().numpy()
+            ended = term.cpu().numpy()  # a GPU's flags: the one sync per primitive step
             trunc = self._elapsed[sel] >= self.max_episode_steps  # as TimeLimit
-            terminated[sel], truncated[sel], done[sel] = term, trunc, term | trunc
+            terminated[sel], truncated[sel], done[sel] = ended, trunc, ended | trunc
             if record_primitive:
-                records.append((idx, before, a, r, obs, term, trunc))
+                records.append((idx, before, a, r, obs, ended, trunc))
         info: dict = {"primitive_steps": torch.as_tensor(steps).to(self.device)}
         if record_primitive:
             info["primitive"] = _primitive_records(records)

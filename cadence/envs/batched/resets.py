@@ -11,6 +11,7 @@ noise is all uniform (their worlds' generators run side by side: :mod:`cadence.e
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -104,17 +105,18 @@ def seeded_generator(seed: int) -> np.random.Generator:
     return seeding.np_random(int(seed))[0]
 
 
-def initial_states(noise: ResetNoise, seeds: Sequence[int], qpos0: np.ndarray,
+def initial_states(noise: ResetNoise, seeds: Sequence[int] | np.ndarray, qpos0: np.ndarray,
                    qvel0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``qpos [m, nq]`` and ``qvel [m, nv]`` that ``reset_model`` draws for seeds ``seeds`` from each world's
     ``init_qpos`` and ``init_qvel`` rows (``qpos0 [m, nq]``, ``qvel0 [m, nv]``): Gymnasium's, bit for bit."""
-    seeds = np.asarray(seeds, np.int64)
-    if (seeds < 0).any():
-        raise ValueError(f"reset seeds must be >= 0 (Gymnasium's), got {int(seeds.min())}")
-    if noise.uniform_scale is not None and len(seeds) >= BATCHED_FROM:
+    seeds = [operator.index(s) for s in seeds]  # any size, as Gymnasium takes them; floats are refused
+    if seeds and min(seeds) < 0:
+        raise ValueError(f"reset seeds must be >= 0 (as Gymnasium's), got {min(seeds)}")
+    nq = qpos0.shape[1]
+    if noise.uniform_scale is not None and len(seeds) >= BATCHED_FROM and max(seeds) < 2**64:
         low, high = -noise.uniform_scale, noise.uniform_scale
-        u = low + (high - low) * first_doubles(seeds, qpos0.shape[1] + qvel0.shape[1])  # Generator.uniform's form
-        return qpos0 + u[:, :qpos0.shape[1]], qvel0 + u[:, qpos0.shape[1]:]
+        u = low + (high - low) * first_doubles(np.asarray(seeds, np.uint64), nq + qvel0.shape[1])  # as uniform()
+        return qpos0 + u[:, :nq], qvel0 + u[:, nq:]
     qpos, qvel = np.empty(qpos0.shape), np.empty(qvel0.shape)
     for j, seed in enumerate(seeds):
         qpos[j], qvel[j] = noise.draw(seeded_generator(seed), qpos0[j], qvel0[j])

@@ -32,12 +32,14 @@ def _hash_constants(start: int, mult: int, count: int) -> list[np.uint64]:
 
 
 def _hashmix(value: np.ndarray, const: np.uint64, mult: int) -> np.ndarray:
+    """SeedSequence's ``hashmix`` of 32-bit words held in uint64: xor ``const``, multiply by its successor."""
     value = value ^ const
     value = (value * np.uint64((int(const) * mult) & 0xFFFFFFFF)) & _M32
     return value ^ (value >> _XSHIFT)
 
 
 def _mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """SeedSequence's ``mix`` of two 32-bit words held in uint64."""
     result = (_MIX_MULT_L * x - _MIX_MULT_R * y) & _M32  # uint64 wraps; the low 32 bits are uint32's
     return result ^ (result >> _XSHIFT)
 
@@ -63,8 +65,8 @@ def _mul_hi_lo(a: np.ndarray, b: np.uint64) -> tuple[np.ndarray, np.ndarray]:
     a0, a1, b0, b1 = a & _M32, a >> np.uint64(32), b & _M32, b >> np.uint64(32)
     p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
     mid = (p00 >> np.uint64(32)) + (p01 & _M32) + (p10 & _M32)
-    return p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32)), \
-        (mid << np.uint64(32)) | (p00 & _M32)
+    high = p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+    return high, (mid << np.uint64(32)) | (p00 & _M32)
 
 
 def _lcg_step(hi: np.ndarray, lo: np.ndarray, inc_hi: np.ndarray,
@@ -79,12 +81,11 @@ def _lcg_step(hi: np.ndarray, lo: np.ndarray, inc_hi: np.ndarray,
 def first_doubles(seeds: np.ndarray | list[int], count: int) -> np.ndarray:
     """``[m, count]``: the first ``count`` doubles of ``gymnasium.utils.seeding.np_random(seed)[0].random()`` for every
     seed (what ``Generator.uniform(low, high, size)`` scales as ``low + (high - low) * u``), bit for bit."""
+    seeds = np.asarray(seeds)
+    if seeds.ndim != 1 or seeds.dtype.kind not in "iu" or (seeds < 0).any():
+        raise ValueError("seeds must be a 1-d array of non-negative integers below 2**64")
     with np.errstate(over="ignore"):
-        seeds = np.asarray(seeds)
-        if seeds.ndim != 1 or seeds.dtype.kind not in "iu" or (seeds < 0).any():
-            raise ValueError("seeds must be a 1-d array of non-negative integers")
-        seeds = seeds.astype(np.uint64)
-        w = _seed_sequence_state(seeds)
+        w = _seed_sequence_state(seeds.astype(np.uint64))
         # generate_state(4, uint64): little-endian pairs; PCG64 seeds its state with the first two, its stream with
         # the last two (each pair high word first)
         s_hi, s_lo, q_hi, q_lo = (w[2 * k] | (w[2 * k + 1] << np.uint64(32)) for k in range(4))

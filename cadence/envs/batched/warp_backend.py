@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import warp as wp
 
-from cadence.envs.batched.backends import ModelBackend
+from cadence.envs.batched.backends import ModelBackend, cached
 from cadence.envs.batched.warp_contacts import use_mujoco_plane_capsule_frame
 from cadence.envs.rewards import DataRead, PhysicsStep
 from cadence.envs.tasks import TaskFamily
@@ -199,12 +199,8 @@ class WarpBackend(ModelBackend):
         self._apply_model(world, self.models[world], f"task {np.asarray(params).tolist()} of {self.family.name}")
 
     def _values_of(self, model: mujoco.MjModel) -> dict[str, tuple[Any, bool]]:
-        key = id(model)
-        if key not in self._values:
-            if len(self._values) > self.MODEL_CACHE:
-                self._values.pop(next(iter(self._values)))  # the oldest (world 0's stay in self._source)
-            self._values[key] = (model, model_values(model))  # the model is kept, so its id stays its own
-        return self._values[key][1]
+        # world 0's values stay in self._source; the cache keeps the model, so its id stays its own
+        return cached(self._values, id(model), lambda: (model, model_values(model)), self.MODEL_CACHE + 1)[1]
 
     def _apply_model(self, world: int, model: mujoco.MjModel, what: str) -> None:
         """Give ``world`` the Warp model fields of ``model``: rows of batched fields, batching those it changes."""
