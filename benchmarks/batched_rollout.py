@@ -19,6 +19,7 @@ one seeded generator per world). Writes ``benchmarks/results/batched_rollout.jso
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -352,11 +353,10 @@ def main() -> None:
         "targets_met": {"cadence_256_over_gymnasium_single": ratios["cadence_256_over_gymnasium_single"] >= 2.5,
                         "cadence_256_over_raw_rollout": ratios["cadence_256_over_raw_rollout"] >= 0.8},
     }
-    try:
+    # an older cadence (this script measuring another checkout) has no batched resets to time
+    if importlib.util.find_spec("cadence.envs.batched.resets") is not None:
         from cadence.envs.batched.resets import BATCHED_FROM
-    except ImportError:  # an older cadence (this script measuring another checkout): one generator per world only
-        pass
-    else:
+
         result["reset_batches"] = {"us_per_world": reset_batch_timing(), "batched_from": BATCHED_FROM}
     if (fas := fas_sweep_timing(args)) is not None:
         result["fas_sweep"] = fas

@@ -28,6 +28,11 @@ def cached(cache: dict, key: Hashable, build: Callable[[], Any], limit: int) -> 
     return cache[key]
 
 
+#: what a reset world is made of, per world: the physics state mujoco.rollout carries, then the MjData fields the
+#: warp backend carries
+RESET_FIELDS = ("state", "qpos", "qvel", "act", "time", "qacc_warmstart")
+
+
 class Backend(ABC):
     """``n`` worlds of one env (a task family's run in its base env); ``reset``/``step`` take the indices of the
     worlds they act on, ``set_task`` puts one world in a task of the family."""
@@ -139,8 +144,7 @@ class ModelBackend(Backend):
         # one MjData evaluates every reset world's reads: per-world models share the base model's sizes
         self._reset_data = mujoco.MjData(base)
         self._noise = reset_noise(base_env_id(env_id), self.env)
-        self._zero_qvel = np.zeros(base.nv)  # init_qvel of an env built from another model
-        self._templates: dict[int, tuple[mujoco.MjModel, mujoco.MjData, np.ndarray]] = {}
+        self._templates: dict[int, tuple[mujoco.MjModel, dict[str, np.ndarray]]] = {}
         self.read_size = len(read_data(self.physics, base, self._reset_data, after_step=False))
         self.timestep = base.opt.timestep
         self.dt = self.physics.frame_skip * base.opt.timestep
@@ -168,57 +172,49 @@ class ModelBackend(Backend):
         self.models[world] = self._model_for(params)
         self.tasks[world] = params
 
-    def _initial_states(self, idx: np.ndarray, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``qpos [m, nq]``, ``qvel [m, nv]`` and the task's reads ``[m, k]`` of worlds ``idx`` just after Gymnasium's
-        ``reset(seed=seeds[j])`` in each world's own model (as an env built from it: its ``qpos0``).
+    def _initial_states(self, idx: np.ndarray, seeds: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Worlds ``idx`` just after Gymnasium's ``reset(seed=seeds[j])`` in each world's own model (as an env built
+        from it), as rows ``[m, ...]`` of :data:`RESET_FIELDS`, and the task's reads ``[m, k]``.
 
-        ``reset_model``'s noise is drawn from the same seeded generator (:mod:`cadence.envs.batched.resets`), bit for
-        bit Gymnasium's; the rest of a reset world is :meth:`_reset_template`'s. ``mj_forward`` runs only for the
-        task's reads (it changes nothing else a backend carries), so most tasks skip it.
+        Each row starts as the world's model after ``mj_resetData`` (so ``qpos`` is its ``qpos0``, Gymnasium's
+        ``init_qpos``); ``reset_model``'s noise is then drawn from the same seeded generator
+        (:mod:`cadence.envs.batched.resets`), bit for bit Gymnasium's. ``mj_forward`` runs only for the task's reads
+        (it changes nothing else a backend carries), so most tasks skip it.
         """
-        base = self.env.model
         if len(seeds) != len(idx):
             raise ValueError(f"need one seed per reset world ({len(idx)}), got {len(seeds)}")
-        if all(self.models[i] is base for i in idx):
-            qpos0 = np.broadcast_to(self.env.init_qpos, (len(idx), base.nq))
-            qvel0 = np.broadcast_to(self.env.init_qvel, (len(idx), base.nv))
-        else:
-            qpos0 = np.stack([self.env.init_qpos if self.models[i] is base else self.models[i].qpos0 for i in idx])
-            qvel0 = np.stack([self.env.init_qvel if self.models[i] is base else self._zero_qvel for i in idx])
-        qpos, qvel = initial_states(self._noise, seeds, qpos0, qvel0)
+        rows = self._template_rows(idx)
+        rows["qpos"], rows["qvel"] = initial_states(self._noise, seeds, rows["qpos"], rows["qvel"])
         reads = np.zeros((len(idx), self.read_size))
         if self.physics.reads:
             data = self._reset_data
             for j, i in enumerate(idx):
                 model = self.models[i]
                 mujoco.mj_resetData(model, data)
-                data.qpos[:], data.qvel[:] = qpos[j], qvel[j]
+                data.qpos[:], data.qvel[:] = rows["qpos"][j], rows["qvel"][j]
                 mujoco.mj_forward(model, data)
                 reads[j] = read_data(self.physics, model, data, after_step=False)
-        return qpos, qvel, reads
+        return rows, reads
 
-    def _reset_template(self, model: mujoco.MjModel) -> tuple[mujoco.MjData, np.ndarray]:
-        """``model``'s ``MjData`` just after ``mj_resetData``, and its physics state: what a reset leaves besides
-        ``qpos``, ``qvel`` and the reads (kept per model, with the model, so its id stays its own)."""
-        def build() -> tuple[mujoco.MjModel, mujoco.MjData, np.ndarray]:
+    def _template_rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """:data:`RESET_FIELDS` of each world's model just after ``mj_resetData``, as float64 rows ``[m, ...]``: one
+        template per distinct model (cached, with the model, so its id stays its own), so a large batch costs little
+        per world."""
+
+        def template(model: mujoco.MjModel) -> tuple[mujoco.MjModel, dict[str, np.ndarray]]:
             data = mujoco.MjData(model)
-            return model, data, get_state(model, data)
+            fields = {name: np.asarray(getattr(data, name), np.float64).copy() for name in RESET_FIELDS[1:]}
+            return model, {"state": get_state(model, data), **fields}
 
-        return cached(self._templates, id(model), build, self.MODEL_CACHE)[1:]
-
-    def _template_rows(self, idx: np.ndarray,
-                       read: Callable[[mujoco.MjData, np.ndarray], np.ndarray]) -> np.ndarray:
-        """``read(data, state)`` of each world's reset template (:meth:`_reset_template`), as float64 rows
-        ``[m, ...]``: read once per distinct model, so a large batch costs little per world."""
         keys = [id(self.models[i]) for i in idx]
-        values: dict[int, np.ndarray] = {}
+        values: dict[int, dict[str, np.ndarray]] = {}
         for i, key in zip(idx, keys, strict=True):
             if key not in values:
-                values[key] = np.asarray(read(*self._reset_template(self.models[i])), np.float64)
+                values[key] = cached(self._templates, key, lambda i=i: template(self.models[i]), self.MODEL_CACHE)[1]
         if len(values) == 1:
-            (value,) = values.values()
-            return np.repeat(value[None], len(idx), axis=0)
-        return np.stack([values[key] for key in keys])
+            (only,) = values.values()
+            return {name: np.repeat(value[None], len(idx), axis=0) for name, value in only.items()}
+        return {name: np.stack([values[key][name] for key in keys]) for name in RESET_FIELDS}
 
 
 class RolloutBackend(ModelBackend):
@@ -273,11 +269,10 @@ class RolloutBackend(ModelBackend):
                            task=t(self.tasks[sel]) if self.tasks is not None else None)
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
-        qpos, qvel, reads = self._initial_states(idx, seeds)
-        state = self._template_rows(idx, lambda data, state: state)
-        state[:, self._qpos], state[:, self._qvel] = qpos, qvel
-        self.state[idx], self.reads[idx] = state, reads
-        self.warmstart[idx] = self._template_rows(idx, lambda data, state: data.qacc_warmstart)
+        rows, reads = self._initial_states(idx, seeds)
+        state = rows["state"]
+        state[:, self._qpos], state[:, self._qvel] = rows["qpos"], rows["qvel"]
+        self.state[idx], self.reads[idx], self.warmstart[idx] = state, reads, rows["qacc_warmstart"]
         nu = self.action_space.shape[0]
         return self.physics.observe(self._physics_step(idx, self.state[idx], self.reads[idx], np.zeros((len(idx), nu))))
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import warp as wp
 
-from cadence.envs.batched.backends import ModelBackend, cached
+from cadence.envs.batched.backends import RESET_FIELDS, ModelBackend, cached
 from cadence.envs.batched.warp_contacts import use_mujoco_plane_capsule_frame
 from cadence.envs.rewards import DataRead, PhysicsStep
 from cadence.envs.tasks import TaskFamily
@@ -36,7 +36,7 @@ UNUSED_UNBATCHED: dict[str, tuple[Callable[[mujoco.MjModel], bool], str]] = {
 }
 
 #: the per-world Data a step starts from (besides ctrl, written every step); a world keeps these when it sits out
-STATE_FIELDS = ("qpos", "qvel", "act", "time", "qacc_warmstart")
+STATE_FIELDS = RESET_FIELDS[1:]
 
 _initialized = False
 
@@ -298,10 +298,8 @@ class WarpBackend(ModelBackend):
 
     def reset(self, idx: np.ndarray, seeds: Sequence[int]) -> torch.Tensor:
         rows = self._rows(np.asarray(idx))
-        qpos, qvel, reads = self._initial_states(idx, seeds)
-        host = {"qpos": qpos, "qvel": qvel, "reads": reads}
-        host.update({name: self._template_rows(idx, lambda data, state, name=name: getattr(data, name))
-                     for name in STATE_FIELDS if name not in host})
+        initial, reads = self._initial_states(idx, seeds)
+        host = {**{name: initial[name] for name in STATE_FIELDS}, "reads": reads}
         for name, target in (*self._state.items(), ("reads", self.reads)):
             values = torch.as_tensor(host[name], dtype=target.dtype).to(self.device)
             target[rows] = values.reshape(target[rows].shape)
