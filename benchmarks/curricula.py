@@ -275,8 +275,11 @@ def train_all(suite: Suite, args: argparse.Namespace) -> dict:
     train = {"train.env": suite.env, "train.total_steps": args.steps, "train.eval_every": args.steps // 10,
              "train.eval_episodes": 3, "train.torch_threads": 1, "train.progress": False,
              "train.checkpoint_every": args.steps // 4}
-    table = {m: {"algo": "sac", **train, "train.teacher": teacher_of(m)[0], **agent,
-                 **({"train.teacher_settings": teacher_of(m)[1]} if teacher_of(m)[1] else {})} for m in args.teachers}
+    table = {}
+    for m in args.teachers:
+        teacher, settings = teacher_of(m)
+        table[m] = {"algo": "sac", **train, "train.teacher": teacher, **agent,
+                    **({"train.teacher_settings": settings} if settings else {})}
     sweep = expand({"sweep": {"name": f"curricula_{suite.plot_stem}"}, "methods": table,
                     "axes": {"train.seed": list(args.seeds)}})
     run_grid(sweep, args.runs, args.workers)
