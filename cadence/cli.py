@@ -200,11 +200,22 @@ class AlgoParser(argparse.ArgumentParser):
         return super().format_help()
 
 
+def _seed(text: str) -> int:
+    """A seed flag's value: an int >= 0, as Gymnasium and NumPy take seeds."""
+    value = int(text)  # not an int: argparse reports "invalid seed value"
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seeds are >= 0 (Gymnasium's and NumPy's), got {value}")
+    return value
+
+
+_seed.__name__ = "seed"  # argparse names the type in its message
+
+
 def _train_flags() -> argparse.ArgumentParser:
     """The flags every ``cadence train ALGO`` takes."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--env", help="env id, e.g. Hopper-v5 (train.env)")
-    p.add_argument("--seed", type=int, help="seed of the networks, replay sampling and env (train.seed)")
+    p.add_argument("--seed", type=_seed, help="seed of the networks, replay sampling and env (train.seed)")
     p.add_argument("--total-steps", type=int, help="budget in primitive env steps (offline algos: gradient steps)")
     p.add_argument("--dataset", help="offline algos (required): data set name or path (hopper-medium, d4rl:NAME, ...)")
     p.add_argument("--morec", action="store_true",
@@ -256,7 +267,7 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--episodes", type=int, default=10, help="episodes per ASL")
     p.add_argument("--asl", type=_parse_asl, help="ASL grid within 1..30, e.g. 1,2,4,8 (default: the paper's "
                                                   "16 points; any other grid is no comparable FAS)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first evaluation episode")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the first evaluation episode")
     p.add_argument("--planner", action="store_true",
                    help="plan with CEM-MPC through the run's learned model (srl runs) instead of its actor")
     p.add_argument("--sequential", action="store_true",
@@ -277,8 +288,8 @@ def _add_collect(sub: Any) -> None:
     p.add_argument("--task-index", type=int, metavar="I", help="--sequence: collect only its task I (from 0)")
     p.add_argument("--kind", choices=COLLECT_KINDS, help="which data set (default medium)")
     p.add_argument("--size", type=int, help="transitions to collect")
-    p.add_argument("--seed", type=int, help="seed of the collection episodes")
-    p.add_argument("--policy-seed", type=int, help="seed of the SAC run")
+    p.add_argument("--seed", type=_seed, help="seed of the collection episodes")
+    p.add_argument("--policy-seed", type=_seed, help="seed of the SAC run")
     p.add_argument("--policy-steps", type=int, help="SAC training budget; its final policy is the expert")
     p.add_argument("--eval-every", type=int, help="policy snapshot interval (the medium policy is one snapshot)")
     p.add_argument("--medium-fraction", type=float,
@@ -320,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "can show forgetting")
     p_gap.add_argument("sequence", help="a task sequence, e.g. halfcheetah-motor-3 (unknown names list the known)")
     p_gap.add_argument("--n", type=int, default=1000, help="random transitions per task (default 1000)")
-    p_gap.add_argument("--seed", type=int, default=0, help="seed of the random actions, episodes and the model fit")
+    p_gap.add_argument("--seed", type=_seed, default=0, help="seed of the random actions, episodes and the model fit")
     p_gap.add_argument("--fit-steps", type=int, default=2000,
                        help="updates of a single-task model on the first task, whose held-out error the gap is "
                             "compared with (0: skip the fit)")

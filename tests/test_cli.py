@@ -407,3 +407,26 @@ def test_a_signal_sets_the_exit_status_shells_expect():
     assert cli._interrupted_status("SIGTERM at step 2,087: checkpoint written") == 143
     assert cli._interrupted_status("SIGINT at step 2,087: checkpoint written") == 130
     assert cli._interrupted_status("interrupted before a checkpoint of the current step was written") == 130
+
+
+@pytest.mark.parametrize("argv", [["train", "sac", "--seed", "-1"], ["collect", "--seed", "-3"],
+                                  ["collect", "--policy-seed", "-2"], ["eval", "fas", "runs/x", "--seed", "-1"],
+                                  ["task-gap", "halfcheetah-motor-3", "--seed", "-4"]])
+def test_a_negative_seed_flag_is_refused_before_any_work(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and "seeds are >= 0" in capsys.readouterr().err
+
+
+def test_an_unavailable_backend_is_a_one_line_error(capsys, monkeypatch):
+    from cadence.envs.batched import backends
+
+    def missing(*args, **kwargs):
+        raise backends.ExtraMissing("the warp backend needs MuJoCo Warp: pip install 'cadence-rl[gpu]'")
+
+    monkeypatch.setattr(backends, "warp_backend", missing)
+    monkeypatch.setattr("cadence.envs.batched.env.warp_backend", missing)
+    code = main(["collect", "--env", "Hopper-v5", "--kind", "random", "--worlds", "2", "--size", "20",
+                 "--backend", "warp", "--out", "unused.hdf5", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'cadence-rl[gpu]'" in err and "Traceback" not in err

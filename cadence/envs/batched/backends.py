@@ -311,6 +311,16 @@ class RolloutBackend(ModelBackend):
         super().close()
 
 
+class ExtraMissing(ImportError, ValueError):
+    """A backend's optional dependencies are not installed; the message names the install command (a ValueError
+    too, so the CLI shows it as a one-line error rather than a traceback)."""
+
+
+class DeviceUnavailable(RuntimeError, ValueError):
+    """The device asked for is not on this machine; the message names what to use instead (a ValueError too, for
+    the CLI's one-line errors)."""
+
+
 def warp_backend(env_id: str, n_worlds: int, **kwargs) -> Backend:
     """MuJoCo Warp on Warp's CPU device or a CUDA GPU (extra ``gpu``); see
     :class:`cadence.envs.batched.warp_backend.WarpBackend`. Imported here, so a missing extra says what to install
@@ -319,7 +329,7 @@ def warp_backend(env_id: str, n_worlds: int, **kwargs) -> Backend:
         import mujoco_warp  # noqa: F401
         import warp  # noqa: F401
     except ImportError:
-        raise ImportError("the warp backend needs MuJoCo Warp: pip install 'cadence-rl[gpu]' "
+        raise ExtraMissing("the warp backend needs MuJoCo Warp: pip install 'cadence-rl[gpu]' "
                           "(mujoco-warp at the version matching mujoco); CPU backends: rollout, gymnasium") from None
     from cadence.envs.batched.warp_backend import WarpBackend
 

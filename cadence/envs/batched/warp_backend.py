@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import warp as wp
 
-from cadence.envs.batched.backends import RESET_FIELDS, ModelBackend, cached
+from cadence.envs.batched.backends import RESET_FIELDS, DeviceUnavailable, ModelBackend, cached
 from cadence.envs.batched.warp_contacts import use_mujoco_plane_capsule_frame
 from cadence.envs.rewards import DataRead, PhysicsStep
 from cadence.envs.tasks import TaskFamily
@@ -74,9 +74,9 @@ def warp_device(device: str | torch.device) -> tuple[str, torch.device]:
         raise ValueError(f"the warp backend runs on device='cpu' or 'cuda', not {str(device)!r}")
     if not wp.is_cuda_available() or not torch.cuda.is_available():
         missing = "Warp" if not wp.is_cuda_available() else "torch"
-        raise RuntimeError(f"backend='warp' with device={str(device)!r} needs a CUDA GPU, and {missing} sees none; "
-                           "use device='cpu' (Warp's CPU device: correct, but slower than rollout) or "
-                           "backend='rollout' (mujoco.rollout on CPU threads)")
+        raise DeviceUnavailable(f"backend='warp' with device={str(device)!r} needs a CUDA GPU, and {missing} sees "
+                                "none; use device='cpu' (Warp's CPU device: correct, but slower than rollout) or "
+                                "backend='rollout' (mujoco.rollout on CPU threads)")
     index = 0 if dev.index is None else dev.index
     return f"cuda:{index}", torch.device("cuda", index)
 
